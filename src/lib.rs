@@ -1,0 +1,8 @@
+//! SurfStore-on-Raft: a Raft-replicated SurfStore metadata service speaking
+//! XML-RPC over HTTP. One node code, run one per process (`server`) or, later,
+//! all M in one process.
+
+pub mod config;
+pub mod node;
+pub mod sim;
+pub mod xmlrpc;

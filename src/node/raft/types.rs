@@ -1,0 +1,149 @@
+//! The vocabulary of the Raft core: ids, entries, messages, the hard state that
+//! must survive restarts, the `Ready` batch the core hands to its driver, and the
+//! status snapshot the driver publishes. Plain data, no behaviour.
+
+use bytes::Bytes;
+
+/// A node's id: its index in the config's member list (0..M).
+pub type NodeId = u64;
+pub type Term = u64;
+pub type LogIndex = u64;
+
+/// One log entry. `data` is opaque to the core; empty `data` is the no-op a new
+/// leader appends at the start of its term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub term: Term,
+    pub index: LogIndex,
+    pub data: Bytes,
+}
+
+/// What Raft requires to be durable before a vote or an append ack is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub commit: LogIndex,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Follower,
+    Candidate,
+    Leader,
+}
+
+/// A message between two cores. `ctx` is an opaque correlation number chosen by
+/// the driver for requests it receives; a response copies the `ctx` of the
+/// request it answers (the driver uses it to answer the right HTTP call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    pub ctx: u64,
+    pub body: MessageBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// Replication and heartbeat. `read_seq` is the leader's ReadIndex round
+    /// number at send time; the response echoes it.
+    AppendEntries {
+        prev_index: LogIndex,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: LogIndex,
+        read_seq: u64,
+    },
+    /// `success`: the follower's log now matches the leader's through
+    /// `match_index`. On rejection, `conflict_index`/`conflict_term` are the
+    /// fast back-off hint (first index of the conflicting term, or the
+    /// follower's last index + 1 when its log is too short, with term 0).
+    AppendEntriesResponse {
+        success: bool,
+        match_index: LogIndex,
+        conflict_index: LogIndex,
+        conflict_term: Term,
+        read_seq: u64,
+    },
+    RequestVote {
+        last_index: LogIndex,
+        last_term: Term,
+    },
+    RequestVoteResponse {
+        granted: bool,
+    },
+}
+
+/// A linearizable read became safe: once the state machine has applied
+/// `index`, the read identified by `ctx` may be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub ctx: u64,
+    pub index: LogIndex,
+}
+
+/// Role and leader, reported in a `Ready` when they change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftState {
+    pub role: Role,
+    pub leader: Option<NodeId>,
+}
+
+/// Everything the core wants done, in order: persist `hard_state` and
+/// `entries` (appending; an entry at an index already stored replaces it and
+/// everything after it), then send `messages`, then apply `committed_entries`
+/// and serve `read_states`, then call `advance`.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// The role/leader if it changed since the last `Ready`.
+    pub soft_state: Option<SoftState>,
+    /// The hard state if it changed since the last `Ready`.
+    pub hard_state: Option<HardState>,
+    /// Entries to make durable before `messages` are sent.
+    pub entries: Vec<Entry>,
+    /// Entries known committed and not yet handed out, contiguous and in order.
+    pub committed_entries: Vec<Entry>,
+    /// Outgoing messages; only to be sent after the above is durable.
+    pub messages: Vec<Message>,
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.committed_entries.is_empty()
+            && self.messages.is_empty()
+            && self.read_states.is_empty()
+    }
+}
+
+/// Per-follower replication state, as seen by the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: NodeId,
+    /// Highest index known replicated on the peer.
+    pub match_index: LogIndex,
+    /// Next index to send.
+    pub next_index: LogIndex,
+}
+
+/// A read-only snapshot of the core for dashboards and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub leader: Option<NodeId>,
+    pub last_index: LogIndex,
+    pub last_term: Term,
+    pub commit_index: LogIndex,
+    /// Last index handed out in `committed_entries` (what the driver applies).
+    pub applied_index: LogIndex,
+    /// Filled only on the leader, one per other member in id order.
+    pub progress: Vec<PeerProgress>,
+}
