@@ -1,3 +1,8 @@
-//! Everything one node is, used alike by `run-server.sh` and the in-process cluster.
+//! Everything one node is (being assembled).
 
+pub mod command;
+pub mod error;
+pub mod metadata;
+pub mod peer_wire;
 pub mod raft;
+pub mod storage;

@@ -1,1 +1,163 @@
-//! (being written)
+//! The XML-RPC client: one node's address, a pool of idle keep-alive HTTP/1.1
+//! connections to it, and a deadline on every call.
+//!
+//! Promises:
+//! - A call reuses an idle pooled connection when there is one; a new TCP
+//!   connection (with `TCP_NODELAY`) is opened only when all are busy.
+//!   Clones share the pool, so clone a `Client` rather than making another.
+//! - Every call finishes within the timeout given to [`Client::new`], with the
+//!   value, the peer's fault, or a [`CallError`] saying which layer failed.
+//! - Idle connections are dropped after [`POOL_IDLE_TIMEOUT`], before the
+//!   server's own idle cutoff (its 30 s header timeout) can race a reuse.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::codec::{self, CodecError};
+use super::{Fault, Value};
+
+/// How long an unused pooled connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Largest response body accepted (a `getblock` answer is a few MiB).
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// Why a call did not produce a value.
+#[derive(thiserror::Error, Debug)]
+pub enum CallError {
+    /// The server answered with an XML-RPC fault.
+    #[error("{0}")]
+    Fault(Fault),
+    /// No connection could be made (refused, unreachable, bad address); the
+    /// request was certainly not delivered.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The connection failed while the call was under way; it may or may not
+    /// have been executed.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// No complete answer within the client's timeout; the call may or may not
+    /// have been executed.
+    #[error("no answer within the timeout")]
+    Timeout,
+    /// The server answered with an HTTP status other than 200.
+    #[error("HTTP status {0}")]
+    Http(u16),
+    /// The server's 200 answer was not a well-formed XML-RPC response.
+    #[error("bad response: {0}")]
+    Decode(CodecError),
+}
+
+impl CallError {
+    /// The fault, if the server answered with one.
+    pub fn fault(&self) -> Option<&Fault> {
+        match self {
+            CallError::Fault(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// A pooled keep-alive XML-RPC client for one server. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    /// `http://host:port/RPC2`, or why `addr` could not make one.
+    uri: Result<Uri, String>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = match &self.uri {
+            Ok(uri) => uri.to_string(),
+            Err(e) => e.clone(),
+        };
+        f.debug_struct("Client")
+            .field("uri", &target)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client for the server at `addr` (`host:port`). Each call, including
+    /// connecting if needed, is bounded by `timeout`. An unusable address is
+    /// reported by every call as [`CallError::Connect`].
+    pub fn new(addr: &str, timeout: Duration) -> Client {
+        let uri = format!("http://{addr}/RPC2")
+            .parse::<Uri>()
+            .map_err(|e| format!("bad address `{addr}`: {e}"))
+            .and_then(|uri| match uri.port_u16() {
+                Some(_) => Ok(uri),
+                None => Err(format!("bad address `{addr}`: expected host:port")),
+            });
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Client { http, uri, timeout }
+    }
+
+    /// Calls `method(params...)` and waits for the answer.
+    pub async fn call(&self, method: &str, params: &[Value]) -> Result<Value, CallError> {
+        let uri = self.uri.clone().map_err(CallError::Connect)?;
+        let mut body = Vec::with_capacity(256);
+        codec::encode_call(method, params, &mut body);
+        let mut req = Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    CallError::Connect(chain(&e))
+                } else {
+                    CallError::Transport(chain(&e))
+                }
+            })?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| CallError::Transport(chain(&*e)))?
+                .to_bytes();
+            if status != hyper::StatusCode::OK {
+                return Err(CallError::Http(status.as_u16()));
+            }
+            match codec::parse_response(&body) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(fault)) => Err(CallError::Fault(fault)),
+                Err(e) => Err(CallError::Decode(e)),
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+}
+
+/// An error and its causes, `outer: inner: innermost` (hyper's own messages
+/// are terse; the cause is usually the interesting part).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
+}

@@ -1,1 +1,326 @@
-//! (being written)
+//! The XML-RPC HTTP/1.1 server: accept loop, one task per connection, a
+//! connection limit and a shutdown future, in the shape of mini-redis.
+//!
+//! Promises:
+//! - `POST /RPC2` and `POST /` are XML-RPC calls; any other path is 404, any
+//!   other method 405 (`Allow: POST`). Keep-alive, many connections at once.
+//! - A body larger than [`ServerOptions::max_body_bytes`] is refused with 413
+//!   before it is read (declared length) or as soon as it passes the limit
+//!   (chunked); the connection is then closed, the rest never read.
+//! - A body that is not a well-formed call gets HTTP 200 with fault 3
+//!   (`BadRequest: ...`); the handler's faults are sent as faults. Every reply is
+//!   `Content-Type: text/xml`.
+//! - Nothing a peer sends can panic the server or stall other connections: slow
+//!   headers time out, slow or truncated bodies only hold their own connection,
+//!   and past [`ServerOptions::max_connections`] new peers wait in the kernel's
+//!   accept queue until a slot frees.
+//! - When `shutdown` completes the listener is closed at once, idle connections
+//!   are closed, and in-flight calls get [`ServerOptions::shutdown_grace`] to
+//!   finish before their tasks are aborted.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, error, warn};
+
+use super::codec::{self, MethodCall};
+use super::{Fault, Value};
+
+/// The method table behind the server. Cloned once per request, so make it a
+/// handle (an `Arc` or channel senders), not the state itself.
+pub trait Handler: Clone + Send + Sync + 'static {
+    fn call(&self, call: MethodCall) -> impl Future<Output = Result<Value, Fault>> + Send;
+}
+
+/// Limits and timeouts. `Default` gives values fit for a SurfStore node.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Largest request body accepted; larger ones get 413. Default 16 MiB.
+    pub max_body_bytes: usize,
+    /// Connections served at once; further peers wait to be accepted. Default 4096.
+    pub max_connections: usize,
+    /// Time allowed to receive a request's headers, counted from when the
+    /// connection starts waiting for them, so it also closes keep-alive
+    /// connections left idle this long. Default 30 s.
+    pub header_read_timeout: Duration,
+    /// Time allowed to receive a request's body once its headers are in; past
+    /// it the request gets 408 and the connection is closed. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// After shutdown, how long in-flight requests may run before their
+    /// connections are dropped. Default 2 s.
+    pub shutdown_grace: Duration,
+    /// Bounds on parsing a call beyond its size (nesting depth).
+    pub codec_limits: codec::Limits,
+    /// Counters the server keeps up to date; clone the `Arc` before passing
+    /// the options in to watch them.
+    pub stats: Arc<ServerStats>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_body_bytes: 16 << 20,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(2),
+            codec_limits: codec::Limits::default(),
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// What the server has done so far; all counters only ever grow except `open`.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    accepted: AtomicU64,
+    open: AtomicUsize,
+    requests: AtomicU64,
+}
+
+impl ServerStats {
+    /// TCP connections accepted since the server started.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+    /// TCP connections being served right now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+    /// HTTP requests received (any path, method or outcome).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements `open` when a connection task ends, however it ends.
+struct OpenGuard(Arc<ServerStats>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves XML-RPC on `listener` until `shutdown` completes. Returns `Ok` after a
+/// shutdown; accept errors (like running out of file descriptors) are logged
+/// and retried with a backoff, never returned.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: H,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let (stop_tx, _) = watch::channel(());
+    let mut conns = JoinSet::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true);
+    let limits = Arc::new(RequestLimits {
+        max_body_bytes: opts.max_body_bytes,
+        body_read_timeout: opts.body_read_timeout,
+        codec_limits: opts.codec_limits.clone(),
+        stats: opts.stats.clone(),
+    });
+    let mut backoff = Duration::from_millis(1);
+
+    tokio::pin!(shutdown);
+    loop {
+        // Wait for a free slot first, as mini-redis does: while the server is
+        // full, new peers queue in the kernel rather than in our memory.
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => unreachable!("the connection semaphore is never closed"),
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, ?backoff, "accept failed; retrying");
+                    drop(permit);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(1);
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        opts.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        opts.stats.open.fetch_add(1, Ordering::Relaxed);
+        let open = OpenGuard(opts.stats.clone());
+
+        let handler = handler.clone();
+        let limits = limits.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            let limits = limits.clone();
+            async move { Ok::<_, Infallible>(respond(req, handler, &limits).await) }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let mut stop_rx = stop_tx.subscribe();
+        conns.spawn(async move {
+            let _permit = permit;
+            let _open = open;
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stop_rx.changed() => {
+                    // Closes the connection if idle, else after the response
+                    // in flight.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+        // Reap finished connection tasks so the set does not grow forever.
+        while let Some(done) = conns.try_join_next() {
+            if let Err(e) = done {
+                error!(error = %e, "connection task panicked");
+            }
+        }
+    }
+
+    drop(listener);
+    let _ = stop_tx.send(());
+    let drained = tokio::time::timeout(opts.shutdown_grace, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = conns.len(),
+            "requests still running after the shutdown grace; dropping them"
+        );
+        conns.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The per-request settings every connection task shares.
+struct RequestLimits {
+    max_body_bytes: usize,
+    body_read_timeout: Duration,
+    codec_limits: codec::Limits,
+    stats: Arc<ServerStats>,
+}
+
+/// Turns one HTTP request into one HTTP response; never fails, never panics.
+async fn respond<H: Handler>(
+    req: Request<Incoming>,
+    handler: H,
+    limits: &RequestLimits,
+) -> Response<Full<Bytes>> {
+    limits.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path();
+    if path != "/RPC2" && path != "/" {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: XML-RPC lives at POST /RPC2\n",
+        );
+    }
+    if req.method() != Method::POST {
+        let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "XML-RPC calls are POSTed\n");
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+
+    let body = req.into_body();
+    // A declared Content-Length is known before a byte of the body is read.
+    if body.size_hint().lower() > limits.max_body_bytes as u64 {
+        return too_large(limits.max_body_bytes);
+    }
+    let collect = Limited::new(body, limits.max_body_bytes).collect();
+    let body = match tokio::time::timeout(limits.body_read_timeout, collect).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(limits.max_body_bytes),
+        Ok(Err(e)) => {
+            // The peer broke off mid-body; nobody is left to read an answer.
+            debug!(error = %e, "request body unreadable");
+            return closing(plain(StatusCode::BAD_REQUEST, "unreadable request body\n"));
+        }
+        Err(_) => {
+            return closing(plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body too slow\n",
+            ));
+        }
+    };
+
+    let outcome = match codec::parse_call_with(&body, &limits.codec_limits) {
+        Ok(call) => {
+            drop(body);
+            handler.call(call).await
+        }
+        Err(e) => Err(Fault::new(3, format!("BadRequest: {e}"))),
+    };
+    let mut out = Vec::with_capacity(256);
+    match &outcome {
+        Ok(value) => codec::encode_response(value, &mut out),
+        Err(fault) => codec::encode_fault(fault, &mut out),
+    }
+    xml(StatusCode::OK, out)
+}
+
+/// 413 with a fault-3 body too, so a client that reads bodies of errors learns
+/// the limit; the rest of the request is never read, so the connection closes.
+fn too_large(limit: usize) -> Response<Full<Bytes>> {
+    let fault = Fault::new(
+        3,
+        format!("BadRequest: request body larger than {limit} bytes"),
+    );
+    let mut out = Vec::with_capacity(256);
+    codec::encode_fault(&fault, &mut out);
+    closing(xml(StatusCode::PAYLOAD_TOO_LARGE, out))
+}
+
+fn xml(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    resp
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// Tells the peer (and hyper) this connection ends after the response.
+fn closing(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}

@@ -1,0 +1,232 @@
+//! The XML-RPC method table of API.md: typed arguments in, a `Value` or a
+//! `NodeError` (mapped to a fault) out. Each method checks its arguments, then
+//! asks the driver; nothing here touches Raft state directly.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::node::command::Command;
+use crate::node::driver::{NodeStatus, Request};
+use crate::node::error::NodeError;
+use crate::node::peer_wire;
+use crate::node::raft::NodeId;
+use crate::xmlrpc::codec::MethodCall;
+use crate::xmlrpc::server::Handler;
+use crate::xmlrpc::{Fault, Value};
+
+/// A cheap, clonable handle on a running node: what the HTTP server, the
+/// cluster launcher and tests use to talk to it.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub id: NodeId,
+    pub members: Arc<[String]>,
+    requests: mpsc::Sender<Request>,
+    status: watch::Receiver<NodeStatus>,
+}
+
+const PREFIX: &str = "surfstore.";
+
+impl NodeHandle {
+    pub fn new(
+        id: NodeId,
+        members: Arc<[String]>,
+        requests: mpsc::Sender<Request>,
+        status: watch::Receiver<NodeStatus>,
+    ) -> Self {
+        NodeHandle { id, members, requests, status }
+    }
+
+    /// The latest published status.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that wakes on every status change.
+    pub fn watch(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    fn crashed(&self) -> bool {
+        self.status.borrow().crashed
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || NodeError::Unavailable("node shutting down".into());
+        self.requests.send(make(tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    pub async fn update_file(
+        &self,
+        filename: String,
+        version: i64,
+        hashlist: Vec<Value>,
+    ) -> Result<bool, NodeError> {
+        let cmd = Command::UpdateFile { filename, version, hashlist };
+        self.ask(|reply| Request::Update { cmd, reply }).await?
+    }
+
+    pub async fn file_info_map(&self) -> Result<Value, NodeError> {
+        self.ask(|reply| Request::ReadMap { reply }).await?
+    }
+
+    pub async fn get_version(&self, filename: String) -> Result<i64, NodeError> {
+        self.ask(|reply| Request::GetVersion { filename, reply }).await
+    }
+
+    pub async fn crash(&self) -> Result<(), NodeError> {
+        self.ask(|reply| Request::Crash { reply }).await
+    }
+
+    pub async fn restore(&self) -> Result<(), NodeError> {
+        self.ask(|reply| Request::Restore { reply }).await
+    }
+
+    /// Dispatches one XML-RPC call.
+    pub async fn dispatch(&self, call: MethodCall) -> Result<Value, NodeError> {
+        let Some(name) = call.method.strip_prefix(PREFIX) else {
+            return Err(NodeError::NoSuchMethod(format!(
+                "'{}' (methods live under '{PREFIX}')",
+                call.method
+            )));
+        };
+        let params = call.params;
+        match name {
+            "ping" => {
+                no_args(name, &params)?;
+                Ok(Value::Bool(true))
+            }
+            "getfileinfomap" => {
+                no_args(name, &params)?;
+                self.file_info_map().await
+            }
+            "updatefile" => {
+                let (filename, version, hashlist) = update_args(params)?;
+                self.update_file(filename, version, hashlist).await.map(Value::Bool)
+            }
+            "tester_getversion" => {
+                let filename = one_string(name, params)?;
+                let v = self.get_version(filename).await?;
+                Ok(i32::try_from(v).map_or(Value::I8(v), Value::Int))
+            }
+            "isLeader" | "isleader" => {
+                no_args(name, &params)?;
+                Ok(Value::Bool(self.status().is_leader()))
+            }
+            "members" => {
+                no_args(name, &params)?;
+                Ok(Value::Array(self.members.iter().map(|m| Value::String(m.clone())).collect()))
+            }
+            "crash" => {
+                no_args(name, &params)?;
+                self.crash().await.map(|()| Value::Bool(true))
+            }
+            "restore" => {
+                no_args(name, &params)?;
+                self.restore().await.map(|()| Value::Bool(true))
+            }
+            "isCrashed" | "iscrashed" => {
+                no_args(name, &params)?;
+                Ok(Value::Bool(self.crashed()))
+            }
+            "appendEntries" | "requestVote" => {
+                // The crashed check comes before any argument check.
+                if self.crashed() {
+                    return Err(NodeError::Crashed(self.id));
+                }
+                let msg = peer_wire::decode_request(&call.method, &params)
+                    .map_err(|e| NodeError::BadRequest(format!("{name}: {e}")))?;
+                if msg.to != self.id || msg.from as usize >= self.members.len() || msg.from == self.id {
+                    return Err(NodeError::BadRequest(format!(
+                        "{name}: message from {} to {} reached node {}",
+                        msg.from, msg.to, self.id
+                    )));
+                }
+                let resp = self.ask(|reply| Request::Peer { msg, reply }).await??;
+                Ok(peer_wire::encode(&resp))
+            }
+            "getblock" | "putblock" | "hasblocks" => {
+                if self.crashed() {
+                    return Err(NodeError::Crashed(self.id));
+                }
+                Err(NodeError::NoSuchMethod(format!(
+                    "'{}': the block store is not served by this version",
+                    call.method
+                )))
+            }
+            _ => Err(NodeError::NoSuchMethod(format!("'{}'", call.method))),
+        }
+    }
+}
+
+impl Handler for NodeHandle {
+    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
+        self.dispatch(call).await.map_err(Fault::from)
+    }
+}
+
+fn arity(name: &str, params: &[Value], want: usize, signature: &str) -> Result<(), NodeError> {
+    if params.len() != want {
+        return Err(NodeError::BadRequest(format!(
+            "{name} expects {signature}, got {} argument{}",
+            params.len(),
+            if params.len() == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
+}
+
+fn no_args(name: &str, params: &[Value]) -> Result<(), NodeError> {
+    arity(name, params, 0, "no arguments")
+}
+
+fn one_string(name: &str, mut params: Vec<Value>) -> Result<String, NodeError> {
+    arity(name, &params, 1, "(filename:string)")?;
+    match params.pop() {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Err(NodeError::BadRequest(format!(
+            "{name}: filename must be a string, got {}",
+            other.type_name()
+        ))),
+        None => unreachable!("arity checked"),
+    }
+}
+
+fn update_args(params: Vec<Value>) -> Result<(String, i64, Vec<Value>), NodeError> {
+    const SIG: &str = "(filename:string, version:int, hashlist:array)";
+    arity("updatefile", &params, 3, SIG)?;
+    let mut it = params.into_iter();
+    let (f, v, h) = (it.next(), it.next(), it.next());
+    let bad = |what: &str, got: &Value| {
+        NodeError::BadRequest(format!("updatefile: {what}, got {}; expects {SIG}", got.type_name()))
+    };
+    let filename = match f {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(Value::String(_)) => {
+            return Err(NodeError::BadRequest("updatefile: filename is empty".into()))
+        }
+        Some(other) => return Err(bad("filename must be a string", &other)),
+        None => unreachable!("arity checked"),
+    };
+    let version = match v {
+        Some(v) => v.as_i64().ok_or_else(|| bad("version must be an int", &v))?,
+        None => unreachable!("arity checked"),
+    };
+    let hashlist = match h {
+        Some(Value::Array(a)) => a,
+        Some(other) => return Err(bad("hashlist must be an array", &other)),
+        None => unreachable!("arity checked"),
+    };
+    if let Some(h) = hashlist
+        .iter()
+        .find(|h| !matches!(h, Value::String(_) | Value::Int(_) | Value::I8(_)))
+    {
+        return Err(bad("hashlist entries must be strings or ints", h));
+    }
+    Ok((filename, version, hashlist))
+}

@@ -1,0 +1,381 @@
+//! The one tokio task that owns a node's Raft core and metadata map. Everyone
+//! else talks to it through `Request`s on an mpsc channel and gets answers on
+//! oneshots; it publishes a `NodeStatus` on a watch channel after every turn.
+//!
+//! One turn: take a request or a tick (then drain what else is queued, so a
+//! burst of proposals becomes one batch), then run the Ready loop: persist hard
+//! state and entries, send messages (responses to the HTTP calls waiting on
+//! them, requests to the peer senders), apply committed entries and answer the
+//! proposals they complete, serve reads whose index is applied, `advance`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::node::command::Command;
+use crate::node::error::NodeError;
+use crate::node::metadata::Metadata;
+use crate::node::peer_wire;
+use crate::node::raft::{
+    Entry, LogIndex, Message, NodeId, Raft, RaftError, Ready, Role, Status, Term,
+};
+use crate::node::storage::LogStore;
+use crate::xmlrpc::Value;
+
+/// Replies travel on oneshots; a dropped receiver (the client hung up) is fine.
+pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// What the rest of the process may ask of the driver.
+#[derive(Debug)]
+pub enum Request {
+    /// `updatefile`: answered with the apply result once committed and applied.
+    Update { cmd: Command, reply: Reply<bool> },
+    /// `getfileinfomap`: answered after a ReadIndex round, from the applied map.
+    ReadMap { reply: Reply<Value> },
+    /// `tester_getversion`: this node's applied map, crashed or not.
+    GetVersion { filename: String, reply: oneshot::Sender<i64> },
+    /// An `appendEntries` / `requestVote` received from a peer; answered with the
+    /// core's response once what it promises is persisted.
+    Peer { msg: Message, reply: Reply<Message> },
+    /// The answer to a request this node sent.
+    PeerResponse(Message),
+    /// A request this node sent to `peer` got no answer.
+    Unreachable(NodeId),
+    Crash { reply: oneshot::Sender<()> },
+    Restore { reply: oneshot::Sender<()> },
+}
+
+/// What the node publishes after every turn (dashboards and tests read this,
+/// never the core).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeStatus {
+    pub raft: Status,
+    pub crashed: bool,
+    /// Files in the applied map.
+    pub files: usize,
+}
+
+impl NodeStatus {
+    pub fn is_leader(&self) -> bool {
+        !self.crashed && self.raft.role == Role::Leader
+    }
+}
+
+pub struct Driver<S: LogStore> {
+    id: NodeId,
+    members: Vec<String>,
+    raft: Raft,
+    store: S,
+    metadata: Metadata,
+    crashed: bool,
+    /// Channels to the per-peer sender tasks, indexed by id (None for self).
+    peers: Vec<Option<mpsc::UnboundedSender<Message>>>,
+    /// Proposals waiting to be applied: index -> (term proposed in, reply).
+    pending_updates: BTreeMap<LogIndex, (Term, Reply<bool>)>,
+    /// Reads waiting for their ReadIndex round, by ctx.
+    pending_reads: HashMap<u64, Reply<Value>>,
+    /// Reads whose round succeeded, waiting for `applied >= index`.
+    ready_reads: Vec<(LogIndex, Reply<Value>)>,
+    /// Peer calls waiting for the core's response, by ctx.
+    responders: HashMap<u64, Reply<Message>>,
+    next_ctx: u64,
+    role: Role,
+    status: watch::Sender<NodeStatus>,
+}
+
+impl<S: LogStore> Driver<S> {
+    pub fn new(
+        id: NodeId,
+        members: Vec<String>,
+        raft: Raft,
+        store: S,
+        peers: Vec<Option<mpsc::UnboundedSender<Message>>>,
+        status: watch::Sender<NodeStatus>,
+    ) -> Self {
+        let role = raft.status().role;
+        Driver {
+            id,
+            members,
+            raft,
+            store,
+            metadata: Metadata::new(),
+            crashed: false,
+            peers,
+            pending_updates: BTreeMap::new(),
+            pending_reads: HashMap::new(),
+            ready_reads: Vec::new(),
+            responders: HashMap::new(),
+            next_ctx: 1,
+            role,
+            status,
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus { raft: self.raft.status(), crashed: self.crashed, files: self.metadata.len() }
+    }
+
+    /// Runs until `shutdown` turns true or every request sender is gone.
+    pub async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Request>,
+        tick: std::time::Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                req = inbox.recv() => {
+                    let Some(req) = req else { break };
+                    self.handle(req);
+                    // Batch whatever else is queued into this turn.
+                    for _ in 0..1024 {
+                        match inbox.try_recv() {
+                            Ok(req) => self.handle(req),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    if !self.crashed {
+                        self.raft.tick();
+                    }
+                }
+            }
+            self.process_ready();
+            self.publish();
+        }
+        self.fail_pending(|| NodeError::Unavailable("node shutting down".into()));
+    }
+
+    fn publish(&self) {
+        let status = self.status();
+        self.status.send_if_modified(|s| {
+            if *s != status {
+                *s = status;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn leader_addr(&self, leader: Option<NodeId>) -> Option<String> {
+        leader.and_then(|l| self.members.get(l as usize).cloned())
+    }
+
+    fn not_leader(&self, err: RaftError) -> NodeError {
+        match err {
+            RaftError::NotLeader { leader } => NodeError::NotLeader(self.leader_addr(leader)),
+            other => NodeError::Unavailable(other.to_string()),
+        }
+    }
+
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::Update { cmd, reply } => {
+                if self.crashed {
+                    let _ = reply.send(Err(NodeError::Crashed(self.id)));
+                    return;
+                }
+                match self.raft.propose(cmd.encode()) {
+                    Ok((index, term)) => {
+                        self.pending_updates.insert(index, (term, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.not_leader(e)));
+                    }
+                }
+            }
+            Request::ReadMap { reply } => {
+                if self.crashed {
+                    let _ = reply.send(Err(NodeError::Crashed(self.id)));
+                    return;
+                }
+                let ctx = self.take_ctx();
+                match self.raft.read_index(ctx) {
+                    Ok(()) => {
+                        self.pending_reads.insert(ctx, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.not_leader(e)));
+                    }
+                }
+            }
+            Request::GetVersion { filename, reply } => {
+                let _ = reply.send(self.metadata.version(&filename));
+            }
+            Request::Peer { mut msg, reply } => {
+                if self.crashed {
+                    let _ = reply.send(Err(NodeError::Crashed(self.id)));
+                    return;
+                }
+                let ctx = self.take_ctx();
+                msg.ctx = ctx;
+                self.responders.insert(ctx, reply);
+                if let Err(e) = self.raft.step(msg) {
+                    if let Some(reply) = self.responders.remove(&ctx) {
+                        let _ = reply.send(Err(NodeError::BadRequest(e.to_string())));
+                    }
+                }
+            }
+            Request::PeerResponse(msg) => {
+                if !self.crashed {
+                    if let Err(e) = self.raft.step(msg) {
+                        tracing::warn!(node = self.id, "dropping bad peer response: {e}");
+                    }
+                }
+            }
+            Request::Unreachable(peer) => {
+                if !self.crashed {
+                    self.raft.report_unreachable(peer);
+                }
+            }
+            Request::Crash { reply } => {
+                if !self.crashed {
+                    self.crashed = true;
+                    self.raft.crash();
+                    self.fail_pending(|| NodeError::Unavailable("the node crashed".into()));
+                    tracing::info!(node = self.id, "crashed");
+                }
+                self.publish();
+                let _ = reply.send(());
+            }
+            Request::Restore { reply } => {
+                if self.crashed {
+                    self.crashed = false;
+                    self.raft.restore();
+                    tracing::info!(node = self.id, "restored");
+                }
+                self.publish();
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn take_ctx(&mut self) -> u64 {
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        ctx
+    }
+
+    /// Answers every waiting client and peer call with `err()`.
+    fn fail_pending(&mut self, err: impl Fn() -> NodeError) {
+        for (_, (_, reply)) in std::mem::take(&mut self.pending_updates) {
+            let _ = reply.send(Err(err()));
+        }
+        for (_, reply) in self.pending_reads.drain() {
+            let _ = reply.send(Err(err()));
+        }
+        for (_, reply) in self.ready_reads.drain(..) {
+            let _ = reply.send(Err(err()));
+        }
+        for (_, reply) in self.responders.drain() {
+            let _ = reply.send(Err(NodeError::Crashed(self.id)));
+        }
+    }
+
+    fn process_ready(&mut self) {
+        // A crashed node does nothing: its pending Ready waits for restore.
+        while !self.crashed && self.raft.has_ready() {
+            let rd = self.raft.ready();
+            self.handle_ready(&rd);
+            self.raft.advance(rd);
+        }
+        self.serve_ready_reads();
+    }
+
+    fn handle_ready(&mut self, rd: &Ready) {
+        if let Some(ss) = rd.soft_state {
+            if self.role == Role::Leader && ss.role != Role::Leader {
+                self.fail_pending(|| {
+                    NodeError::Unavailable("leadership lost while the call was pending".into())
+                });
+            }
+            self.role = ss.role;
+        }
+        if rd.hard_state.is_some() || !rd.entries.is_empty() {
+            if let Err(e) = self.store.persist(rd.hard_state, &rd.entries) {
+                // Nothing promised by this Ready may leave: without durable
+                // state the node must not vote or ack.
+                panic!("storage invariant: persisting failed: {e}");
+            }
+        }
+        for msg in &rd.messages {
+            self.send(msg.clone());
+        }
+        for entry in &rd.committed_entries {
+            self.apply(entry);
+        }
+        for rs in &rd.read_states {
+            if let Some(reply) = self.pending_reads.remove(&rs.ctx) {
+                self.ready_reads.push((rs.index, reply));
+            }
+        }
+    }
+
+    fn send(&mut self, msg: Message) {
+        if peer_wire::method_for(&msg).is_none() {
+            // A response: it answers the HTTP call that carried the request.
+            if let Some(reply) = self.responders.remove(&msg.ctx) {
+                let _ = reply.send(Ok(msg));
+            }
+            return;
+        }
+        if let Some(Some(tx)) = self.peers.get(msg.to as usize) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn apply(&mut self, entry: &Entry) {
+        let result = if entry.data.is_empty() {
+            self.metadata.mark_applied(entry.index);
+            None
+        } else {
+            match Command::decode(&entry.data) {
+                Ok(cmd) => Some(self.metadata.apply(entry.index, &cmd)),
+                Err(e) => {
+                    // Every node decodes the same bytes the same way, so
+                    // skipping is deterministic; a proposal never makes this.
+                    tracing::error!(node = self.id, index = entry.index, "undecodable entry skipped: {e}");
+                    self.metadata.mark_applied(entry.index);
+                    None
+                }
+            }
+        };
+        // Anything pending below this index was overwritten and will never apply.
+        while let Some(entry_pending) = self.pending_updates.first_entry() {
+            if *entry_pending.key() > entry.index {
+                break;
+            }
+            let (index, (term, reply)) = entry_pending.remove_entry();
+            let outcome = if index == entry.index && term == entry.term {
+                Ok(result.unwrap_or(false))
+            } else {
+                Err(NodeError::Unavailable("the proposal was overwritten by a new leader".into()))
+            };
+            let _ = reply.send(outcome);
+        }
+    }
+
+    fn serve_ready_reads(&mut self) {
+        if self.ready_reads.is_empty() {
+            return;
+        }
+        let applied = self.metadata.applied_index();
+        let mut map = None;
+        let mut i = 0;
+        while i < self.ready_reads.len() {
+            if self.ready_reads[i].0 <= applied {
+                let (_, reply) = self.ready_reads.swap_remove(i);
+                let value = map.get_or_insert_with(|| self.metadata.to_value()).clone();
+                let _ = reply.send(Ok(value));
+            } else {
+                i += 1;
+            }
+        }
+    }
+}

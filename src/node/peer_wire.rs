@@ -1,0 +1,239 @@
+//! How Raft messages travel between nodes as XML-RPC: `appendEntries` and
+//! `requestVote` take one struct and return one struct. Numbers that can pass
+//! 2^31 (terms, indexes) travel as `i8`; the entries of an `appendEntries` are
+//! one base64 blob of length-prefixed binary records, so a batch of a thousand
+//! entries is one XML element, not a thousand nested structs.
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes};
+
+use crate::node::raft::{Entry, Message, MessageBody, NodeId};
+use crate::xmlrpc::Value;
+
+/// The XML-RPC method names of the peer calls.
+pub const APPEND_ENTRIES: &str = "surfstore.appendEntries";
+pub const REQUEST_VOTE: &str = "surfstore.requestVote";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("expected one struct argument")]
+    NotStruct,
+    #[error("missing or mistyped field '{0}'")]
+    Field(&'static str),
+    #[error("field '{0}' is out of range")]
+    Range(&'static str),
+    #[error("entries blob is corrupt at byte {0}")]
+    Entries(usize),
+}
+
+/// The method a request message is sent with; `None` for responses.
+pub fn method_for(msg: &Message) -> Option<&'static str> {
+    match msg.body {
+        MessageBody::AppendEntries { .. } => Some(APPEND_ENTRIES),
+        MessageBody::RequestVote { .. } => Some(REQUEST_VOTE),
+        _ => None,
+    }
+}
+
+fn num(v: u64) -> Value {
+    Value::I8(v as i64)
+}
+
+/// Encodes any Raft message as the struct that travels on the wire.
+pub fn encode(msg: &Message) -> Value {
+    let mut m = BTreeMap::new();
+    m.insert("from".to_owned(), num(msg.from));
+    m.insert("to".to_owned(), num(msg.to));
+    m.insert("term".to_owned(), num(msg.term));
+    match &msg.body {
+        MessageBody::AppendEntries { prev_index, prev_term, entries, commit, read_seq } => {
+            m.insert("prev_index".into(), num(*prev_index));
+            m.insert("prev_term".into(), num(*prev_term));
+            m.insert("commit".into(), num(*commit));
+            m.insert("read_seq".into(), num(*read_seq));
+            m.insert("entries".into(), Value::Base64(encode_entries(entries)));
+        }
+        MessageBody::AppendEntriesResponse {
+            success,
+            match_index,
+            conflict_index,
+            conflict_term,
+            read_seq,
+        } => {
+            m.insert("success".into(), Value::Bool(*success));
+            m.insert("match_index".into(), num(*match_index));
+            m.insert("conflict_index".into(), num(*conflict_index));
+            m.insert("conflict_term".into(), num(*conflict_term));
+            m.insert("read_seq".into(), num(*read_seq));
+        }
+        MessageBody::RequestVote { last_index, last_term } => {
+            m.insert("last_index".into(), num(*last_index));
+            m.insert("last_term".into(), num(*last_term));
+        }
+        MessageBody::RequestVoteResponse { granted } => {
+            m.insert("granted".into(), Value::Bool(*granted));
+        }
+    }
+    Value::Struct(m)
+}
+
+struct Fields<'a>(&'a BTreeMap<String, Value>);
+
+impl Fields<'_> {
+    fn u64(&self, name: &'static str) -> Result<u64, WireError> {
+        let v = self.0.get(name).and_then(Value::as_i64).ok_or(WireError::Field(name))?;
+        u64::try_from(v).map_err(|_| WireError::Range(name))
+    }
+    fn bool(&self, name: &'static str) -> Result<bool, WireError> {
+        self.0.get(name).and_then(Value::as_bool).ok_or(WireError::Field(name))
+    }
+}
+
+/// Decodes a request struct received through `method` (APPEND_ENTRIES or REQUEST_VOTE).
+pub fn decode_request(method: &str, params: &[Value]) -> Result<Message, WireError> {
+    let [Value::Struct(s)] = params else {
+        return Err(WireError::NotStruct);
+    };
+    let f = Fields(s);
+    let body = if method == APPEND_ENTRIES {
+        let blob = match s.get("entries") {
+            Some(Value::Base64(b)) => b,
+            _ => return Err(WireError::Field("entries")),
+        };
+        MessageBody::AppendEntries {
+            prev_index: f.u64("prev_index")?,
+            prev_term: f.u64("prev_term")?,
+            entries: decode_entries(blob)?,
+            commit: f.u64("commit")?,
+            read_seq: f.u64("read_seq")?,
+        }
+    } else {
+        MessageBody::RequestVote { last_index: f.u64("last_index")?, last_term: f.u64("last_term")? }
+    };
+    Ok(Message { from: f.u64("from")?, to: f.u64("to")?, term: f.u64("term")?, ctx: 0, body })
+}
+
+/// Decodes the response to a request of `method` sent by this node.
+pub fn decode_response(method: &str, value: &Value) -> Result<Message, WireError> {
+    let s = value.as_struct().ok_or(WireError::NotStruct)?;
+    let f = Fields(s);
+    let body = if method == APPEND_ENTRIES {
+        MessageBody::AppendEntriesResponse {
+            success: f.bool("success")?,
+            match_index: f.u64("match_index")?,
+            conflict_index: f.u64("conflict_index")?,
+            conflict_term: f.u64("conflict_term")?,
+            read_seq: f.u64("read_seq")?,
+        }
+    } else {
+        MessageBody::RequestVoteResponse { granted: f.bool("granted")? }
+    };
+    Ok(Message { from: f.u64("from")?, to: f.u64("to")?, term: f.u64("term")?, ctx: 0, body })
+}
+
+/// `[term u64][index u64][len u32][data]` per entry, little-endian.
+fn encode_entries(entries: &[Entry]) -> Vec<u8> {
+    let size: usize = entries.iter().map(|e| 20 + e.data.len()).sum();
+    let mut out = Vec::with_capacity(size);
+    for e in entries {
+        out.put_u64_le(e.term);
+        out.put_u64_le(e.index);
+        out.put_u32_le(e.data.len() as u32);
+        out.put_slice(&e.data);
+    }
+    out
+}
+
+fn decode_entries(blob: &[u8]) -> Result<Vec<Entry>, WireError> {
+    let mut entries = Vec::new();
+    let mut pos = 0;
+    while pos < blob.len() {
+        let header = blob.get(pos..pos + 20).ok_or(WireError::Entries(pos))?;
+        let term = u64::from_le_bytes(header[0..8].try_into().expect("8 bytes"));
+        let index = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")) as usize;
+        let data = blob.get(pos + 20..pos + 20 + len).ok_or(WireError::Entries(pos))?;
+        entries.push(Entry { term, index, data: Bytes::copy_from_slice(data) });
+        pos += 20 + len;
+    }
+    Ok(entries)
+}
+
+/// The id a peer claims; checked against the member list by the caller.
+pub fn is_member(id: NodeId, members: usize) -> bool {
+    (id as usize) < members
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ae() -> Message {
+        Message {
+            from: 1,
+            to: 2,
+            term: 1 << 40,
+            ctx: 0,
+            body: MessageBody::AppendEntries {
+                prev_index: 5,
+                prev_term: 4,
+                entries: vec![
+                    Entry { term: 4, index: 6, data: Bytes::new() },
+                    Entry { term: 4, index: 7, data: Bytes::from_static(b"xyz") },
+                ],
+                commit: 5,
+                read_seq: 9,
+            },
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let m = ae();
+        assert_eq!(decode_request(APPEND_ENTRIES, &[encode(&m)]).unwrap(), m);
+        let v = Message {
+            from: 0,
+            to: 1,
+            term: 3,
+            ctx: 0,
+            body: MessageBody::RequestVote { last_index: 10, last_term: 2 },
+        };
+        assert_eq!(decode_request(REQUEST_VOTE, &[encode(&v)]).unwrap(), v);
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let r = Message {
+            from: 2,
+            to: 1,
+            term: 7,
+            ctx: 0,
+            body: MessageBody::AppendEntriesResponse {
+                success: false,
+                match_index: 0,
+                conflict_index: 3,
+                conflict_term: 2,
+                read_seq: 4,
+            },
+        };
+        assert_eq!(decode_response(APPEND_ENTRIES, &encode(&r)).unwrap(), r);
+        let g = Message { body: MessageBody::RequestVoteResponse { granted: true }, ..r };
+        assert_eq!(decode_response(REQUEST_VOTE, &encode(&g)).unwrap(), g);
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        assert_eq!(decode_request(APPEND_ENTRIES, &[]), Err(WireError::NotStruct));
+        let mut v = encode(&ae());
+        if let Value::Struct(s) = &mut v {
+            s.insert("term".into(), Value::I8(-1));
+        }
+        assert_eq!(decode_request(APPEND_ENTRIES, &[v]), Err(WireError::Range("term")));
+        let mut v = encode(&ae());
+        if let Value::Struct(s) = &mut v {
+            s.insert("entries".into(), Value::Base64(vec![1, 2, 3]));
+        }
+        assert_eq!(decode_request(APPEND_ENTRIES, &[v]), Err(WireError::Entries(0)));
+    }
+}

@@ -1,0 +1,184 @@
+//! `Progress`: what the leader knows and has in flight for one follower.
+//!
+//! Two states, as in etcd: `Probe` (one AppendEntries at a time, searching for
+//! the point where the logs agree; entered on becoming leader, after a
+//! rejection, after `report_unreachable`, and after a heartbeat interval with
+//! no progress) and `Replicate` (the logs agree through `match_index`; up to
+//! `max_inflight` batches are pipelined). Only the leader's own bookkeeping
+//! lives here: safety never depends on it, since the follower checks every
+//! message. Stale, duplicate and reordered responses may arrive in any order;
+//! every update below is written to be harmless for them.
+//!
+//! Invariants: `match_index < next_index`; `inflight` holds increasing last
+//! indexes of unacknowledged batches, all `> match_index`.
+
+use std::collections::VecDeque;
+
+use super::types::LogIndex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    Probe,
+    Replicate,
+}
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known to match the leader's log. Never decreases.
+    pub match_index: LogIndex,
+    /// Next index to send. `match_index < next_index`.
+    pub next_index: LogIndex,
+    pub state: ProgressState,
+    /// Probe: a probe is outstanding; wait for its answer or the next heartbeat.
+    pub probe_sent: bool,
+    /// Replicate: last index of each unacknowledged batch, increasing.
+    pub inflight: VecDeque<LogIndex>,
+    /// `match_index` advanced since the last heartbeat.
+    pub recent_progress: bool,
+    /// The highest commit the follower could have learned from what we sent
+    /// (min of the carried commit and the last index the message verified).
+    pub commit_sent: LogIndex,
+}
+
+impl Progress {
+    /// A fresh leader knows nothing: probe from just past its own last index.
+    pub fn new(next_index: LogIndex) -> Progress {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            recent_progress: false,
+            commit_sent: 0,
+        }
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next_index = self.match_index + 1;
+        self.probe_sent = false;
+        self.inflight.clear();
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.probe_sent = false;
+        self.inflight.clear();
+    }
+
+    /// May another batch of entries be sent now?
+    pub fn is_paused(&self, max_inflight: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() >= max_inflight,
+        }
+    }
+
+    /// A batch ending at `last` was sent.
+    pub fn sent_entries(&mut self, last: LogIndex) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                debug_assert!(last >= self.next_index);
+                self.next_index = last + 1;
+                self.inflight.push_back(last);
+            }
+        }
+    }
+
+    /// A success response says the follower matches through `index`.
+    /// Returns whether `match_index` advanced.
+    pub fn maybe_update(&mut self, index: LogIndex) -> bool {
+        if index <= self.match_index {
+            return false;
+        }
+        self.match_index = index;
+        self.next_index = self.next_index.max(index + 1);
+        self.recent_progress = true;
+        while self.inflight.front().is_some_and(|&last| last <= index) {
+            self.inflight.pop_front();
+        }
+        true
+    }
+
+    /// A rejection of the AppendEntries whose `prev_index` was `rejected`;
+    /// `hint` is where the conflict hint says to resume. Returns whether the
+    /// rejection was current (then the caller sends a new probe).
+    pub fn maybe_decrease(&mut self, rejected: LogIndex, hint: LogIndex) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                if rejected <= self.match_index {
+                    return false; // stale: answers something older than what is acked
+                }
+                self.become_probe();
+            }
+            ProgressState::Probe => {
+                if rejected + 1 != self.next_index {
+                    return false; // stale: not the outstanding probe
+                }
+            }
+        }
+        self.next_index = hint.min(rejected).max(self.match_index + 1);
+        self.probe_sent = false;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sends_one_at_a_time() {
+        let mut pr = Progress::new(5);
+        assert!(!pr.is_paused(4));
+        pr.sent_entries(7);
+        assert!(pr.is_paused(4));
+        assert_eq!(pr.next_index, 5, "probe does not advance next optimistically");
+    }
+
+    #[test]
+    fn replicate_pipelines_up_to_the_cap() {
+        let mut pr = Progress::new(1);
+        pr.become_replicate();
+        pr.sent_entries(2);
+        pr.sent_entries(4);
+        assert!(pr.is_paused(2));
+        assert_eq!(pr.next_index, 5);
+        assert!(pr.maybe_update(2));
+        assert!(!pr.is_paused(2));
+        assert!(!pr.maybe_update(2), "duplicate ack changes nothing");
+        assert!(!pr.maybe_update(1), "stale ack changes nothing");
+        assert_eq!(pr.match_index, 2);
+        assert!(pr.maybe_update(4));
+        assert!(pr.inflight.is_empty());
+    }
+
+    #[test]
+    fn rejections_in_replicate_fall_back_to_probe_unless_stale() {
+        let mut pr = Progress::new(1);
+        pr.become_replicate();
+        pr.maybe_update(5);
+        pr.sent_entries(8);
+        assert!(!pr.maybe_decrease(3, 1), "rejection below match is stale");
+        assert_eq!(pr.state, ProgressState::Replicate);
+        assert!(pr.maybe_decrease(6, 2));
+        assert_eq!(pr.state, ProgressState::Probe);
+        assert_eq!(pr.next_index, 6, "never below match + 1");
+    }
+
+    #[test]
+    fn probe_only_accepts_the_answer_to_the_outstanding_probe() {
+        let mut pr = Progress::new(10);
+        pr.sent_entries(10);
+        assert!(!pr.maybe_decrease(5, 3));
+        assert!(pr.maybe_decrease(9, 4));
+        assert_eq!(pr.next_index, 4);
+        assert!(!pr.is_paused(1));
+        assert!(!pr.maybe_decrease(9, 4), "duplicate rejection is stale now");
+        assert!(pr.maybe_decrease(3, 30));
+        assert_eq!(pr.next_index, 3, "a hint never moves past the rejected index");
+    }
+}

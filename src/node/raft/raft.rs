@@ -1,0 +1,361 @@
+//! `Raft`: one node's core. Owns the role (follower / candidate / leader), the
+//! persistent state (term, vote, log) and everything volatile around it, and
+//! the public API the driver calls. Deterministic: no clock, I/O or threads;
+//! its only randomness comes from an RNG seeded by `RaftConfig::seed`.
+//!
+//! The work is split by job: `step.rs` receives messages, `replication.rs` is
+//! the leader's side of log replication, commit and ReadIndex, `ready.rs`
+//! hands output to the driver. This file holds the state and the role changes.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use super::config::RaftConfig;
+use super::election::{ElectionTimer, VoteResult, VoteTracker};
+use super::error::RaftError;
+use super::log::RaftLog;
+use super::progress::Progress;
+use super::read_only::ReadOnly;
+use super::types::{
+    Entry, HardState, LogIndex, Message, MessageBody, NodeId, PeerProgress, ReadState, Role,
+    SoftState, Status, Term,
+};
+
+pub struct Raft {
+    pub(super) cfg: RaftConfig,
+    /// The other members, sorted.
+    pub(super) peers: Vec<NodeId>,
+    pub(super) term: Term,
+    /// Who we voted for in `term`.
+    pub(super) vote: Option<NodeId>,
+    pub(super) role: Role,
+    /// The leader of `term`, once known (always `Some(id)` on the leader).
+    pub(super) leader: Option<NodeId>,
+    pub(super) log: RaftLog,
+    pub(super) rng: SmallRng,
+    pub(super) election: ElectionTimer,
+    /// Leader: ticks since the last heartbeat round.
+    pub(super) heartbeat_elapsed: u32,
+    /// Candidate: votes of the current candidacy.
+    pub(super) votes: VoteTracker,
+    /// Leader: one entry per peer; empty otherwise.
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    pub(super) read_only: ReadOnly,
+    /// Outgoing messages, handed out (and cleared) by `ready()`.
+    pub(super) msgs: Vec<Message>,
+    pub(super) read_states: Vec<ReadState>,
+    /// What the last `Ready` reported (or what storage held at start).
+    pub(super) prev_hard: HardState,
+    pub(super) prev_soft: SoftState,
+}
+
+impl std::fmt::Debug for Raft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.cfg.id)
+            .field("role", &self.role)
+            .field("term", &self.term)
+            .field("vote", &self.vote)
+            .field("leader", &self.leader)
+            .field("last_index", &self.log.last_index())
+            .field("commit", &self.log.commit())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Raft {
+    /// Restore from what storage holds (empty log + default `HardState` for a
+    /// fresh node). Log indexes start at 1. Nothing is applied yet: the first
+    /// `Ready` hands out every committed entry from index 1.
+    pub fn new(config: RaftConfig, hard_state: HardState, log: Vec<Entry>) -> Result<Raft, RaftError> {
+        config.validate()?;
+        if let Some(v) = hard_state.vote {
+            if !config.members.contains(&v) {
+                return Err(RaftError::InvalidStorage(format!(
+                    "vote for {v}, which is not a member"
+                )));
+            }
+        }
+        if let Some(last) = log.last() {
+            if last.term > hard_state.term {
+                return Err(RaftError::InvalidStorage(format!(
+                    "log has term {} beyond the hard state's term {}",
+                    last.term, hard_state.term
+                )));
+            }
+        }
+        let log = RaftLog::restore(log, hard_state.commit)?;
+        let mut rng = SmallRng::seed_from_u64(config.seed);
+        let election = ElectionTimer::new(config.election_ticks_min, config.election_ticks_max, &mut rng);
+        let mut peers: Vec<NodeId> = config.members.iter().copied().filter(|&m| m != config.id).collect();
+        peers.sort_unstable();
+        Ok(Raft {
+            peers,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            rng,
+            election,
+            heartbeat_elapsed: 0,
+            votes: VoteTracker::default(),
+            progress: BTreeMap::new(),
+            read_only: ReadOnly::default(),
+            msgs: Vec::new(),
+            read_states: Vec::new(),
+            prev_hard: hard_state,
+            prev_soft: SoftState {
+                role: Role::Follower,
+                leader: None,
+            },
+            cfg: config,
+        })
+    }
+
+    /// One unit of logical time: followers and candidates count toward an
+    /// election, the leader toward its next heartbeat round.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => {
+                self.heartbeat_elapsed += 1;
+                if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+                    self.heartbeat_elapsed = 0;
+                    self.heartbeat();
+                }
+            }
+            Role::Follower | Role::Candidate => {
+                if self.election.tick() {
+                    self.campaign();
+                }
+            }
+        }
+    }
+
+    /// Leader only: append `data` in the current term and start replicating it
+    /// at once. Returns where it went; it is committed when an entry with this
+    /// (index, term) is handed out in `committed_entries`.
+    pub fn propose(&mut self, data: Bytes) -> Result<(LogIndex, Term), RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader { leader: self.leader });
+        }
+        let index = self.log.append_new(self.term, data);
+        for peer in self.peers.clone() {
+            self.send_append_all(peer);
+        }
+        // A single-node cluster commits in `advance`, once the entry is durable.
+        Ok((index, self.term))
+    }
+
+    /// Leader only: start a ReadIndex round for read `ctx` (see `read_only.rs`).
+    /// The confirming round is sent at once.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader { leader: self.leader });
+        }
+        let index = self.committed_own_term().then_some(self.log.commit());
+        self.read_only.request(ctx, index);
+        for peer in self.peers.clone() {
+            self.send_empty(peer);
+        }
+        self.release_reads();
+        Ok(())
+    }
+
+    /// The driver could not deliver to `peer` or got no answer: free its
+    /// in-flight slots and probe again from `match_index + 1` (the next
+    /// heartbeat sends the probe). Ignored unless leader; unknown peers ignored.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.become_probe();
+        }
+    }
+
+    /// Simulated crash: stop leading or campaigning at once (follower in the
+    /// same term with the same vote, log and commit), forget the leader, drop
+    /// pending reads and any output not yet handed out (a crashed node sends
+    /// nothing). The driver stops ticking and stepping until `restore`.
+    pub fn crash(&mut self) {
+        self.become_follower(self.term, None);
+        self.msgs.clear();
+        self.read_states.clear();
+    }
+
+    /// Back from a crash: a follower with a fresh randomized election timer.
+    pub fn restore(&mut self) {
+        self.become_follower(self.term, None);
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.cfg.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term(),
+            commit_index: self.log.commit(),
+            applied_index: self.log.applied(),
+            progress: self
+                .progress
+                .iter()
+                .map(|(&id, pr)| PeerProgress {
+                    id,
+                    match_index: pr.match_index,
+                    next_index: pr.next_index,
+                })
+                .collect(),
+        }
+    }
+
+    /// The last `n` entries of the log.
+    pub fn log_tail(&self, n: usize) -> Vec<Entry> {
+        self.log.tail(n)
+    }
+
+    // Cheap accessors (the status snapshot allocates).
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.commit()
+    }
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied()
+    }
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+    /// The entry at `index`, if the log holds one.
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+    /// Leader: ReadIndex requests not yet released as `ReadState`s.
+    pub fn pending_reads(&self) -> usize {
+        self.read_only.pending_len()
+    }
+    pub fn config(&self) -> &RaftConfig {
+        &self.cfg
+    }
+
+    pub(super) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit(),
+        }
+    }
+
+    pub(super) fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+        }
+    }
+
+    pub(super) fn quorum(&self) -> usize {
+        self.cfg.quorum()
+    }
+
+    /// Has this leader committed an entry of its own term (so its commit index
+    /// covers everything committed before it was elected)?
+    pub(super) fn committed_own_term(&self) -> bool {
+        self.log.term(self.log.commit()) == Some(self.term)
+    }
+
+    pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.cfg.id,
+            to,
+            term: self.term,
+            ctx: 0,
+            body,
+        });
+    }
+
+    /// Answer `req` (same `ctx`) in our current term.
+    pub(super) fn respond(&mut self, req: &Message, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.cfg.id,
+            to: req.from,
+            term: self.term,
+            ctx: req.ctx,
+            body,
+        });
+    }
+
+    /// Become a follower in `term` (>= the current term; a higher term clears
+    /// the vote). Drops all leader and candidate state.
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(
+            term >= self.term,
+            "invariant: the term never decreases ({} -> {term})",
+            self.term
+        );
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.election.reset(&mut self.rng);
+        self.heartbeat_elapsed = 0;
+        self.votes.clear();
+        self.progress.clear();
+        self.read_only.reset();
+    }
+
+    /// Election timeout: start a candidacy in the next term.
+    pub(super) fn campaign(&mut self) {
+        self.term += 1;
+        self.vote = Some(self.cfg.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.election.reset(&mut self.rng);
+        self.progress.clear();
+        self.read_only.reset();
+        self.votes.clear();
+        self.votes.record(self.cfg.id, true);
+        if self.votes.result(self.quorum()) == VoteResult::Won {
+            self.become_leader();
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.peers.clone() {
+            self.send(peer, MessageBody::RequestVote { last_index, last_term });
+        }
+    }
+
+    pub(super) fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "invariant: only a candidate becomes leader"
+        );
+        self.role = Role::Leader;
+        self.leader = Some(self.cfg.id);
+        self.heartbeat_elapsed = 0;
+        self.votes.clear();
+        self.read_only.reset();
+        let next = self.log.last_index() + 1;
+        self.progress = self.peers.iter().map(|&p| (p, Progress::new(next))).collect();
+        // The no-op that lets this leader commit (and learn the commit index).
+        self.log.append_new(self.term, Bytes::new());
+        for peer in self.peers.clone() {
+            self.send_append_all(peer);
+        }
+    }
+}

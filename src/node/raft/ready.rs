@@ -1,0 +1,54 @@
+//! Handing output to the driver: `has_ready`, `ready`, `advance`.
+//!
+//! Contract (see `types::Ready`): the driver persists `hard_state` and
+//! `entries`, then sends `messages`, then applies `committed_entries` and
+//! serves `read_states`, then calls `advance`. Because every vote and every
+//! append ack is created after the state it promises and is only ever handed
+//! out in a `Ready` that also carries (or follows) that state, nothing is
+//! promised before it is durable. Each committed entry is handed out exactly
+//! once, in order; it counts as applied from then on.
+
+use super::raft::Raft;
+use super::types::{Ready, Role};
+
+impl Raft {
+    pub fn has_ready(&self) -> bool {
+        !self.msgs.is_empty()
+            || !self.read_states.is_empty()
+            || self.log.has_unstable()
+            || self.log.has_committed_to_apply()
+            || self.hard_state() != self.prev_hard
+            || self.soft_state() != self.prev_soft
+    }
+
+    pub fn ready(&mut self) -> Ready {
+        let soft = self.soft_state();
+        let hard = self.hard_state();
+        let ready = Ready {
+            soft_state: (soft != self.prev_soft).then_some(soft),
+            hard_state: (hard != self.prev_hard).then_some(hard),
+            entries: if self.log.has_unstable() {
+                self.log.take_unstable()
+            } else {
+                Vec::new()
+            },
+            committed_entries: self.log.take_committed(),
+            messages: std::mem::take(&mut self.msgs),
+            read_states: std::mem::take(&mut self.read_states),
+        };
+        self.prev_soft = soft;
+        self.prev_hard = hard;
+        ready
+    }
+
+    /// The driver has done everything `ready` asked. The entries are durable
+    /// now, which may let a leader commit (and so produce a new `Ready`).
+    pub fn advance(&mut self, ready: Ready) {
+        if let Some(last) = ready.entries.last() {
+            self.log.persisted_to(last.index, last.term);
+        }
+        if self.role == Role::Leader && self.maybe_commit() {
+            self.on_commit_advanced();
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Receiving messages: `Raft::step`. Checks the envelope and the contents
+//! before touching any state, applies the term rules (a higher term makes us a
+//! follower in it; a request from a lower term is rejected with our term, a
+//! response from one is dropped), then handles the follower's side of
+//! AppendEntries and RequestVote and the candidate's side of the vote count.
+//!
+//! Every AppendEntries and RequestVote that passes the envelope check is
+//! answered by exactly one response carrying its `ctx`, placed in the outbox and
+//! so only sent after the vote or entries it promises are durable.
+
+use super::election::VoteResult;
+use super::error::RaftError;
+use super::raft::Raft;
+use super::types::{Message, MessageBody, Role};
+
+impl Raft {
+    /// Feed one message in. `Err` without any state change for a message not
+    /// addressed to us or not from another member. A request whose contents are
+    /// malformed (indexes that do not add up, an attempt to overwrite a
+    /// committed entry, a second leader in our term) is answered with a
+    /// rejection and reported as `Err(InvalidMessage)`, again changing nothing
+    /// else; a malformed response is dropped with `Err(InvalidMessage)`.
+    pub fn step(&mut self, msg: Message) -> Result<(), RaftError> {
+        if msg.to != self.cfg.id {
+            return Err(RaftError::Misaddressed {
+                to: msg.to,
+                id: self.cfg.id,
+            });
+        }
+        if msg.from == self.cfg.id || !self.cfg.members.contains(&msg.from) {
+            return Err(RaftError::UnknownPeer(msg.from));
+        }
+        if let Err(reason) = self.check_contents(&msg) {
+            self.reject_request(&msg);
+            return Err(RaftError::InvalidMessage {
+                from: msg.from,
+                reason,
+            });
+        }
+        if msg.term > self.term {
+            let leader = matches!(msg.body, MessageBody::AppendEntries { .. }).then_some(msg.from);
+            self.become_follower(msg.term, leader);
+        } else if msg.term < self.term {
+            // Stale: tell a requester our term (it will step down); drop responses.
+            self.reject_request(&msg);
+            return Ok(());
+        }
+        match msg.body {
+            MessageBody::AppendEntries { .. } => self.handle_append_entries(&msg),
+            MessageBody::AppendEntriesResponse { .. } => self.handle_append_response(&msg),
+            MessageBody::RequestVote { .. } => self.handle_request_vote(&msg),
+            MessageBody::RequestVoteResponse { granted } => self.handle_vote_response(msg.from, granted),
+        }
+        Ok(())
+    }
+
+    /// Contents that no correct peer can send, checked before any state change.
+    fn check_contents(&self, msg: &Message) -> Result<(), String> {
+        match &msg.body {
+            MessageBody::AppendEntries {
+                prev_index,
+                prev_term,
+                entries,
+                ..
+            } => {
+                if *prev_term > msg.term {
+                    return Err(format!("prev_term {prev_term} is beyond the message term {}", msg.term));
+                }
+                let mut term = *prev_term;
+                for (k, e) in entries.iter().enumerate() {
+                    if Some(e.index) != prev_index.checked_add(k as u64 + 1) {
+                        return Err(format!("entry {k} has index {} after prev_index {prev_index}", e.index));
+                    }
+                    if e.term < term || e.term > msg.term {
+                        return Err(format!("entry {} has term {} (after term {term}, in term {})", e.index, e.term, msg.term));
+                    }
+                    term = e.term;
+                }
+                if msg.term >= self.term {
+                    if let Some(e) = entries
+                        .iter()
+                        .take_while(|e| e.index <= self.log.commit())
+                        .find(|e| self.log.term(e.index) != Some(e.term))
+                    {
+                        return Err(format!("entry {} (term {}) contradicts a committed entry", e.index, e.term));
+                    }
+                }
+                if msg.term == self.term {
+                    let other_leader = match self.role {
+                        Role::Leader => true,
+                        _ => self.leader.is_some_and(|l| l != msg.from),
+                    };
+                    if other_leader {
+                        return Err(format!("a second leader in term {}", msg.term));
+                    }
+                }
+                Ok(())
+            }
+            MessageBody::AppendEntriesResponse { match_index, .. } => {
+                if msg.term == self.term && self.role == Role::Leader && *match_index > self.log.last_index() {
+                    return Err(format!(
+                        "answers about index {match_index} beyond our last index {}",
+                        self.log.last_index()
+                    ));
+                }
+                Ok(())
+            }
+            MessageBody::RequestVote { last_term, .. } => {
+                if *last_term > msg.term {
+                    return Err(format!("last_term {last_term} is beyond the candidate's term {}", msg.term));
+                }
+                Ok(())
+            }
+            MessageBody::RequestVoteResponse { .. } => Ok(()),
+        }
+    }
+
+    /// Answer a request we will not act on, in our own term. Responses: nothing.
+    fn reject_request(&mut self, msg: &Message) {
+        match &msg.body {
+            MessageBody::AppendEntries { prev_index, read_seq, .. } => {
+                let body = MessageBody::AppendEntriesResponse {
+                    success: false,
+                    match_index: *prev_index,
+                    conflict_index: 0,
+                    conflict_term: 0,
+                    read_seq: *read_seq,
+                };
+                self.respond(msg, body);
+            }
+            MessageBody::RequestVote { .. } => {
+                self.respond(msg, MessageBody::RequestVoteResponse { granted: false });
+            }
+            _ => {}
+        }
+    }
+
+    /// AppendEntries from the leader of our term (Figure 2, receiver rules).
+    fn handle_append_entries(&mut self, msg: &Message) {
+        let MessageBody::AppendEntries {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+            read_seq,
+        } = &msg.body
+        else {
+            unreachable!("dispatched on the body")
+        };
+        if self.role == Role::Candidate {
+            self.become_follower(self.term, Some(msg.from));
+        } else {
+            self.leader = Some(msg.from);
+            self.election.reset(&mut self.rng);
+        }
+        if self.log.term(*prev_index) != Some(*prev_term) {
+            let hint = self.log.conflict_hint(*prev_index);
+            let body = MessageBody::AppendEntriesResponse {
+                success: false,
+                match_index: *prev_index,
+                conflict_index: hint.index,
+                conflict_term: hint.term,
+                read_seq: *read_seq,
+            };
+            self.respond(msg, body);
+            return;
+        }
+        let last_verified = self.log.append_after(*prev_index, entries);
+        self.log.commit_to((*commit).min(last_verified));
+        let body = MessageBody::AppendEntriesResponse {
+            success: true,
+            match_index: last_verified,
+            conflict_index: 0,
+            conflict_term: 0,
+            read_seq: *read_seq,
+        };
+        self.respond(msg, body);
+    }
+
+    /// RequestVote in our term: at most one vote per term, only for a candidate
+    /// whose log is at least as up to date (5.4.1), and none once we follow a
+    /// leader of this term.
+    fn handle_request_vote(&mut self, msg: &Message) {
+        let MessageBody::RequestVote { last_index, last_term } = msg.body else {
+            unreachable!("dispatched on the body")
+        };
+        let can_vote = self.vote == Some(msg.from) || (self.vote.is_none() && self.leader.is_none());
+        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        if granted {
+            self.vote = Some(msg.from);
+            self.election.reset(&mut self.rng);
+        }
+        self.respond(msg, MessageBody::RequestVoteResponse { granted });
+    }
+
+    fn handle_vote_response(&mut self, from: u64, granted: bool) {
+        if self.role != Role::Candidate {
+            return;
+        }
+        self.votes.record(from, granted);
+        match self.votes.result(self.quorum()) {
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! What one simulated run looks like: cluster size, the fault mix, the core
+//! parameters and the phase lengths. Anything not fixed by `SimOptions` is
+//! drawn from the run's seed, so a seed alone names a run.
+
+use rand::rngs::SmallRng;
+use rand::Rng;
+
+/// Fault probabilities and network behaviour of one run. Rates are per tick.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultMix {
+    pub name: &'static str,
+    /// Probability that a message is silently dropped when sent.
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Delays are uniform in `1..=max_delay` ticks (so messages reorder).
+    pub max_delay: u64,
+    pub crash: f64,
+    pub restore: f64,
+    /// Restart from storage: the core is rebuilt from its persisted hard
+    /// state and log (memory lost), then re-applies from index 1.
+    pub reboot: f64,
+    pub partition: f64,
+    pub heal: f64,
+    pub propose: f64,
+    pub read: f64,
+}
+
+impl FaultMix {
+    pub const ALL: [FaultMix; 6] = [
+        FaultMix::named("calm", 0.0, 0.0, 2, 0.0, 0.0, 0.0, 0.0),
+        FaultMix::named("lossy", 0.2, 0.1, 4, 0.0, 0.0, 0.0, 0.0),
+        FaultMix::named("crash", 0.02, 0.02, 3, 0.02, 0.05, 0.0, 0.0),
+        FaultMix::named("partition", 0.02, 0.02, 3, 0.0, 0.0, 0.0, 0.03),
+        FaultMix::named("reboot", 0.05, 0.05, 3, 0.0, 0.0, 0.02, 0.0),
+        FaultMix::named("chaos", 0.1, 0.05, 4, 0.01, 0.04, 0.01, 0.02),
+    ];
+
+    #[allow(clippy::too_many_arguments)]
+    const fn named(
+        name: &'static str,
+        loss: f64,
+        duplicate: f64,
+        max_delay: u64,
+        crash: f64,
+        restore: f64,
+        reboot: f64,
+        partition: f64,
+    ) -> FaultMix {
+        FaultMix {
+            name,
+            loss,
+            duplicate,
+            max_delay,
+            crash,
+            restore,
+            reboot,
+            partition,
+            heal: partition * 1.5,
+            propose: 0.4,
+            read: 0.15,
+        }
+    }
+
+    pub fn by_name(name: &str) -> Option<FaultMix> {
+        FaultMix::ALL.iter().find(|m| m.name == name).cloned()
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        FaultMix::ALL.iter().map(|m| m.name).collect()
+    }
+}
+
+/// Options for `run_seed`. `None` fields are drawn from the seed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimOptions {
+    /// Cluster size; `None`: 3 or 5.
+    pub nodes: Option<usize>,
+    /// Fault mix name (see `FaultMix::ALL`); `None`: drawn per seed.
+    pub mix: Option<String>,
+    /// Ticks of the chaos phase.
+    pub ticks: u64,
+    /// Liveness bound after healing, in ticks; `None`: 30 election timeouts.
+    pub heal_ticks: Option<u64>,
+    /// Print a step-by-step trace to stdout.
+    pub trace: bool,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: None,
+            mix: None,
+            ticks: 300,
+            heal_ticks: None,
+            trace: false,
+        }
+    }
+}
+
+/// The fully resolved parameters of one run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub nodes: usize,
+    pub mix: FaultMix,
+    pub ticks: u64,
+    pub heal_ticks: u64,
+    pub election_ticks_min: u32,
+    pub election_ticks_max: u32,
+    pub heartbeat_ticks: u32,
+    pub max_entries_per_message: usize,
+    pub max_bytes_per_message: usize,
+    pub max_inflight: usize,
+}
+
+impl Plan {
+    pub fn resolve(opts: &SimOptions, rng: &mut SmallRng) -> Result<Plan, String> {
+        // Draw everything first so a seed means the same run whatever is overridden.
+        let nodes = if rng.gen_bool(0.5) { 3 } else { 5 };
+        let mix = FaultMix::ALL[rng.gen_range(0..FaultMix::ALL.len())].clone();
+        let election_ticks_min = rng.gen_range(10..=16);
+        let election_ticks_max = election_ticks_min + rng.gen_range(6..=16);
+        let heartbeat_ticks = rng.gen_range(2..=4);
+        let max_entries_per_message = rng.gen_range(1..=8);
+        let max_bytes_per_message = rng.gen_range(8..=160);
+        let max_inflight = rng.gen_range(1..=4);
+        let nodes = opts.nodes.unwrap_or(nodes);
+        if nodes == 0 {
+            return Err("--nodes must be at least 1".into());
+        }
+        let mix = match &opts.mix {
+            None => mix,
+            Some(name) => FaultMix::by_name(name)
+                .ok_or_else(|| format!("unknown mix {name:?} (known: {})", FaultMix::names().join(", ")))?,
+        };
+        Ok(Plan {
+            nodes,
+            mix,
+            ticks: opts.ticks,
+            heal_ticks: opts.heal_ticks.unwrap_or(30 * election_ticks_max as u64),
+            election_ticks_min,
+            election_ticks_max,
+            heartbeat_ticks,
+            max_entries_per_message,
+            max_bytes_per_message,
+            max_inflight,
+        })
+    }
+}

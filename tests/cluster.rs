@@ -1,0 +1,178 @@
+//! Real nodes on real loopback ports, in-process: the whole API table over
+//! XML-RPC, crash/restore, majority-down blocking, leadership loss, bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{fault_code, s, TestCluster};
+use surfstore::xmlrpc::Value;
+
+fn arr(v: Vec<Value>) -> Value {
+    Value::Array(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_api_table() {
+    let mut c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    let f = (l + 1) % 3;
+
+    for i in 0..3 {
+        assert_eq!(c.call(i, "ping", &[]).await.unwrap(), Value::Bool(true));
+        let members = c.call(i, "members", &[]).await.unwrap();
+        assert_eq!(members, arr(c.addrs.iter().map(|a| s(a)).collect()));
+        assert_eq!(c.call(i, "isLeader", &[]).await.unwrap(), Value::Bool(i == l));
+        assert_eq!(c.call(i, "isleader", &[]).await.unwrap(), Value::Bool(i == l));
+        assert_eq!(c.call(i, "isCrashed", &[]).await.unwrap(), Value::Bool(false));
+    }
+
+    // Version rules, through the leader.
+    let upd = |name: &str, v: i32, h: Vec<Value>| vec![s(name), Value::Int(v), arr(h)];
+    assert_eq!(c.call(l, "tester_getversion", &[s("a")]).await.unwrap(), Value::Int(0));
+    assert_eq!(c.call(l, "updatefile", &upd("a", 1, vec![s("h1")])).await.unwrap(), Value::Bool(true));
+    assert_eq!(c.call(l, "updatefile", &upd("a", 1, vec![s("x")])).await.unwrap(), Value::Bool(false));
+    assert_eq!(c.call(l, "updatefile", &upd("a", 3, vec![s("x")])).await.unwrap(), Value::Bool(false));
+    assert_eq!(c.call(l, "updatefile", &upd("a", 2, vec![Value::Int(7)])).await.unwrap(), Value::Bool(true));
+    assert_eq!(c.call(l, "updatefile", &upd("t", 1, vec![s("0")])).await.unwrap(), Value::Bool(true));
+    let map = c.call(l, "getfileinfomap", &[]).await.unwrap();
+    let mut want = BTreeMap::new();
+    want.insert("a".to_owned(), arr(vec![Value::Int(2), arr(vec![Value::Int(7)])]));
+    want.insert("t".to_owned(), arr(vec![Value::Int(1), arr(vec![s("0")])]));
+    assert_eq!(map, Value::Struct(want));
+
+    // Followers refuse leader-only calls, naming the leader.
+    let r = c.call(f, "updatefile", &upd("b", 1, vec![])).await;
+    assert_eq!(fault_code(&r), Some(2), "{r:?}");
+    assert!(format!("{r:?}").contains(&c.addrs[l]), "{r:?}");
+    assert_eq!(fault_code(&c.call(f, "getfileinfomap", &[]).await), Some(2));
+
+    // Every node applies; tester_getversion reads each node's own map.
+    let last = c.handle(l).status().raft.applied_index;
+    for i in 0..3 {
+        c.applied(i, last).await;
+        assert_eq!(c.call(i, "tester_getversion", &[s("a")]).await.unwrap(), Value::Int(2));
+    }
+
+    // The block store is a later issue: fault 4 until then.
+    assert_eq!(fault_code(&c.call(l, "getblock", &[s("h")]).await), Some(4));
+
+    // The crashed state.
+    assert_eq!(c.call(f, "crash", &[]).await.unwrap(), Value::Bool(true));
+    assert_eq!(c.call(f, "crash", &[]).await.unwrap(), Value::Bool(true));
+    assert_eq!(c.call(f, "isCrashed", &[]).await.unwrap(), Value::Bool(true));
+    assert_eq!(c.call(f, "iscrashed", &[]).await.unwrap(), Value::Bool(true));
+    assert_eq!(c.call(f, "isLeader", &[]).await.unwrap(), Value::Bool(false));
+    assert_eq!(c.call(f, "ping", &[]).await.unwrap(), Value::Bool(true));
+    assert_eq!(c.call(f, "members", &[]).await.unwrap().as_array().unwrap().len(), 3);
+    assert_eq!(fault_code(&c.call(f, "getfileinfomap", &[]).await), Some(1));
+    assert_eq!(fault_code(&c.call(f, "updatefile", &upd("a", 3, vec![])).await), Some(1));
+    assert_eq!(fault_code(&c.call(f, "getblock", &[s("h")]).await), Some(1));
+    // Peer calls: isCrashed before any argument check.
+    assert_eq!(fault_code(&c.call(f, "appendEntries", &[]).await), Some(1));
+    assert_eq!(fault_code(&c.call(f, "requestVote", &[s("junk")]).await), Some(1));
+    assert_eq!(c.call(l, "updatefile", &upd("a", 3, vec![s("h3")])).await.unwrap(), Value::Bool(true));
+    assert_eq!(
+        c.call(f, "tester_getversion", &[s("a")]).await.unwrap(),
+        Value::Int(2),
+        "a crashed node stays behind"
+    );
+    assert_eq!(c.call(f, "restore", &[]).await.unwrap(), Value::Bool(true));
+    assert_eq!(c.call(f, "isCrashed", &[]).await.unwrap(), Value::Bool(false));
+    let last = c.handle(l).status().raft.applied_index;
+    c.applied(f, last).await;
+    assert_eq!(c.call(f, "tester_getversion", &[s("a")]).await.unwrap(), Value::Int(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn majority_down_blocks_then_completes() {
+    let mut c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+    for &f in &followers {
+        c.handle(f).crash().await.unwrap();
+    }
+    let h = c.handle(l).clone();
+    let mut update = tokio::spawn(async move { h.update_file("x".into(), 1, vec![]).await });
+    let h = c.handle(l).clone();
+    let mut read = tokio::spawn(async move { h.file_info_map().await });
+    // Blocking is the absence of an answer: watch for one over many heartbeats.
+    let window = common::fast_timing().heartbeat * 20;
+    assert!(tokio::time::timeout(window, &mut update).await.is_err(), "updatefile must block");
+    assert!(tokio::time::timeout(window, &mut read).await.is_err(), "getfileinfomap must block");
+    assert!(c.handle(l).status().is_leader(), "the leader does not step down for lack of answers");
+    c.handle(followers[0]).restore().await.unwrap();
+    assert_eq!(update.await.unwrap(), Ok(true));
+    assert!(read.await.unwrap().is_ok());
+    let map = c.handle(l).file_info_map().await.unwrap();
+    assert!(map.as_struct().unwrap().contains_key("x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_pending_on_a_leader_that_crashes_gets_unavailable() {
+    let mut c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    for f in (0..3).filter(|&i| i != l) {
+        c.handle(f).crash().await.unwrap();
+    }
+    let client = c.clients[l].clone();
+    let pending = tokio::spawn(async move {
+        client
+            .call("surfstore.updatefile", &[s("p"), Value::Int(1), Value::Array(vec![])])
+            .await
+    });
+    // The call is in the driver once the leader's log grows past its no-op.
+    let before = c.handle(l).status().raft.last_index;
+    c.wait_for("the proposal to reach the leader's log", Duration::from_secs(5), |st| {
+        (st[l].raft.last_index > before).then_some(())
+    })
+    .await;
+    c.handle(l).crash().await.unwrap();
+    let r = pending.await.unwrap();
+    assert_eq!(fault_code(&r), Some(5), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_fault_and_changes_nothing() {
+    let mut c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    c.call(l, "updatefile", &[s("keep"), Value::Int(1), arr(vec![s("k")])]).await.unwrap();
+    let before = c.call(l, "getfileinfomap", &[]).await.unwrap();
+    let last_before = c.handle(l).status().raft.last_index;
+    let cases: Vec<(&str, Vec<Value>, i32)> = vec![
+        ("updatefile", vec![], 3),
+        ("updatefile", vec![s("keep"), Value::Int(2)], 3),
+        ("updatefile", vec![s("keep"), s("2"), arr(vec![])], 3),
+        ("updatefile", vec![Value::Int(1), Value::Int(2), arr(vec![])], 3),
+        ("updatefile", vec![s("keep"), Value::Int(2), s("notalist")], 3),
+        ("updatefile", vec![s("keep"), Value::Int(2), arr(vec![arr(vec![])])], 3),
+        ("updatefile", vec![s(""), Value::Int(1), arr(vec![])], 3),
+        ("updatefile", vec![s("keep"), Value::Int(2), arr(vec![]), Value::Nil], 3),
+        ("tester_getversion", vec![], 3),
+        ("tester_getversion", vec![Value::Int(1)], 3),
+        ("ping", vec![Value::Int(1)], 3),
+        ("getfileinfomap", vec![s("x")], 3),
+        ("appendEntries", vec![], 3),
+        ("appendEntries", vec![s("x")], 3),
+        ("requestVote", vec![Value::Struct(BTreeMap::new())], 3),
+        ("nosuch", vec![], 4),
+    ];
+    for (method, params, code) in cases {
+        let r = c.call(l, method, &params).await;
+        assert_eq!(fault_code(&r), Some(code), "{method}{params:?} -> {r:?}");
+    }
+    let r = c.clients[l].call("ping", &[]).await;
+    assert_eq!(fault_code(&r), Some(4), "methods live under surfstore.: {r:?}");
+    // A forged vote request from a non-member is refused, not counted.
+    let mut forged = BTreeMap::new();
+    for k in ["from", "to", "term", "last_index", "last_term"] {
+        forged.insert(k.to_owned(), Value::I8(if k == "from" { 99 } else { 1 }));
+    }
+    forged.insert("to".to_owned(), Value::I8(l as i64));
+    let r = c.call(l, "requestVote", &[Value::Struct(forged)]).await;
+    assert_eq!(fault_code(&r), Some(3), "{r:?}");
+    assert_eq!(c.call(l, "getfileinfomap", &[]).await.unwrap(), before);
+    assert_eq!(c.handle(l).status().raft.last_index, last_before, "no entry was proposed");
+    assert!(c.handle(l).status().is_leader());
+}

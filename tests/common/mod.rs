@@ -1,0 +1,124 @@
+//! Shared harness for tests that run real nodes in-process on loopback ports:
+//! start M nodes, wait on their status watches (events, not sleeps), talk to
+//! them over real XML-RPC with the pooled client.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use surfstore::node::{self, NodeHandle, NodeOptions, NodeStatus, RunningNode, Timing};
+use surfstore::xmlrpc::client::{CallError, Client};
+use surfstore::xmlrpc::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+pub struct TestCluster {
+    pub nodes: Vec<RunningNode>,
+    pub addrs: Vec<String>,
+    pub clients: Vec<Client>,
+    changes: mpsc::UnboundedReceiver<()>,
+    _shutdown: watch::Sender<bool>,
+}
+
+pub fn fast_timing() -> Timing {
+    Timing {
+        tick: Duration::from_millis(5),
+        election_min: Duration::from_millis(100),
+        election_max: Duration::from_millis(200),
+        heartbeat: Duration::from_millis(25),
+        peer_timeout: Duration::from_millis(500),
+    }
+}
+
+impl TestCluster {
+    pub async fn start(m: usize) -> TestCluster {
+        let mut listeners = Vec::new();
+        for _ in 0..m {
+            listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
+        }
+        let addrs: Vec<String> =
+            listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (change_tx, changes) = mpsc::unbounded_channel();
+        let mut nodes = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let mut opts = NodeOptions::new(i as u64, addrs.clone());
+            opts.timing = fast_timing();
+            opts.seed = 1000 + i as u64;
+            let node = node::start_on(opts, listener, shutdown_rx.clone()).await.expect("node starts");
+            let mut w = node.handle.watch();
+            let tx = change_tx.clone();
+            tokio::spawn(async move {
+                while w.changed().await.is_ok() {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            });
+            nodes.push(node);
+        }
+        let clients = addrs.iter().map(|a| Client::new(a, Duration::from_secs(30))).collect();
+        TestCluster { nodes, addrs, clients, changes, _shutdown: shutdown_tx }
+    }
+
+    pub fn handle(&self, i: usize) -> &NodeHandle {
+        &self.nodes[i].handle
+    }
+
+    pub fn statuses(&self) -> Vec<NodeStatus> {
+        self.nodes.iter().map(|n| n.handle.status()).collect()
+    }
+
+    /// Waits (on status changes) until `pred` holds over all statuses.
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&[NodeStatus]) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(v) = pred(&self.statuses()) {
+                return v;
+            }
+            match tokio::time::timeout_at(deadline, self.changes.recv()).await {
+                Ok(Some(())) => {}
+                _ => panic!("timed out after {timeout:?} waiting for {what}: {:#?}", self.statuses()),
+            }
+        }
+    }
+
+    /// The single live leader whose term every live node has reached.
+    pub async fn leader(&mut self) -> usize {
+        self.wait_for("a single leader", Duration::from_secs(10), |s| {
+            let leaders: Vec<usize> = (0..s.len()).filter(|&i| s[i].is_leader()).collect();
+            match leaders[..] {
+                [l] if s.iter().all(|n| n.crashed || n.raft.leader == Some(l as u64)) => Some(l),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Waits until node `i` has applied at least `index`.
+    pub async fn applied(&mut self, i: usize, index: u64) {
+        self.wait_for(&format!("node {i} to apply {index}"), Duration::from_secs(10), |s| {
+            (s[i].raft.applied_index >= index).then_some(())
+        })
+        .await
+    }
+
+    pub async fn call(&self, i: usize, method: &str, params: &[Value]) -> Result<Value, CallError> {
+        self.clients[i].call(&format!("surfstore.{method}"), params).await
+    }
+}
+
+pub fn s(v: &str) -> Value {
+    Value::String(v.to_owned())
+}
+
+pub fn fault_code(r: &Result<Value, CallError>) -> Option<i32> {
+    match r {
+        Err(CallError::Fault(f)) => Some(f.code),
+        _ => None,
+    }
+}
