@@ -46,13 +46,19 @@ async fn wait_leader(handles: &[surfstore::node::NodeHandle], except: Option<usi
 
 #[tokio::main]
 async fn main() {
-    let calls: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
+    let calls: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5000);
     let m = 3;
     let mut listeners = Vec::new();
     for _ in 0..m {
         listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
     }
-    let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
     let (_shutdown, rx) = watch::channel(false);
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -67,7 +73,11 @@ async fn main() {
     let client = Client::new(&addrs[leader], Duration::from_secs(10));
     let mut lat = Vec::with_capacity(calls);
     for i in 0..calls {
-        let params = [Value::String(format!("f{}", i % 100)), Value::Int((i / 100 + 1) as i32), Value::Array(vec![Value::String("h".into())])];
+        let params = [
+            Value::String(format!("f{}", i % 100)),
+            Value::Int((i / 100 + 1) as i32),
+            Value::Array(vec![Value::String("h".into())]),
+        ];
         let t = Instant::now();
         let r = client.call("surfstore.updatefile", &params).await.unwrap();
         lat.push(t.elapsed());
@@ -81,8 +91,18 @@ async fn main() {
     let failover = t.elapsed();
 
     println!("setup: {m} nodes in one process, loopback, in-memory log, default timing (election 150-300 ms, heartbeat 50 ms)");
-    println!("start -> leader:               {:>8.1} ms", to_leader.as_secs_f64() * 1e3);
-    println!("updatefile x{calls} (1 client):   median {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-        pct(&lat, 0.5).as_secs_f64() * 1e3, pct(&lat, 0.99).as_secs_f64() * 1e3, lat[lat.len() - 1].as_secs_f64() * 1e3);
-    println!("leader {leader} crash -> new leader {new_leader}: {:>8.1} ms", failover.as_secs_f64() * 1e3);
+    println!(
+        "start -> leader:               {:>8.1} ms",
+        to_leader.as_secs_f64() * 1e3
+    );
+    println!(
+        "updatefile x{calls} (1 client):   median {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+        pct(&lat, 0.5).as_secs_f64() * 1e3,
+        pct(&lat, 0.99).as_secs_f64() * 1e3,
+        lat[lat.len() - 1].as_secs_f64() * 1e3
+    );
+    println!(
+        "leader {leader} crash -> new leader {new_leader}: {:>8.1} ms",
+        failover.as_secs_f64() * 1e3
+    );
 }

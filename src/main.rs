@@ -1,1 +1,154 @@
-fn main() {}
+//! The `surfstore` binary: `server` runs one node (what run-server.sh execs);
+//! `sim` runs the deterministic Raft simulation over many seeds.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use surfstore::node::{self, NodeOptions, Timing};
+
+#[derive(Parser)]
+#[command(
+    name = "surfstore",
+    version,
+    about = "SurfStore-on-Raft: a Raft-replicated file metadata service over XML-RPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of the cluster described by CONFIG, as member ID.
+    Server(ServerArgs),
+    /// Run the deterministic Raft simulation (many seeds, or replay one).
+    Sim(surfstore::sim::SimArgs),
+}
+
+#[derive(Args)]
+struct TimingArgs {
+    /// Lower bound of the randomized election timeout, in milliseconds.
+    #[arg(long, default_value_t = 150)]
+    election_min_ms: u64,
+    /// Upper bound of the randomized election timeout, in milliseconds.
+    #[arg(long, default_value_t = 300)]
+    election_max_ms: u64,
+    /// Leader heartbeat interval, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    heartbeat_ms: u64,
+    /// Granularity of the Raft clock, in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
+    /// How long a call to a peer may take before it counts as lost, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    peer_timeout_ms: u64,
+}
+
+impl TimingArgs {
+    fn timing(&self) -> Timing {
+        Timing {
+            tick: Duration::from_millis(self.tick_ms),
+            election_min: Duration::from_millis(self.election_min_ms),
+            election_max: Duration::from_millis(self.election_max_ms),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            peer_timeout: Duration::from_millis(self.peer_timeout_ms),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// The cluster config file (`M: n` then `metadata<i>: host:port` lines).
+    config: PathBuf,
+    /// This node's id, 0..M-1.
+    id: u64,
+    #[command(flatten)]
+    timing: TimingArgs,
+    /// Largest request body accepted, in bytes (larger ones get HTTP 413).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body_bytes: usize,
+    /// Most simultaneous client connections.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seed of the core's RNG (election timeouts); random when omitted.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Most AppendEntries in flight to one follower.
+    #[arg(long, default_value_t = 4)]
+    max_inflight: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Sim(args) => ExitCode::from(surfstore::sim::run_cli(&args).clamp(0, 255) as u8),
+        Command::Server(args) => match run_server(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("surfstore: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let timing = args.timing.timing();
+    timing.validate()?;
+    let config = surfstore::config::load(&args.config)?;
+    config.member(args.id as usize)?;
+    let mut opts = NodeOptions::new(args.id, config.members.clone());
+    opts.timing = timing;
+    opts.server.max_body_bytes = args.max_body_bytes;
+    opts.server.max_connections = args.max_connections;
+    opts.max_inflight = args.max_inflight;
+    if let Some(seed) = args.seed {
+        opts.seed = seed;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let node = node::start(opts, shutdown_rx).await?;
+        tracing::info!(id = args.id, addr = %node.addr, members = config.members.len(), "node listening");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+        let _ = node.driver.await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), node.server).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

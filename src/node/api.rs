@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::node::command::Command;
-use crate::node::driver::{NodeStatus, Request};
+use crate::node::driver::{LogLine, NodeStatus, Request};
 use crate::node::error::NodeError;
+use crate::node::events::NodeEvent;
 use crate::node::peer_wire;
 use crate::node::raft::NodeId;
 use crate::xmlrpc::codec::MethodCall;
@@ -23,6 +24,7 @@ pub struct NodeHandle {
     pub members: Arc<[String]>,
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<NodeStatus>,
+    events: broadcast::Sender<NodeEvent>,
 }
 
 const PREFIX: &str = "surfstore.";
@@ -33,8 +35,25 @@ impl NodeHandle {
         members: Arc<[String]>,
         requests: mpsc::Sender<Request>,
         status: watch::Receiver<NodeStatus>,
+        events: broadcast::Sender<NodeEvent>,
     ) -> Self {
-        NodeHandle { id, members, requests, status }
+        NodeHandle {
+            id,
+            members,
+            requests,
+            status,
+            events,
+        }
+    }
+
+    /// Subscribes to the node's events (elections, votes, commits, crashes…).
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// The last `n` log entries, described.
+    pub async fn log_tail(&self, n: usize) -> Result<Vec<LogLine>, NodeError> {
+        self.ask(|reply| Request::LogTail { n, reply }).await
     }
 
     /// The latest published status.
@@ -67,7 +86,11 @@ impl NodeHandle {
         version: i64,
         hashlist: Vec<Value>,
     ) -> Result<bool, NodeError> {
-        let cmd = Command::UpdateFile { filename, version, hashlist };
+        let cmd = Command::UpdateFile {
+            filename,
+            version,
+            hashlist,
+        };
         self.ask(|reply| Request::Update { cmd, reply }).await?
     }
 
@@ -76,7 +99,8 @@ impl NodeHandle {
     }
 
     pub async fn get_version(&self, filename: String) -> Result<i64, NodeError> {
-        self.ask(|reply| Request::GetVersion { filename, reply }).await
+        self.ask(|reply| Request::GetVersion { filename, reply })
+            .await
     }
 
     pub async fn crash(&self) -> Result<(), NodeError> {
@@ -107,7 +131,9 @@ impl NodeHandle {
             }
             "updatefile" => {
                 let (filename, version, hashlist) = update_args(params)?;
-                self.update_file(filename, version, hashlist).await.map(Value::Bool)
+                self.update_file(filename, version, hashlist)
+                    .await
+                    .map(Value::Bool)
             }
             "tester_getversion" => {
                 let filename = one_string(name, params)?;
@@ -120,7 +146,12 @@ impl NodeHandle {
             }
             "members" => {
                 no_args(name, &params)?;
-                Ok(Value::Array(self.members.iter().map(|m| Value::String(m.clone())).collect()))
+                Ok(Value::Array(
+                    self.members
+                        .iter()
+                        .map(|m| Value::String(m.clone()))
+                        .collect(),
+                ))
             }
             "crash" => {
                 no_args(name, &params)?;
@@ -141,7 +172,10 @@ impl NodeHandle {
                 }
                 let msg = peer_wire::decode_request(&call.method, &params)
                     .map_err(|e| NodeError::BadRequest(format!("{name}: {e}")))?;
-                if msg.to != self.id || msg.from as usize >= self.members.len() || msg.from == self.id {
+                if msg.to != self.id
+                    || msg.from as usize >= self.members.len()
+                    || msg.from == self.id
+                {
                     return Err(NodeError::BadRequest(format!(
                         "{name}: message from {} to {} reached node {}",
                         msg.from, msg.to, self.id
@@ -203,18 +237,28 @@ fn update_args(params: Vec<Value>) -> Result<(String, i64, Vec<Value>), NodeErro
     let mut it = params.into_iter();
     let (f, v, h) = (it.next(), it.next(), it.next());
     let bad = |what: &str, got: &Value| {
-        NodeError::BadRequest(format!("updatefile: {what}, got {}; expects {SIG}", got.type_name()))
+        NodeError::BadRequest(format!(
+            "updatefile: {what}, got {}; expects {SIG}",
+            got.type_name()
+        ))
     };
     let filename = match f {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        Some(Value::String(_)) => {
-            return Err(NodeError::BadRequest("updatefile: filename is empty".into()))
+        Some(Value::String(s)) if s.is_empty() => {
+            return Err(NodeError::BadRequest(
+                "updatefile: filename is empty".into(),
+            ))
+        }
+        Some(Value::String(s)) => {
+            check_xml_text("filename", &s)?;
+            s
         }
         Some(other) => return Err(bad("filename must be a string", &other)),
         None => unreachable!("arity checked"),
     };
     let version = match v {
-        Some(v) => v.as_i64().ok_or_else(|| bad("version must be an int", &v))?,
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| bad("version must be an int", &v))?,
         None => unreachable!("arity checked"),
     };
     let hashlist = match h {
@@ -228,5 +272,26 @@ fn update_args(params: Vec<Value>) -> Result<(String, i64, Vec<Value>), NodeErro
     {
         return Err(bad("hashlist entries must be strings or ints", h));
     }
+    for h in &hashlist {
+        if let Value::String(h) = h {
+            check_xml_text("hash", h)?;
+        }
+    }
     Ok((filename, version, hashlist))
+}
+
+/// Refuses text that XML 1.0 cannot carry (control characters other than tab,
+/// newline and carriage return; U+FFFE, U+FFFF): stored, it could never be sent
+/// back to a client in a document its parser accepts.
+fn check_xml_text(what: &str, s: &str) -> Result<(), NodeError> {
+    let bad = s.chars().find(|&c| {
+        (c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}'
+    });
+    match bad {
+        Some(c) => Err(NodeError::BadRequest(format!(
+            "updatefile: {what} contains U+{:04X}, which XML 1.0 cannot carry",
+            c as u32
+        ))),
+        None => Ok(()),
+    }
 }

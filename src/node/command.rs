@@ -46,7 +46,11 @@ impl Command {
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(64);
         match self {
-            Command::UpdateFile { filename, version, hashlist } => {
+            Command::UpdateFile {
+                filename,
+                version,
+                hashlist,
+            } => {
                 out.put_u8(TAG_UPDATE);
                 put_str(&mut out, filename);
                 out.put_i64_le(*version);
@@ -71,7 +75,11 @@ impl Command {
                 for _ in 0..n {
                     hashlist.push(r.value(0)?);
                 }
-                Command::UpdateFile { filename, version, hashlist }
+                Command::UpdateFile {
+                    filename,
+                    version,
+                    hashlist,
+                }
             }
             tag => return Err(DecodeError::UnknownCommand(tag)),
         };
@@ -158,10 +166,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u32()? as usize;
@@ -244,7 +256,10 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let enc = sample().encode();
         for n in 0..enc.len() {
-            assert!(Command::decode(&enc[..n]).is_err(), "prefix of {n} bytes decoded");
+            assert!(
+                Command::decode(&enc[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
         }
     }
 

@@ -10,10 +10,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::node::command::Command;
 use crate::node::error::NodeError;
+use crate::node::events::{EventKind, NodeEvent};
 use crate::node::metadata::Metadata;
 use crate::node::peer_wire;
 use crate::node::raft::{
@@ -29,20 +30,68 @@ pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 #[derive(Debug)]
 pub enum Request {
     /// `updatefile`: answered with the apply result once committed and applied.
-    Update { cmd: Command, reply: Reply<bool> },
+    Update {
+        cmd: Command,
+        reply: Reply<bool>,
+    },
     /// `getfileinfomap`: answered after a ReadIndex round, from the applied map.
-    ReadMap { reply: Reply<Value> },
+    ReadMap {
+        reply: Reply<Value>,
+    },
     /// `tester_getversion`: this node's applied map, crashed or not.
-    GetVersion { filename: String, reply: oneshot::Sender<i64> },
+    GetVersion {
+        filename: String,
+        reply: oneshot::Sender<i64>,
+    },
     /// An `appendEntries` / `requestVote` received from a peer; answered with the
     /// core's response once what it promises is persisted.
-    Peer { msg: Message, reply: Reply<Message> },
+    Peer {
+        msg: Message,
+        reply: Reply<Message>,
+    },
     /// The answer to a request this node sent.
     PeerResponse(Message),
     /// A request this node sent to `peer` got no answer.
     Unreachable(NodeId),
-    Crash { reply: oneshot::Sender<()> },
-    Restore { reply: oneshot::Sender<()> },
+    Crash {
+        reply: oneshot::Sender<()>,
+    },
+    Restore {
+        reply: oneshot::Sender<()>,
+    },
+    /// The last `n` log entries, described (for the dashboard).
+    LogTail {
+        n: usize,
+        reply: oneshot::Sender<Vec<LogLine>>,
+    },
+}
+
+/// One log entry as the dashboard shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogLine {
+    pub index: LogIndex,
+    pub term: Term,
+    pub command: String,
+}
+
+/// A human description of an entry's payload.
+pub fn describe(data: &[u8]) -> String {
+    if data.is_empty() {
+        return "no-op (new leader)".to_owned();
+    }
+    match Command::decode(data) {
+        Ok(Command::UpdateFile {
+            filename,
+            version,
+            hashlist,
+        }) => {
+            format!(
+                "updatefile {filename:?} v{version} ({} hashes)",
+                hashlist.len()
+            )
+        }
+        Err(e) => format!("undecodable: {e}"),
+    }
 }
 
 /// What the node publishes after every turn (dashboards and tests read this,
@@ -80,7 +129,18 @@ pub struct Driver<S: LogStore> {
     responders: HashMap<u64, Reply<Message>>,
     next_ctx: u64,
     role: Role,
+    term: Term,
+    vote: Option<NodeId>,
     status: watch::Sender<NodeStatus>,
+    events: broadcast::Sender<NodeEvent>,
+    /// Calls answered so far; the stall detector watches it move.
+    answered: u64,
+    answered_at_last_tick: u64,
+    /// Ticks the leader has had calls waiting and none answered.
+    stalled_ticks: u32,
+    /// Ticks of stall after which `Blocked` is reported (an election timeout).
+    block_after_ticks: u32,
+    blocked: bool,
 }
 
 impl<S: LogStore> Driver<S> {
@@ -91,8 +151,12 @@ impl<S: LogStore> Driver<S> {
         store: S,
         peers: Vec<Option<mpsc::UnboundedSender<Message>>>,
         status: watch::Sender<NodeStatus>,
+        events: broadcast::Sender<NodeEvent>,
     ) -> Self {
-        let role = raft.status().role;
+        let role = raft.role();
+        let term = raft.term();
+        let block_after_ticks = raft.config().election_ticks_max.max(1);
+        let vote = raft.status().vote;
         Driver {
             id,
             members,
@@ -107,12 +171,24 @@ impl<S: LogStore> Driver<S> {
             responders: HashMap::new(),
             next_ctx: 1,
             role,
+            term,
+            vote,
             status,
+            events,
+            answered: 0,
+            answered_at_last_tick: 0,
+            stalled_ticks: 0,
+            block_after_ticks,
+            blocked: false,
         }
     }
 
     pub fn status(&self) -> NodeStatus {
-        NodeStatus { raft: self.raft.status(), crashed: self.crashed, files: self.metadata.len() }
+        NodeStatus {
+            raft: self.raft.status(),
+            crashed: self.crashed,
+            files: self.metadata.len(),
+        }
     }
 
     /// Runs until `shutdown` turns true or every request sender is gone.
@@ -142,6 +218,7 @@ impl<S: LogStore> Driver<S> {
                 _ = ticker.tick() => {
                     if !self.crashed {
                         self.raft.tick();
+                        self.watch_for_stall();
                     }
                 }
             }
@@ -161,6 +238,40 @@ impl<S: LogStore> Driver<S> {
                 false
             }
         });
+    }
+
+    fn emit(&self, kind: EventKind) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(NodeEvent {
+                node: self.id,
+                at: std::time::SystemTime::now(),
+                kind,
+            });
+        }
+    }
+
+    /// Reports `Blocked` when calls wait on the leader for an election timeout
+    /// with none answered, and `Unblocked` when answers flow again.
+    fn watch_for_stall(&mut self) {
+        let waiting =
+            self.pending_updates.len() + self.pending_reads.len() + self.ready_reads.len();
+        if self.role != Role::Leader || waiting == 0 || self.answered != self.answered_at_last_tick
+        {
+            self.stalled_ticks = 0;
+        } else {
+            self.stalled_ticks += 1;
+            if self.stalled_ticks == self.block_after_ticks && !self.blocked {
+                self.blocked = true;
+                self.emit(EventKind::Blocked { waiting });
+            }
+        }
+        if self.blocked
+            && (self.answered != self.answered_at_last_tick || self.role != Role::Leader)
+        {
+            self.blocked = false;
+            self.emit(EventKind::Unblocked);
+        }
+        self.answered_at_last_tick = self.answered;
     }
 
     fn leader_addr(&self, leader: Option<NodeId>) -> Option<String> {
@@ -240,15 +351,34 @@ impl<S: LogStore> Driver<S> {
                     self.raft.crash();
                     self.fail_pending(|| NodeError::Unavailable("the node crashed".into()));
                     tracing::info!(node = self.id, "crashed");
+                    if self.role == Role::Leader {
+                        self.emit(EventKind::LeadershipLost { term: self.term });
+                    }
+                    self.role = Role::Follower;
+                    self.emit(EventKind::Crashed);
                 }
                 self.publish();
                 let _ = reply.send(());
+            }
+            Request::LogTail { n, reply } => {
+                let lines = self
+                    .raft
+                    .log_tail(n)
+                    .iter()
+                    .map(|e| LogLine {
+                        index: e.index,
+                        term: e.term,
+                        command: describe(&e.data),
+                    })
+                    .collect();
+                let _ = reply.send(lines);
             }
             Request::Restore { reply } => {
                 if self.crashed {
                     self.crashed = false;
                     self.raft.restore();
                     tracing::info!(node = self.id, "restored");
+                    self.emit(EventKind::Restored);
                 }
                 self.publish();
                 let _ = reply.send(());
@@ -289,14 +419,32 @@ impl<S: LogStore> Driver<S> {
     }
 
     fn handle_ready(&mut self, rd: &Ready) {
+        let term = rd.hard_state.map_or(self.term, |hs| hs.term);
         if let Some(ss) = rd.soft_state {
             if self.role == Role::Leader && ss.role != Role::Leader {
                 self.fail_pending(|| {
                     NodeError::Unavailable("leadership lost while the call was pending".into())
                 });
+                self.emit(EventKind::LeadershipLost { term: self.term });
             }
-            self.role = ss.role;
+            if ss.role == Role::Leader && self.role != Role::Leader {
+                self.emit(EventKind::LeaderElected { term });
+            }
         }
+        let role = rd.soft_state.map_or(self.role, |ss| ss.role);
+        if role == Role::Candidate && (self.role != Role::Candidate || term != self.term) {
+            self.emit(EventKind::ElectionStarted { term });
+        }
+        if let Some(hs) = rd.hard_state {
+            if let Some(candidate) = hs.vote {
+                if candidate != self.id && (term != self.term || self.vote != hs.vote) {
+                    self.emit(EventKind::VoteGranted { candidate, term });
+                }
+            }
+            self.vote = hs.vote;
+        }
+        self.role = role;
+        self.term = term;
         if rd.hard_state.is_some() || !rd.entries.is_empty() {
             if let Err(e) = self.store.persist(rd.hard_state, &rd.entries) {
                 // Nothing promised by this Ready may leave: without durable
@@ -340,22 +488,41 @@ impl<S: LogStore> Driver<S> {
                 Err(e) => {
                     // Every node decodes the same bytes the same way, so
                     // skipping is deterministic; a proposal never makes this.
-                    tracing::error!(node = self.id, index = entry.index, "undecodable entry skipped: {e}");
+                    tracing::error!(
+                        node = self.id,
+                        index = entry.index,
+                        "undecodable entry skipped: {e}"
+                    );
                     self.metadata.mark_applied(entry.index);
                     None
                 }
             }
         };
+        if self.role == Role::Leader && self.events.receiver_count() > 0 && !entry.data.is_empty() {
+            let outcome = match result {
+                Some(true) => "applied",
+                Some(false) => "refused (version rule)",
+                None => "skipped",
+            };
+            self.emit(EventKind::Committed {
+                index: entry.index,
+                term: entry.term,
+                what: format!("{} -> {outcome}", describe(&entry.data)),
+            });
+        }
         // Anything pending below this index was overwritten and will never apply.
         while let Some(entry_pending) = self.pending_updates.first_entry() {
             if *entry_pending.key() > entry.index {
                 break;
             }
             let (index, (term, reply)) = entry_pending.remove_entry();
+            self.answered += 1;
             let outcome = if index == entry.index && term == entry.term {
                 Ok(result.unwrap_or(false))
             } else {
-                Err(NodeError::Unavailable("the proposal was overwritten by a new leader".into()))
+                Err(NodeError::Unavailable(
+                    "the proposal was overwritten by a new leader".into(),
+                ))
             };
             let _ = reply.send(outcome);
         }
@@ -371,6 +538,7 @@ impl<S: LogStore> Driver<S> {
         while i < self.ready_reads.len() {
             if self.ready_reads[i].0 <= applied {
                 let (_, reply) = self.ready_reads.swap_remove(i);
+                self.answered += 1;
                 let value = map.get_or_insert_with(|| self.metadata.to_value()).clone();
                 let _ = reply.send(Ok(value));
             } else {

@@ -33,14 +33,21 @@ impl Metadata {
     pub fn apply(&mut self, index: LogIndex, cmd: &Command) -> bool {
         self.mark_applied(index);
         match cmd {
-            Command::UpdateFile { filename, version, hashlist } => {
+            Command::UpdateFile {
+                filename,
+                version,
+                hashlist,
+            } => {
                 let current = self.version(filename);
                 if current.checked_add(1) != Some(*version) {
                     return false;
                 }
                 self.files.insert(
                     filename.clone(),
-                    FileInfo { version: *version, hashlist: hashlist.clone() },
+                    FileInfo {
+                        version: *version,
+                        hashlist: hashlist.clone(),
+                    },
                 );
                 true
             }
@@ -128,7 +135,10 @@ mod tests {
         let mut m = Metadata::new();
         assert!(m.apply(1, &upd("f", 1)));
         assert!(!m.apply(2, &upd("f", 1)));
-        assert_eq!(m.get("f").unwrap().hashlist, vec![Value::String("h1".into())]);
+        assert_eq!(
+            m.get("f").unwrap().hashlist,
+            vec![Value::String("h1".into())]
+        );
     }
 
     #[test]
@@ -139,7 +149,10 @@ mod tests {
         let f = &v.as_struct().unwrap()["f"];
         assert_eq!(
             f,
-            &Value::Array(vec![Value::Int(1), Value::Array(vec![Value::String("h1".into())])])
+            &Value::Array(vec![
+                Value::Int(1),
+                Value::Array(vec![Value::String("h1".into())])
+            ])
         );
     }
 

@@ -1,8 +1,234 @@
-//! Everything one node is (being assembled).
+//! Everything one node is, used alike by `run-server.sh` (one node per process)
+//! and the in-process cluster: the Raft core, the metadata state machine, the
+//! driver task that owns them, the peer senders and the XML-RPC method table.
 
+pub mod api;
 pub mod command;
+pub mod driver;
 pub mod error;
+pub mod events;
 pub mod metadata;
 pub mod peer_wire;
+pub mod peers;
 pub mod raft;
 pub mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+
+pub use api::NodeHandle;
+pub use driver::NodeStatus;
+pub use error::NodeError;
+
+use crate::node::driver::Driver;
+use crate::node::raft::{Raft, RaftConfig};
+use crate::node::storage::{LogStore, MemStore};
+use crate::xmlrpc::server::{self, ServerOptions};
+
+/// Raft timing, in wall-clock terms; the driver turns it into ticks.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// One core tick.
+    pub tick: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    pub heartbeat: Duration,
+    /// How long a peer call may take before it counts as unanswered.
+    pub peer_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            tick: Duration::from_millis(10),
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            heartbeat: Duration::from_millis(50),
+            peer_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("timing: {0}")]
+    Timing(String),
+    #[error("raft config: {0}")]
+    Raft(#[from] raft::RaftError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+impl Timing {
+    fn ticks(&self, d: Duration) -> u32 {
+        (d.as_micros() / self.tick.as_micros().max(1)).min(u32::MAX as u128) as u32
+    }
+
+    /// Checks the timing makes sense for Raft: heartbeats well inside the
+    /// election timeout, a real randomization range, ticks finer than both.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let err = |m: String| Err(StartError::Timing(m));
+        if self.tick.is_zero() {
+            return err("tick must be positive".into());
+        }
+        if self.election_min > self.election_max {
+            return err(format!(
+                "election timeout min {:?} is above max {:?}",
+                self.election_min, self.election_max
+            ));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.election_min {
+            return err(format!(
+                "heartbeat {:?} must be positive and below the election timeout {:?}",
+                self.heartbeat, self.election_min
+            ));
+        }
+        if self.ticks(self.heartbeat) < 1 {
+            return err(format!(
+                "tick {:?} is coarser than the heartbeat",
+                self.tick
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub id: u64,
+    /// Every member's `host:port` in id order.
+    pub members: Vec<String>,
+    pub timing: Timing,
+    /// Seeds the core's RNG (election timeouts); defaults to something per-run.
+    pub seed: u64,
+    pub server: ServerOptions,
+    pub max_entries_per_message: usize,
+    pub max_bytes_per_message: usize,
+    pub max_inflight: usize,
+}
+
+impl NodeOptions {
+    pub fn new(id: u64, members: Vec<String>) -> Self {
+        NodeOptions {
+            id,
+            members,
+            timing: Timing::default(),
+            seed: rand::random(),
+            server: ServerOptions::default(),
+            max_entries_per_message: 4096,
+            max_bytes_per_message: 4 << 20,
+            max_inflight: 4,
+        }
+    }
+
+    fn raft_config(&self) -> RaftConfig {
+        RaftConfig {
+            id: self.id,
+            members: (0..self.members.len() as u64).collect(),
+            election_ticks_min: self.timing.ticks(self.timing.election_min),
+            election_ticks_max: self.timing.ticks(self.timing.election_max),
+            heartbeat_ticks: self.timing.ticks(self.timing.heartbeat),
+            seed: self.seed,
+            max_entries_per_message: self.max_entries_per_message,
+            max_bytes_per_message: self.max_bytes_per_message,
+            max_inflight: self.max_inflight,
+        }
+    }
+}
+
+/// A node that is listening and running. Dropping it does not stop it; turn
+/// the shutdown watch to true (or drop its sender) to stop.
+pub struct RunningNode {
+    pub handle: NodeHandle,
+    pub addr: std::net::SocketAddr,
+    pub driver: tokio::task::JoinHandle<()>,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds the node's address, then starts its driver, peer senders and HTTP server.
+pub async fn start(
+    opts: NodeOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunningNode, StartError> {
+    let addr = opts
+        .members
+        .get(opts.id as usize)
+        .cloned()
+        .ok_or_else(|| StartError::Timing(format!("id {} is not a member", opts.id)))?;
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    start_on(opts, listener, shutdown).await
+}
+
+/// Like `start`, on an already bound listener (tests bind port 0 first).
+pub async fn start_on(
+    opts: NodeOptions,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunningNode, StartError> {
+    opts.timing.validate()?;
+    let config = opts.raft_config();
+    config.validate()?;
+    let store = MemStore::new();
+    let (hard_state, log) = store.load();
+    let raft = Raft::new(config, hard_state, log)?;
+
+    let (req_tx, req_rx) = mpsc::channel(4096);
+    let peers = opts
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            (i as u64 != opts.id).then(|| {
+                peers::spawn_sender(i as u64, addr, opts.timing.peer_timeout, req_tx.clone())
+            })
+        })
+        .collect();
+    let members: Arc<[String]> = opts.members.clone().into();
+    let (status_tx, status_rx) = watch::channel(NodeStatus {
+        raft: raft.status(),
+        crashed: false,
+        files: 0,
+    });
+    let (events, _) = broadcast::channel(1024);
+    let driver = Driver::new(
+        opts.id,
+        opts.members.clone(),
+        raft,
+        store,
+        peers,
+        status_tx,
+        events.clone(),
+    );
+    let driver = tokio::spawn(driver.run(req_rx, opts.timing.tick, shutdown.clone()));
+    let handle = NodeHandle::new(opts.id, members, req_tx, status_rx, events);
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: "listener".into(),
+        source,
+    })?;
+    let mut sd = shutdown;
+    let server = tokio::spawn(server::serve(
+        listener,
+        handle.clone(),
+        opts.server.clone(),
+        async move {
+            let _ = sd.wait_for(|s| *s).await;
+        },
+    ));
+    Ok(RunningNode {
+        handle,
+        addr,
+        driver,
+        server,
+    })
+}

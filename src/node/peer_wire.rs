@@ -47,7 +47,13 @@ pub fn encode(msg: &Message) -> Value {
     m.insert("to".to_owned(), num(msg.to));
     m.insert("term".to_owned(), num(msg.term));
     match &msg.body {
-        MessageBody::AppendEntries { prev_index, prev_term, entries, commit, read_seq } => {
+        MessageBody::AppendEntries {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+            read_seq,
+        } => {
             m.insert("prev_index".into(), num(*prev_index));
             m.insert("prev_term".into(), num(*prev_term));
             m.insert("commit".into(), num(*commit));
@@ -67,7 +73,10 @@ pub fn encode(msg: &Message) -> Value {
             m.insert("conflict_term".into(), num(*conflict_term));
             m.insert("read_seq".into(), num(*read_seq));
         }
-        MessageBody::RequestVote { last_index, last_term } => {
+        MessageBody::RequestVote {
+            last_index,
+            last_term,
+        } => {
             m.insert("last_index".into(), num(*last_index));
             m.insert("last_term".into(), num(*last_term));
         }
@@ -82,11 +91,18 @@ struct Fields<'a>(&'a BTreeMap<String, Value>);
 
 impl Fields<'_> {
     fn u64(&self, name: &'static str) -> Result<u64, WireError> {
-        let v = self.0.get(name).and_then(Value::as_i64).ok_or(WireError::Field(name))?;
+        let v = self
+            .0
+            .get(name)
+            .and_then(Value::as_i64)
+            .ok_or(WireError::Field(name))?;
         u64::try_from(v).map_err(|_| WireError::Range(name))
     }
     fn bool(&self, name: &'static str) -> Result<bool, WireError> {
-        self.0.get(name).and_then(Value::as_bool).ok_or(WireError::Field(name))
+        self.0
+            .get(name)
+            .and_then(Value::as_bool)
+            .ok_or(WireError::Field(name))
     }
 }
 
@@ -109,9 +125,18 @@ pub fn decode_request(method: &str, params: &[Value]) -> Result<Message, WireErr
             read_seq: f.u64("read_seq")?,
         }
     } else {
-        MessageBody::RequestVote { last_index: f.u64("last_index")?, last_term: f.u64("last_term")? }
+        MessageBody::RequestVote {
+            last_index: f.u64("last_index")?,
+            last_term: f.u64("last_term")?,
+        }
     };
-    Ok(Message { from: f.u64("from")?, to: f.u64("to")?, term: f.u64("term")?, ctx: 0, body })
+    Ok(Message {
+        from: f.u64("from")?,
+        to: f.u64("to")?,
+        term: f.u64("term")?,
+        ctx: 0,
+        body,
+    })
 }
 
 /// Decodes the response to a request of `method` sent by this node.
@@ -127,9 +152,17 @@ pub fn decode_response(method: &str, value: &Value) -> Result<Message, WireError
             read_seq: f.u64("read_seq")?,
         }
     } else {
-        MessageBody::RequestVoteResponse { granted: f.bool("granted")? }
+        MessageBody::RequestVoteResponse {
+            granted: f.bool("granted")?,
+        }
     };
-    Ok(Message { from: f.u64("from")?, to: f.u64("to")?, term: f.u64("term")?, ctx: 0, body })
+    Ok(Message {
+        from: f.u64("from")?,
+        to: f.u64("to")?,
+        term: f.u64("term")?,
+        ctx: 0,
+        body,
+    })
 }
 
 /// `[term u64][index u64][len u32][data]` per entry, little-endian.
@@ -153,8 +186,14 @@ fn decode_entries(blob: &[u8]) -> Result<Vec<Entry>, WireError> {
         let term = u64::from_le_bytes(header[0..8].try_into().expect("8 bytes"));
         let index = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")) as usize;
-        let data = blob.get(pos + 20..pos + 20 + len).ok_or(WireError::Entries(pos))?;
-        entries.push(Entry { term, index, data: Bytes::copy_from_slice(data) });
+        let data = blob
+            .get(pos + 20..pos + 20 + len)
+            .ok_or(WireError::Entries(pos))?;
+        entries.push(Entry {
+            term,
+            index,
+            data: Bytes::copy_from_slice(data),
+        });
         pos += 20 + len;
     }
     Ok(entries)
@@ -179,8 +218,16 @@ mod tests {
                 prev_index: 5,
                 prev_term: 4,
                 entries: vec![
-                    Entry { term: 4, index: 6, data: Bytes::new() },
-                    Entry { term: 4, index: 7, data: Bytes::from_static(b"xyz") },
+                    Entry {
+                        term: 4,
+                        index: 6,
+                        data: Bytes::new(),
+                    },
+                    Entry {
+                        term: 4,
+                        index: 7,
+                        data: Bytes::from_static(b"xyz"),
+                    },
                 ],
                 commit: 5,
                 read_seq: 9,
@@ -197,7 +244,10 @@ mod tests {
             to: 1,
             term: 3,
             ctx: 0,
-            body: MessageBody::RequestVote { last_index: 10, last_term: 2 },
+            body: MessageBody::RequestVote {
+                last_index: 10,
+                last_term: 2,
+            },
         };
         assert_eq!(decode_request(REQUEST_VOTE, &[encode(&v)]).unwrap(), v);
     }
@@ -218,22 +268,34 @@ mod tests {
             },
         };
         assert_eq!(decode_response(APPEND_ENTRIES, &encode(&r)).unwrap(), r);
-        let g = Message { body: MessageBody::RequestVoteResponse { granted: true }, ..r };
+        let g = Message {
+            body: MessageBody::RequestVoteResponse { granted: true },
+            ..r
+        };
         assert_eq!(decode_response(REQUEST_VOTE, &encode(&g)).unwrap(), g);
     }
 
     #[test]
     fn bad_requests_are_errors() {
-        assert_eq!(decode_request(APPEND_ENTRIES, &[]), Err(WireError::NotStruct));
+        assert_eq!(
+            decode_request(APPEND_ENTRIES, &[]),
+            Err(WireError::NotStruct)
+        );
         let mut v = encode(&ae());
         if let Value::Struct(s) = &mut v {
             s.insert("term".into(), Value::I8(-1));
         }
-        assert_eq!(decode_request(APPEND_ENTRIES, &[v]), Err(WireError::Range("term")));
+        assert_eq!(
+            decode_request(APPEND_ENTRIES, &[v]),
+            Err(WireError::Range("term"))
+        );
         let mut v = encode(&ae());
         if let Value::Struct(s) = &mut v {
             s.insert("entries".into(), Value::Base64(vec![1, 2, 3]));
         }
-        assert_eq!(decode_request(APPEND_ENTRIES, &[v]), Err(WireError::Entries(0)));
+        assert_eq!(
+            decode_request(APPEND_ENTRIES, &[v]),
+            Err(WireError::Entries(0))
+        );
     }
 }

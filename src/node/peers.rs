@@ -59,7 +59,12 @@ async fn run(
             Ok(value) => match peer_wire::decode_response(method, &value) {
                 Ok(resp) if resp.from == peer && resp.to == msg.from => Request::PeerResponse(resp),
                 Ok(resp) => {
-                    tracing::warn!(peer, "response claims to be from {} to {}", resp.from, resp.to);
+                    tracing::warn!(
+                        peer,
+                        "response claims to be from {} to {}",
+                        resp.from,
+                        resp.to
+                    );
                     Request::Unreachable(peer)
                 }
                 Err(e) => {

@@ -61,14 +61,26 @@ mod tests {
     use bytes::Bytes;
 
     fn e(term: u64, index: u64) -> Entry {
-        Entry { term, index, data: Bytes::new() }
+        Entry {
+            term,
+            index,
+            data: Bytes::new(),
+        }
     }
 
     #[test]
     fn overwrite_truncates_the_suffix() {
         let mut s = MemStore::new();
         s.persist(None, &[e(1, 1), e(1, 2), e(1, 3)]).unwrap();
-        s.persist(Some(HardState { term: 2, vote: Some(1), commit: 1 }), &[e(2, 2)]).unwrap();
+        s.persist(
+            Some(HardState {
+                term: 2,
+                vote: Some(1),
+                commit: 1,
+            }),
+            &[e(2, 2)],
+        )
+        .unwrap();
         let (hs, log) = s.load();
         assert_eq!(hs.term, 2);
         assert_eq!(log, vec![e(1, 1), e(2, 2)]);

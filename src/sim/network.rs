@@ -75,7 +75,13 @@ impl Network {
 
     /// Put a message on the wire at tick `now`. Returns how many copies will
     /// arrive (0, 1 or 2) for the trace.
-    pub fn send(&mut self, msg: Message, now: u64, endpoints_up: bool, rng: &mut SmallRng) -> usize {
+    pub fn send(
+        &mut self,
+        msg: Message,
+        now: u64,
+        endpoints_up: bool,
+        rng: &mut SmallRng,
+    ) -> usize {
         self.stats.sent += 1;
         if !endpoints_up || !self.link_up(msg.from, msg.to) || rng.gen_bool(self.loss) {
             self.stats.dropped += 1;
@@ -89,7 +95,10 @@ impl Network {
         };
         for _ in 1..copies {
             let due = now + rng.gen_range(1..=self.max_delay);
-            self.in_flight.push(InFlight { due, msg: msg.clone() });
+            self.in_flight.push(InFlight {
+                due,
+                msg: msg.clone(),
+            });
         }
         let due = now + rng.gen_range(1..=self.max_delay);
         self.in_flight.push(InFlight { due, msg });
@@ -110,9 +119,5 @@ impl Network {
         // swap_remove scrambles the order deterministically; shuffle for real reordering.
         due.shuffle(rng);
         due
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
     }
 }

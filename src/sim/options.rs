@@ -16,6 +16,8 @@ pub struct FaultMix {
     /// Delays are uniform in `1..=max_delay` ticks (so messages reorder).
     pub max_delay: u64,
     pub crash: f64,
+    /// Probability, after each step, of crashing whichever node leads.
+    pub crash_leader: f64,
     pub restore: f64,
     /// Restart from storage: the core is rebuilt from its persisted hard
     /// state and log (memory lost), then re-applies from index 1.
@@ -27,13 +29,18 @@ pub struct FaultMix {
 }
 
 impl FaultMix {
-    pub const ALL: [FaultMix; 6] = [
+    pub const ALL: [FaultMix; 7] = [
         FaultMix::named("calm", 0.0, 0.0, 2, 0.0, 0.0, 0.0, 0.0),
         FaultMix::named("lossy", 0.2, 0.1, 4, 0.0, 0.0, 0.0, 0.0),
         FaultMix::named("crash", 0.02, 0.02, 3, 0.02, 0.05, 0.0, 0.0),
         FaultMix::named("partition", 0.02, 0.02, 3, 0.0, 0.0, 0.0, 0.03),
         FaultMix::named("reboot", 0.05, 0.05, 3, 0.0, 0.0, 0.02, 0.0),
         FaultMix::named("chaos", 0.1, 0.05, 4, 0.01, 0.04, 0.01, 0.02),
+        FaultMix {
+            crash_leader: 0.04,
+            restore: 0.3,
+            ..FaultMix::named("churn", 0.05, 0.02, 3, 0.0, 0.0, 0.0, 0.0)
+        },
     ];
 
     #[allow(clippy::too_many_arguments)]
@@ -53,6 +60,7 @@ impl FaultMix {
             duplicate,
             max_delay,
             crash,
+            crash_leader: 0.0,
             restore,
             reboot,
             partition,
@@ -130,8 +138,12 @@ impl Plan {
         }
         let mix = match &opts.mix {
             None => mix,
-            Some(name) => FaultMix::by_name(name)
-                .ok_or_else(|| format!("unknown mix {name:?} (known: {})", FaultMix::names().join(", ")))?,
+            Some(name) => FaultMix::by_name(name).ok_or_else(|| {
+                format!(
+                    "unknown mix {name:?} (known: {})",
+                    FaultMix::names().join(", ")
+                )
+            })?,
         };
         Ok(Plan {
             nodes,

@@ -116,7 +116,10 @@ pub struct Fault {
 
 impl Fault {
     pub fn new(code: i32, message: impl Into<String>) -> Self {
-        Fault { code, message: message.into() }
+        Fault {
+            code,
+            message: message.into(),
+        }
     }
 }
 

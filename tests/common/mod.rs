@@ -33,10 +33,16 @@ impl TestCluster {
     pub async fn start(m: usize) -> TestCluster {
         let mut listeners = Vec::new();
         for _ in 0..m {
-            listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind loopback"));
+            listeners.push(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind loopback"),
+            );
         }
-        let addrs: Vec<String> =
-            listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (change_tx, changes) = mpsc::unbounded_channel();
         let mut nodes = Vec::new();
@@ -44,7 +50,9 @@ impl TestCluster {
             let mut opts = NodeOptions::new(i as u64, addrs.clone());
             opts.timing = fast_timing();
             opts.seed = 1000 + i as u64;
-            let node = node::start_on(opts, listener, shutdown_rx.clone()).await.expect("node starts");
+            let node = node::start_on(opts, listener, shutdown_rx.clone())
+                .await
+                .expect("node starts");
             let mut w = node.handle.watch();
             let tx = change_tx.clone();
             tokio::spawn(async move {
@@ -56,8 +64,17 @@ impl TestCluster {
             });
             nodes.push(node);
         }
-        let clients = addrs.iter().map(|a| Client::new(a, Duration::from_secs(30))).collect();
-        TestCluster { nodes, addrs, clients, changes, _shutdown: shutdown_tx }
+        let clients = addrs
+            .iter()
+            .map(|a| Client::new(a, Duration::from_secs(30)))
+            .collect();
+        TestCluster {
+            nodes,
+            addrs,
+            clients,
+            changes,
+            _shutdown: shutdown_tx,
+        }
     }
 
     pub fn handle(&self, i: usize) -> &NodeHandle {
@@ -82,7 +99,10 @@ impl TestCluster {
             }
             match tokio::time::timeout_at(deadline, self.changes.recv()).await {
                 Ok(Some(())) => {}
-                _ => panic!("timed out after {timeout:?} waiting for {what}: {:#?}", self.statuses()),
+                _ => panic!(
+                    "timed out after {timeout:?} waiting for {what}: {:#?}",
+                    self.statuses()
+                ),
             }
         }
     }
@@ -92,7 +112,12 @@ impl TestCluster {
         self.wait_for("a single leader", Duration::from_secs(10), |s| {
             let leaders: Vec<usize> = (0..s.len()).filter(|&i| s[i].is_leader()).collect();
             match leaders[..] {
-                [l] if s.iter().all(|n| n.crashed || n.raft.leader == Some(l as u64)) => Some(l),
+                [l] if s
+                    .iter()
+                    .all(|n| n.crashed || n.raft.leader == Some(l as u64)) =>
+                {
+                    Some(l)
+                }
                 _ => None,
             }
         })
@@ -101,14 +126,18 @@ impl TestCluster {
 
     /// Waits until node `i` has applied at least `index`.
     pub async fn applied(&mut self, i: usize, index: u64) {
-        self.wait_for(&format!("node {i} to apply {index}"), Duration::from_secs(10), |s| {
-            (s[i].raft.applied_index >= index).then_some(())
-        })
+        self.wait_for(
+            &format!("node {i} to apply {index}"),
+            Duration::from_secs(10),
+            |s| (s[i].raft.applied_index >= index).then_some(()),
+        )
         .await
     }
 
     pub async fn call(&self, i: usize, method: &str, params: &[Value]) -> Result<Value, CallError> {
-        self.clients[i].call(&format!("surfstore.{method}"), params).await
+        self.clients[i]
+            .call(&format!("surfstore.{method}"), params)
+            .await
     }
 }
 

@@ -50,7 +50,10 @@ impl RaftConfig {
             return bad("members is empty".into());
         }
         if !self.members.contains(&self.id) {
-            return bad(format!("id {} is not in members {:?}", self.id, self.members));
+            return bad(format!(
+                "id {} is not in members {:?}",
+                self.id, self.members
+            ));
         }
         let mut sorted = self.members.clone();
         sorted.sort_unstable();

@@ -136,7 +136,10 @@ mod tests {
         assert!(!pr.is_paused(4));
         pr.sent_entries(7);
         assert!(pr.is_paused(4));
-        assert_eq!(pr.next_index, 5, "probe does not advance next optimistically");
+        assert_eq!(
+            pr.next_index, 5,
+            "probe does not advance next optimistically"
+        );
     }
 
     #[test]
@@ -179,6 +182,9 @@ mod tests {
         assert!(!pr.is_paused(1));
         assert!(!pr.maybe_decrease(9, 4), "duplicate rejection is stale now");
         assert!(pr.maybe_decrease(3, 30));
-        assert_eq!(pr.next_index, 3, "a hint never moves past the rejected index");
+        assert_eq!(
+            pr.next_index, 3,
+            "a hint never moves past the rejected index"
+        );
     }
 }

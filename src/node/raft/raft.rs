@@ -70,7 +70,11 @@ impl Raft {
     /// Restore from what storage holds (empty log + default `HardState` for a
     /// fresh node). Log indexes start at 1. Nothing is applied yet: the first
     /// `Ready` hands out every committed entry from index 1.
-    pub fn new(config: RaftConfig, hard_state: HardState, log: Vec<Entry>) -> Result<Raft, RaftError> {
+    pub fn new(
+        config: RaftConfig,
+        hard_state: HardState,
+        log: Vec<Entry>,
+    ) -> Result<Raft, RaftError> {
         config.validate()?;
         if let Some(v) = hard_state.vote {
             if !config.members.contains(&v) {
@@ -89,8 +93,17 @@ impl Raft {
         }
         let log = RaftLog::restore(log, hard_state.commit)?;
         let mut rng = SmallRng::seed_from_u64(config.seed);
-        let election = ElectionTimer::new(config.election_ticks_min, config.election_ticks_max, &mut rng);
-        let mut peers: Vec<NodeId> = config.members.iter().copied().filter(|&m| m != config.id).collect();
+        let election = ElectionTimer::new(
+            config.election_ticks_min,
+            config.election_ticks_max,
+            &mut rng,
+        );
+        let mut peers: Vec<NodeId> = config
+            .members
+            .iter()
+            .copied()
+            .filter(|&m| m != config.id)
+            .collect();
         peers.sort_unstable();
         Ok(Raft {
             peers,
@@ -140,7 +153,9 @@ impl Raft {
     /// (index, term) is handed out in `committed_entries`.
     pub fn propose(&mut self, data: Bytes) -> Result<(LogIndex, Term), RaftError> {
         if self.role != Role::Leader {
-            return Err(RaftError::NotLeader { leader: self.leader });
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
         }
         let index = self.log.append_new(self.term, data);
         for peer in self.peers.clone() {
@@ -154,7 +169,9 @@ impl Raft {
     /// The confirming round is sent at once.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
         if self.role != Role::Leader {
-            return Err(RaftError::NotLeader { leader: self.leader });
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
         }
         let index = self.committed_own_term().then_some(self.log.commit());
         self.read_only.request(ctx, index);
@@ -335,7 +352,13 @@ impl Raft {
         }
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.peers.clone() {
-            self.send(peer, MessageBody::RequestVote { last_index, last_term });
+            self.send(
+                peer,
+                MessageBody::RequestVote {
+                    last_index,
+                    last_term,
+                },
+            );
         }
     }
 
@@ -351,7 +374,11 @@ impl Raft {
         self.votes.clear();
         self.read_only.reset();
         let next = self.log.last_index() + 1;
-        self.progress = self.peers.iter().map(|&p| (p, Progress::new(next))).collect();
+        self.progress = self
+            .peers
+            .iter()
+            .map(|&p| (p, Progress::new(next)))
+            .collect();
         // The no-op that lets this leader commit (and learn the commit index).
         self.log.append_new(self.term, Bytes::new());
         for peer in self.peers.clone() {

@@ -102,7 +102,10 @@ mod tests {
         ro.ack(1, 0);
         let seq = ro.request(7, Some(3));
         assert_eq!(seq, 1);
-        assert!(ro.release(2).is_empty(), "ack of an older round does not count");
+        assert!(
+            ro.release(2).is_empty(),
+            "ack of an older round does not count"
+        );
         ro.ack(1, 1);
         assert_eq!(ro.release(2), vec![ReadState { ctx: 7, index: 3 }]);
         assert_eq!(ro.pending_len(), 0);
@@ -121,7 +124,10 @@ mod tests {
         let out = ro.release(3);
         assert_eq!(
             out,
-            vec![ReadState { ctx: 1, index: 9 }, ReadState { ctx: 2, index: 9 }]
+            vec![
+                ReadState { ctx: 1, index: 9 },
+                ReadState { ctx: 2, index: 9 }
+            ]
         );
         ro.ack(2, 3);
         assert_eq!(ro.release(2), vec![ReadState { ctx: 3, index: 10 }]);

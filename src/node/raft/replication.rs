@@ -34,7 +34,10 @@ impl Raft {
             self.cfg.max_entries_per_message,
             self.cfg.max_bytes_per_message,
         );
-        let last_sent = entries.last().expect("slice is non-empty below last_index").index;
+        let last_sent = entries
+            .last()
+            .expect("slice is non-empty below last_index")
+            .index;
         let commit = self.log.commit();
         let pr = self.progress.get_mut(&to).expect("checked above");
         pr.sent_entries(last_sent);
@@ -96,8 +99,12 @@ impl Raft {
     pub(super) fn heartbeat(&mut self) {
         let last = self.log.last_index();
         for peer in self.peers.clone() {
-            let pr = self.progress.get_mut(&peer).expect("invariant: a leader tracks every peer");
-            if pr.state == ProgressState::Replicate && pr.match_index < last && !pr.recent_progress {
+            let pr = self
+                .progress
+                .get_mut(&peer)
+                .expect("invariant: a leader tracks every peer");
+            if pr.state == ProgressState::Replicate && pr.match_index < last && !pr.recent_progress
+            {
                 // Something was lost on the way: resend from match_index + 1.
                 pr.become_probe();
             }
@@ -130,7 +137,10 @@ impl Raft {
         let from = msg.from;
         self.read_only.ack(from, read_seq);
         let last = self.log.last_index();
-        let pr = self.progress.get_mut(&from).expect("invariant: a leader tracks every peer");
+        let pr = self
+            .progress
+            .get_mut(&from)
+            .expect("invariant: a leader tracks every peer");
         if success {
             let updated = pr.maybe_update(match_index);
             if pr.state == ProgressState::Probe && (updated || match_index == pr.match_index) {

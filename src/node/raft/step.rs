@@ -49,7 +49,9 @@ impl Raft {
             MessageBody::AppendEntries { .. } => self.handle_append_entries(&msg),
             MessageBody::AppendEntriesResponse { .. } => self.handle_append_response(&msg),
             MessageBody::RequestVote { .. } => self.handle_request_vote(&msg),
-            MessageBody::RequestVoteResponse { granted } => self.handle_vote_response(msg.from, granted),
+            MessageBody::RequestVoteResponse { granted } => {
+                self.handle_vote_response(msg.from, granted)
+            }
         }
         Ok(())
     }
@@ -64,15 +66,24 @@ impl Raft {
                 ..
             } => {
                 if *prev_term > msg.term {
-                    return Err(format!("prev_term {prev_term} is beyond the message term {}", msg.term));
+                    return Err(format!(
+                        "prev_term {prev_term} is beyond the message term {}",
+                        msg.term
+                    ));
                 }
                 let mut term = *prev_term;
                 for (k, e) in entries.iter().enumerate() {
                     if Some(e.index) != prev_index.checked_add(k as u64 + 1) {
-                        return Err(format!("entry {k} has index {} after prev_index {prev_index}", e.index));
+                        return Err(format!(
+                            "entry {k} has index {} after prev_index {prev_index}",
+                            e.index
+                        ));
                     }
                     if e.term < term || e.term > msg.term {
-                        return Err(format!("entry {} has term {} (after term {term}, in term {})", e.index, e.term, msg.term));
+                        return Err(format!(
+                            "entry {} has term {} (after term {term}, in term {})",
+                            e.index, e.term, msg.term
+                        ));
                     }
                     term = e.term;
                 }
@@ -82,7 +93,10 @@ impl Raft {
                         .take_while(|e| e.index <= self.log.commit())
                         .find(|e| self.log.term(e.index) != Some(e.term))
                     {
-                        return Err(format!("entry {} (term {}) contradicts a committed entry", e.index, e.term));
+                        return Err(format!(
+                            "entry {} (term {}) contradicts a committed entry",
+                            e.index, e.term
+                        ));
                     }
                 }
                 if msg.term == self.term {
@@ -97,7 +111,10 @@ impl Raft {
                 Ok(())
             }
             MessageBody::AppendEntriesResponse { match_index, .. } => {
-                if msg.term == self.term && self.role == Role::Leader && *match_index > self.log.last_index() {
+                if msg.term == self.term
+                    && self.role == Role::Leader
+                    && *match_index > self.log.last_index()
+                {
                     return Err(format!(
                         "answers about index {match_index} beyond our last index {}",
                         self.log.last_index()
@@ -107,7 +124,10 @@ impl Raft {
             }
             MessageBody::RequestVote { last_term, .. } => {
                 if *last_term > msg.term {
-                    return Err(format!("last_term {last_term} is beyond the candidate's term {}", msg.term));
+                    return Err(format!(
+                        "last_term {last_term} is beyond the candidate's term {}",
+                        msg.term
+                    ));
                 }
                 Ok(())
             }
@@ -118,7 +138,11 @@ impl Raft {
     /// Answer a request we will not act on, in our own term. Responses: nothing.
     fn reject_request(&mut self, msg: &Message) {
         match &msg.body {
-            MessageBody::AppendEntries { prev_index, read_seq, .. } => {
+            MessageBody::AppendEntries {
+                prev_index,
+                read_seq,
+                ..
+            } => {
                 let body = MessageBody::AppendEntriesResponse {
                     success: false,
                     match_index: *prev_index,
@@ -181,10 +205,15 @@ impl Raft {
     /// whose log is at least as up to date (5.4.1), and none once we follow a
     /// leader of this term.
     fn handle_request_vote(&mut self, msg: &Message) {
-        let MessageBody::RequestVote { last_index, last_term } = msg.body else {
+        let MessageBody::RequestVote {
+            last_index,
+            last_term,
+        } = msg.body
+        else {
             unreachable!("dispatched on the body")
         };
-        let can_vote = self.vote == Some(msg.from) || (self.vote.is_none() && self.leader.is_none());
+        let can_vote =
+            self.vote == Some(msg.from) || (self.vote.is_none() && self.leader.is_none());
         let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
         if granted {
             self.vote = Some(msg.from);

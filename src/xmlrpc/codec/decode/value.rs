@@ -33,8 +33,18 @@ enum Frame<'a> {
     },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+impl Frame<'_> {
+    /// A `<value>` just opened.
+    fn value() -> Self {
+        Frame::Value {
+            text: Cow::Borrowed(""),
+            typed: None,
+        }
+    }
+}
+
 /// Where an `<array>` is: before `<data>`, inside it, after `</data>`.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum ArrayStage {
     Start,
     Items,
@@ -56,10 +66,7 @@ impl<'a> Decoder<'a> {
     /// through its end tag.
     pub(super) fn value(&mut self) -> Result<Value, CodecError> {
         let mut stack: Vec<Frame<'a>> = Vec::with_capacity(8);
-        stack.push(Frame::Value {
-            text: Cow::Borrowed(""),
-            typed: None,
-        });
+        stack.push(Frame::value());
         // Open arrays and structs on the stack; never above `max_depth`.
         let mut depth = 0usize;
         loop {
@@ -67,158 +74,10 @@ impl<'a> Decoder<'a> {
                 .last_mut()
                 .expect("the value stack holds at least the outer <value> until it finishes");
             let step = match top {
-                Frame::Value { text, typed } => match self.next_node()? {
-                    Node::Text(piece, at) => {
-                        if typed.is_none() {
-                            append(text, piece);
-                        } else if !is_blank(&piece) {
-                            return Err(CodecError::MixedContent { offset: at });
-                        }
-                        Step::Stay
-                    }
-                    Node::Open(tag, at) => {
-                        if typed.is_some() || tag == Tag::Value {
-                            return Err(CodecError::ExtraValue {
-                                offset: at,
-                                parent: "value",
-                            });
-                        }
-                        if !is_blank(text) {
-                            return Err(CodecError::MixedContent { offset: at });
-                        }
-                        match tag {
-                            Tag::Array | Tag::Struct => {
-                                if depth >= self.max_depth {
-                                    return Err(CodecError::TooDeep {
-                                        offset: at,
-                                        max: self.max_depth,
-                                    });
-                                }
-                                depth += 1;
-                                Step::Push(if tag == Tag::Array {
-                                    Frame::Array {
-                                        items: Vec::new(),
-                                        stage: ArrayStage::Start,
-                                    }
-                                } else {
-                                    Frame::Struct {
-                                        members: BTreeMap::new(),
-                                    }
-                                })
-                            }
-                            Tag::Nil => {
-                                self.expect_close(Tag::Nil)?;
-                                *typed = Some(Value::Nil);
-                                Step::Stay
-                            }
-                            Tag::Int
-                            | Tag::I4
-                            | Tag::I8
-                            | Tag::Boolean
-                            | Tag::String
-                            | Tag::Double
-                            | Tag::Base64
-                            | Tag::DateTime => {
-                                let content = self.read_text(tag)?;
-                                *typed = Some(scalar(tag, content, at)?);
-                                Step::Stay
-                            }
-                            _ => {
-                                return Err(CodecError::UnknownType {
-                                    offset: at,
-                                    tag: self.tag_name(tag).to_owned(),
-                                })
-                            }
-                        }
-                    }
-                    Node::Close(..) => Step::Finish(match typed.take() {
-                        Some(value) => value,
-                        None => Value::String(std::mem::take(text).into_owned()),
-                    }),
-                    Node::Eof(at) => return Err(truncated(at, "</value>")),
-                },
-                Frame::Array { items, stage } => {
-                    let expected = match stage {
-                        ArrayStage::Start => "<data>",
-                        ArrayStage::Items => "<value> or </data>",
-                        ArrayStage::End => "</array>",
-                    };
-                    match (self.next_tag()?, *stage) {
-                        (Node::Open(Tag::Data, _), ArrayStage::Start) => {
-                            *stage = ArrayStage::Items;
-                            Step::Stay
-                        }
-                        (Node::Open(Tag::Value, _), ArrayStage::Items) => {
-                            Step::Push(Frame::Value {
-                                text: Cow::Borrowed(""),
-                                typed: None,
-                            })
-                        }
-                        (Node::Close(Tag::Data, _), ArrayStage::Items) => {
-                            *stage = ArrayStage::End;
-                            Step::Stay
-                        }
-                        // `<array/>` with no `<data>`: Python reads it as [].
-                        (Node::Close(Tag::Array, _), ArrayStage::Start)
-                        | (Node::Close(Tag::Array, _), ArrayStage::End) => {
-                            depth -= 1;
-                            Step::Finish(Value::Array(std::mem::take(items)))
-                        }
-                        (node, _) => return Err(self.unexpected(node, expected)),
-                    }
-                }
-                Frame::Struct { members } => match self.next_tag()? {
-                    Node::Open(Tag::Member, at) => Step::Push(Frame::Member {
-                        name: None,
-                        value: None,
-                        at,
-                    }),
-                    Node::Close(Tag::Struct, _) => {
-                        depth -= 1;
-                        Step::Finish(Value::Struct(std::mem::take(members)))
-                    }
-                    node => return Err(self.unexpected(node, "<member> or </struct>")),
-                },
-                Frame::Member { name, value, at } => {
-                    let member_at = *at;
-                    match self.next_tag()? {
-                        Node::Open(Tag::Name, at) => {
-                            if name.is_some() {
-                                return Err(CodecError::DuplicateName { offset: at });
-                            }
-                            *name = Some(self.read_text(Tag::Name)?.into_owned());
-                            Step::Stay
-                        }
-                        Node::Open(Tag::Value, at) => {
-                            if value.is_some() {
-                                return Err(CodecError::ExtraValue {
-                                    offset: at,
-                                    parent: "member",
-                                });
-                            }
-                            Step::Push(Frame::Value {
-                                text: Cow::Borrowed(""),
-                                typed: None,
-                            })
-                        }
-                        Node::Close(Tag::Member, _) => match (name.take(), value.take()) {
-                            (Some(name), Some(value)) => Step::FinishMember(name, value),
-                            (None, _) => {
-                                return Err(CodecError::IncompleteMember {
-                                    offset: member_at,
-                                    missing: "name",
-                                })
-                            }
-                            (Some(_), None) => {
-                                return Err(CodecError::IncompleteMember {
-                                    offset: member_at,
-                                    missing: "value",
-                                })
-                            }
-                        },
-                        node => return Err(self.unexpected(node, "<name>, <value> or </member>")),
-                    }
-                }
+                Frame::Value { text, typed } => self.in_value(text, typed, &mut depth)?,
+                Frame::Array { items, stage } => self.in_array(items, stage, &mut depth)?,
+                Frame::Struct { members } => self.in_struct(members, &mut depth)?,
+                Frame::Member { name, value, at } => self.in_member(name, value, *at)?,
             };
             match step {
                 Step::Stay => {}
@@ -247,6 +106,176 @@ impl<'a> Decoder<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Inside `<value>`: text, then either `</value>` (a bare string) or one
+    /// type element, then `</value>`.
+    fn in_value(
+        &mut self,
+        text: &mut Cow<'a, str>,
+        typed: &mut Option<Value>,
+        depth: &mut usize,
+    ) -> Result<Step<'a>, CodecError> {
+        let (tag, at) = match self.next_node()? {
+            Node::Text(piece, at) => {
+                if typed.is_none() {
+                    append(text, piece);
+                } else if !is_blank(&piece) {
+                    return Err(CodecError::MixedContent { offset: at });
+                }
+                return Ok(Step::Stay);
+            }
+            Node::Close(..) => {
+                return Ok(Step::Finish(match typed.take() {
+                    Some(value) => value,
+                    None => Value::String(std::mem::take(text).into_owned()),
+                }))
+            }
+            Node::Eof(at) => return Err(truncated(at, "</value>")),
+            Node::Open(tag, at) => (tag, at),
+        };
+        if typed.is_some() || tag == Tag::Value {
+            return Err(CodecError::ExtraValue {
+                offset: at,
+                parent: "value",
+            });
+        }
+        if !is_blank(text) {
+            return Err(CodecError::MixedContent { offset: at });
+        }
+        match tag {
+            Tag::Array | Tag::Struct => {
+                if *depth >= self.max_depth {
+                    return Err(CodecError::TooDeep {
+                        offset: at,
+                        max: self.max_depth,
+                    });
+                }
+                *depth += 1;
+                Ok(Step::Push(if tag == Tag::Array {
+                    Frame::Array {
+                        items: Vec::new(),
+                        stage: ArrayStage::Start,
+                    }
+                } else {
+                    Frame::Struct {
+                        members: BTreeMap::new(),
+                    }
+                }))
+            }
+            Tag::Nil => {
+                self.expect_close(Tag::Nil)?;
+                *typed = Some(Value::Nil);
+                Ok(Step::Stay)
+            }
+            Tag::Int
+            | Tag::I4
+            | Tag::I8
+            | Tag::Boolean
+            | Tag::String
+            | Tag::Double
+            | Tag::Base64
+            | Tag::DateTime => {
+                let content = self.read_text(tag)?;
+                *typed = Some(scalar(tag, content, at)?);
+                Ok(Step::Stay)
+            }
+            _ => Err(CodecError::UnknownType {
+                offset: at,
+                tag: self.tag_name(tag).to_owned(),
+            }),
+        }
+    }
+
+    /// Inside `<array>`: `<data>`, `<value>`s, `</data>`, `</array>`.
+    fn in_array(
+        &mut self,
+        items: &mut Vec<Value>,
+        stage: &mut ArrayStage,
+        depth: &mut usize,
+    ) -> Result<Step<'a>, CodecError> {
+        let expected = match stage {
+            ArrayStage::Start => "<data>",
+            ArrayStage::Items => "<value> or </data>",
+            ArrayStage::End => "</array>",
+        };
+        match (self.next_tag()?, *stage) {
+            (Node::Open(Tag::Data, _), ArrayStage::Start) => {
+                *stage = ArrayStage::Items;
+                Ok(Step::Stay)
+            }
+            (Node::Open(Tag::Value, _), ArrayStage::Items) => Ok(Step::Push(Frame::value())),
+            (Node::Close(Tag::Data, _), ArrayStage::Items) => {
+                *stage = ArrayStage::End;
+                Ok(Step::Stay)
+            }
+            // `<array/>` with no `<data>`: Python reads it as [].
+            (Node::Close(Tag::Array, _), ArrayStage::Start | ArrayStage::End) => {
+                *depth -= 1;
+                Ok(Step::Finish(Value::Array(std::mem::take(items))))
+            }
+            (node, _) => Err(self.unexpected(node, expected)),
+        }
+    }
+
+    /// Inside `<struct>`: `<member>`s, `</struct>`.
+    fn in_struct(
+        &mut self,
+        members: &mut BTreeMap<String, Value>,
+        depth: &mut usize,
+    ) -> Result<Step<'a>, CodecError> {
+        match self.next_tag()? {
+            Node::Open(Tag::Member, at) => Ok(Step::Push(Frame::Member {
+                name: None,
+                value: None,
+                at,
+            })),
+            Node::Close(Tag::Struct, _) => {
+                *depth -= 1;
+                Ok(Step::Finish(Value::Struct(std::mem::take(members))))
+            }
+            node => Err(self.unexpected(node, "<member> or </struct>")),
+        }
+    }
+
+    /// Inside `<member>` (at `member_at`): one `<name>` and one `<value>`, in
+    /// either order, then `</member>`.
+    fn in_member(
+        &mut self,
+        name: &mut Option<String>,
+        value: &mut Option<Value>,
+        member_at: usize,
+    ) -> Result<Step<'a>, CodecError> {
+        match self.next_tag()? {
+            Node::Open(Tag::Name, at) => {
+                if name.is_some() {
+                    return Err(CodecError::DuplicateName { offset: at });
+                }
+                *name = Some(self.read_text(Tag::Name)?.into_owned());
+                Ok(Step::Stay)
+            }
+            Node::Open(Tag::Value, at) => {
+                if value.is_some() {
+                    return Err(CodecError::ExtraValue {
+                        offset: at,
+                        parent: "member",
+                    });
+                }
+                Ok(Step::Push(Frame::value()))
+            }
+            Node::Close(Tag::Member, _) => match (name.take(), value.take()) {
+                (Some(name), Some(value)) => Ok(Step::FinishMember(name, value)),
+                (None, _) => Err(CodecError::IncompleteMember {
+                    offset: member_at,
+                    missing: "name",
+                }),
+                (Some(_), None) => Err(CodecError::IncompleteMember {
+                    offset: member_at,
+                    missing: "value",
+                }),
+            },
+            node => Err(self.unexpected(node, "<name>, <value> or </member>")),
         }
     }
 }

@@ -1,0 +1,81 @@
+//! What a node reports as it thinks: elections, votes, leadership, crashes,
+//! commits, calls blocked for lack of a majority. Sent on a broadcast channel
+//! for dashboards and headless logs; nobody's correctness depends on them, so
+//! a slow listener just misses some (the channel lags), and a node with no
+//! listener builds none.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use crate::node::raft::{LogIndex, NodeId, Term};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeEvent {
+    pub node: NodeId,
+    pub at: SystemTime,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventKind {
+    /// This node became a candidate.
+    ElectionStarted {
+        term: Term,
+    },
+    /// This node granted its vote.
+    VoteGranted {
+        candidate: NodeId,
+        term: Term,
+    },
+    /// This node won an election.
+    LeaderElected {
+        term: Term,
+    },
+    /// This node was leader and is not any more.
+    LeadershipLost {
+        term: Term,
+    },
+    Crashed,
+    Restored,
+    /// The leader applied a committed entry (`what` describes it).
+    Committed {
+        index: LogIndex,
+        term: Term,
+        what: String,
+    },
+    /// Calls have waited on this leader for a whole election timeout without
+    /// the commit index moving: no majority is answering.
+    Blocked {
+        waiting: usize,
+    },
+    /// Commits flow again after `Blocked`.
+    Unblocked,
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventKind::ElectionStarted { term } => write!(f, "election started for term {term}"),
+            EventKind::VoteGranted { candidate, term } => {
+                write!(f, "voted for node {candidate} in term {term}")
+            }
+            EventKind::LeaderElected { term } => write!(f, "became leader of term {term}"),
+            EventKind::LeadershipLost { term } => write!(f, "lost leadership (term {term})"),
+            EventKind::Crashed => write!(f, "crashed"),
+            EventKind::Restored => write!(f, "restored"),
+            EventKind::Committed { index, term, what } => {
+                write!(f, "committed #{index} (term {term}): {what}")
+            }
+            EventKind::Blocked { waiting } => {
+                write!(f, "{waiting} call(s) blocked waiting for a majority")
+            }
+            EventKind::Unblocked => write!(f, "majority back: blocked calls proceed"),
+        }
+    }
+}
+
+impl fmt::Display for NodeEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {}: {}", self.node, self.kind)
+    }
+}

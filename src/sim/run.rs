@@ -1,0 +1,364 @@
+//! One seeded run: a chaos phase (faults, client proposals and reads, ticks),
+//! then a heal phase that must show liveness: all links up, every node
+//! restored, no loss; within `heal_ticks` a single leader must exist and a
+//! fresh proposal must be applied on every node. Finally every proposal seen
+//! committed must be applied on every node.
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::checker::{violation, Violation};
+use super::options::{Plan, SimOptions};
+use super::world::World;
+use crate::node::raft::{LogIndex, NodeId, Role, Term};
+
+/// What one run (or many, summed) exercised.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    pub runs: u64,
+    pub ticks: u64,
+    pub steps: u64,
+    pub leaders_elected: u64,
+    pub max_term: u64,
+    pub committed: u64,
+    pub proposals: u64,
+    pub proposals_accepted: u64,
+    pub proposals_committed: u64,
+    pub reads: u64,
+    pub reads_served: u64,
+    pub crashes: u64,
+    pub restores: u64,
+    pub reboots: u64,
+    pub partitions: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub messages_duplicated: u64,
+    /// Ticks the heal phase needed (summed; see `max_heal_ticks`).
+    pub heal_ticks: u64,
+    pub max_heal_ticks: u64,
+}
+
+impl SimStats {
+    pub fn add(&mut self, o: &SimStats) {
+        self.runs += o.runs;
+        self.ticks += o.ticks;
+        self.steps += o.steps;
+        self.leaders_elected += o.leaders_elected;
+        self.max_term = self.max_term.max(o.max_term);
+        self.committed += o.committed;
+        self.proposals += o.proposals;
+        self.proposals_accepted += o.proposals_accepted;
+        self.proposals_committed += o.proposals_committed;
+        self.reads += o.reads;
+        self.reads_served += o.reads_served;
+        self.crashes += o.crashes;
+        self.restores += o.restores;
+        self.reboots += o.reboots;
+        self.partitions += o.partitions;
+        self.messages_sent += o.messages_sent;
+        self.messages_dropped += o.messages_dropped;
+        self.messages_duplicated += o.messages_duplicated;
+        self.heal_ticks += o.heal_ticks;
+        self.max_heal_ticks = self.max_heal_ticks.max(o.max_heal_ticks);
+    }
+}
+
+impl fmt::Display for SimStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "runs {}, ticks {}, steps {}",
+            self.runs, self.ticks, self.steps
+        )?;
+        writeln!(
+            f,
+            "leaders elected {} (max term {})",
+            self.leaders_elected, self.max_term
+        )?;
+        writeln!(
+            f,
+            "proposals {} (accepted {}, seen committed {}), entries committed {}",
+            self.proposals, self.proposals_accepted, self.proposals_committed, self.committed
+        )?;
+        writeln!(f, "reads {} (served {})", self.reads, self.reads_served)?;
+        writeln!(
+            f,
+            "crashes {}, restores {}, reboots {}, partitions {}",
+            self.crashes, self.restores, self.reboots, self.partitions
+        )?;
+        writeln!(
+            f,
+            "messages sent {}, dropped {}, duplicated {}",
+            self.messages_sent, self.messages_dropped, self.messages_duplicated
+        )?;
+        write!(
+            f,
+            "heal to committed-everywhere: mean {:.1} ticks, max {}",
+            self.heal_ticks as f64 / self.runs.max(1) as f64,
+            self.max_heal_ticks
+        )
+    }
+}
+
+/// A failed run: which seed, where, what broke, and how to replay it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub step: u64,
+    pub tick: u64,
+    pub invariant: String,
+    pub detail: String,
+    pub replay: String,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {} failed at step {} (tick {}): invariant `{}` violated: {}\n    replay: {}",
+            self.seed, self.step, self.tick, self.invariant, self.detail, self.replay
+        )
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+/// The command that replays `seed` with `opts` and prints its trace.
+pub fn replay_command(seed: u64, opts: &SimOptions) -> String {
+    let mut cmd = format!("cargo run --release -- sim --seed {seed} --trace");
+    if let Some(n) = opts.nodes {
+        cmd += &format!(" --nodes {n}");
+    }
+    if let Some(m) = &opts.mix {
+        cmd += &format!(" --mix {m}");
+    }
+    if opts.ticks != SimOptions::default().ticks {
+        cmd += &format!(" --ticks {}", opts.ticks);
+    }
+    if let Some(h) = opts.heal_ticks {
+        cmd += &format!(" --heal-ticks {h}");
+    }
+    cmd
+}
+
+/// Run one seed. Same seed and options => the same run, step for step.
+pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<SimStats, SimFailure> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let fail = |step, tick, invariant: &str, detail: String| SimFailure {
+        seed,
+        step,
+        tick,
+        invariant: invariant.to_string(),
+        detail,
+        replay: replay_command(seed, opts),
+    };
+    let plan = Plan::resolve(opts, &mut rng).map_err(|e| fail(0, 0, "valid options", e))?;
+    if opts.trace {
+        println!("seed {seed}: {plan:?}");
+    }
+    let mut world = World::new(seed, plan, rng, opts.trace);
+    let outcome = catch_unwind(AssertUnwindSafe(|| run_world(&mut world)));
+    let (step, tick) = (world.counters.steps, world.tick);
+    match outcome {
+        Ok(Ok(heal_ticks)) => Ok(stats(&world, heal_ticks)),
+        Ok(Err(v)) => Err(fail(step, tick, v.invariant, v.detail)),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic".into());
+            Err(fail(step, tick, "no panics", msg))
+        }
+    }
+}
+
+fn stats(w: &World, heal_ticks: u64) -> SimStats {
+    SimStats {
+        runs: 1,
+        ticks: w.tick,
+        steps: w.counters.steps,
+        leaders_elected: w.checker.leaders_elected(),
+        max_term: w.checker.max_term(),
+        committed: w.checker.commit_len(),
+        proposals: w.counters.proposals,
+        proposals_accepted: w.counters.proposals_accepted,
+        proposals_committed: w.checker.acked.len() as u64,
+        reads: w.counters.reads,
+        reads_served: w.checker.reads_served,
+        crashes: w.counters.crashes,
+        restores: w.counters.restores,
+        reboots: w.counters.reboots,
+        partitions: w.counters.partitions,
+        messages_sent: w.net.stats.sent,
+        messages_dropped: w.net.stats.dropped,
+        messages_duplicated: w.net.stats.duplicated,
+        heal_ticks,
+        max_heal_ticks: heal_ticks,
+    }
+}
+
+/// Returns the ticks the heal phase took.
+fn run_world(w: &mut World) -> Result<u64, Violation> {
+    for _ in 0..w.plan.ticks {
+        faults(w)?;
+        if w.rng.gen_bool(w.plan.mix.propose) {
+            w.propose()?;
+        }
+        if w.rng.gen_bool(w.plan.mix.read) {
+            w.read()?;
+        }
+        w.run_tick()?;
+    }
+    let heal_ticks = heal(w)?;
+    for (index, payload) in &w.checker.acked {
+        for (n, node) in w.nodes.iter().enumerate() {
+            if node.applied.get(*index as usize - 1).map(|e| &e.data) != Some(payload) {
+                return violation(
+                    "committed proposals are never lost",
+                    format!("node {n} does not have {payload:?} at {index}"),
+                );
+            }
+        }
+    }
+    Ok(heal_ticks)
+}
+
+fn faults(w: &mut World) -> Result<(), Violation> {
+    let mix = w.plan.mix.clone();
+    if w.rng.gen_bool(mix.crash) {
+        let live = w.live();
+        if live.len() > 1 {
+            let n = *live.choose(&mut w.rng).expect("non-empty");
+            w.crash(n)?;
+        }
+    }
+    if w.rng.gen_bool(mix.restore) {
+        if let Some(&n) = w.crashed().choose(&mut w.rng) {
+            w.restore(n)?;
+        }
+    }
+    if w.rng.gen_bool(mix.reboot) {
+        let n = w.rng.gen_range(0..w.nodes.len()) as NodeId;
+        w.reboot(n)?;
+    }
+    if w.nodes.len() >= 3 && w.rng.gen_bool(mix.partition) {
+        partition(w)?;
+    } else if w.net.is_partitioned() && w.rng.gen_bool(mix.heal) {
+        w.partition("heal".into(), |net| net.heal())?;
+    }
+    Ok(())
+}
+
+fn partition(w: &mut World) -> Result<(), Violation> {
+    let n = w.nodes.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut w.rng);
+    match w.rng.gen_range(0..4) {
+        0 => {
+            let k = w.rng.gen_range(1..=(n - 1) / 2);
+            let mut group = vec![0; n];
+            order[..k].iter().for_each(|&i| group[i] = 1);
+            w.partition(format!("minority {group:?}"), |net| net.partition(&group))
+        }
+        1 => {
+            let mut group = vec![0; n];
+            order
+                .iter()
+                .enumerate()
+                .for_each(|(k, &i)| group[i] = k % 3);
+            w.partition(format!("no majority {group:?}"), |net| {
+                net.partition(&group)
+            })
+        }
+        2 => {
+            let l = w.leader().map_or(order[0], |l| l as usize);
+            let mut group = vec![0; n];
+            group[l] = 1;
+            w.partition(format!("leader {l} isolated"), |net| net.partition(&group))
+        }
+        _ => {
+            let mut cuts = Vec::new();
+            for a in 0..n as NodeId {
+                for b in 0..n as NodeId {
+                    if a != b && w.rng.gen_bool(0.3) {
+                        cuts.push((a, b));
+                    }
+                }
+            }
+            w.partition(format!("one-way cuts {cuts:?}"), |net| {
+                net.heal();
+                cuts.iter().for_each(|&(a, b)| net.set_cut(a, b, true));
+            })
+        }
+    }
+}
+
+/// Heal everything, then require progress within `heal_ticks`.
+fn heal(w: &mut World) -> Result<u64, Violation> {
+    w.log(|| "HEAL: all links up, all nodes restored, no loss or duplication".into());
+    w.plan.mix.crash_leader = 0.0;
+    w.partition("heal".into(), |net| {
+        net.heal();
+        net.loss = 0.0;
+        net.duplicate = 0.0;
+    })?;
+    for n in w.crashed() {
+        w.restore(n)?;
+    }
+    let start = w.tick;
+    let deadline = start + w.plan.heal_ticks;
+    let mut probe: Option<(Bytes, Term, LogIndex)> = None;
+    while w.tick < deadline {
+        w.run_tick()?;
+        if let Some(l) = w.leader() {
+            let term = w.nodes[l as usize].raft.term();
+            if probe.as_ref().is_none_or(|(_, t, _)| *t != term) {
+                let payload = w.fresh_payload();
+                if let Some((index, t)) = w.propose_exactly_at(l, payload.clone())? {
+                    probe = Some((payload, t, index));
+                }
+            }
+        }
+        if let Some((payload, _, index)) = &probe {
+            let everywhere = w.nodes.iter().all(|n| {
+                n.applied
+                    .get(*index as usize - 1)
+                    .is_some_and(|e| e.data == *payload)
+            });
+            let leaders = w
+                .nodes
+                .iter()
+                .filter(|n| n.raft.role() == Role::Leader)
+                .count();
+            if everywhere && leaders == 1 {
+                w.log(|| format!("HEALED after {} ticks", w.tick - start));
+                return Ok(w.tick - start);
+            }
+        }
+    }
+    let state: Vec<String> = w
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = n.raft.status();
+            format!(
+                "n{} {:?} t{} leader {:?} last {} commit {} applied {}",
+                s.id, s.role, s.term, s.leader, s.last_index, s.commit_index, s.applied_index
+            )
+        })
+        .collect();
+    violation(
+        "liveness after heal",
+        format!(
+            "no single leader with a fresh proposal applied everywhere within {} ticks: {}",
+            w.plan.heal_ticks,
+            state.join("; ")
+        ),
+    )
+}
