@@ -2,7 +2,10 @@
 //! XML-RPC over HTTP. One node code, run one per process (`server`) or, later,
 //! all M in one process.
 
+pub mod cluster;
 pub mod config;
 pub mod node;
 pub mod sim;
+pub mod tester;
+pub mod tui;
 pub mod xmlrpc;

@@ -27,6 +27,25 @@ enum Command {
     Server(ServerArgs),
     /// Run the deterministic Raft simulation (many seeds, or replay one).
     Sim(surfstore::sim::SimArgs),
+    /// Drive a live cluster through failures and check it (what run-tester.sh execs).
+    Tester(surfstore::tester::TesterArgs),
+    /// Run every node of CONFIG in this process, with a live dashboard (what
+    /// run-cluster.sh execs).
+    Cluster {
+        /// The cluster config file (`M: n` then `metadata<i>: host:port` lines).
+        config: PathBuf,
+        #[command(flatten)]
+        timing: TimingArgs,
+        /// No dashboard: print the event log to stdout, one line per event.
+        #[arg(long)]
+        headless: bool,
+        /// Seed of node i's RNG is SEED+i; random when omitted.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Under the dashboard, write the nodes' logs to this file (else dropped).
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -86,6 +105,34 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => ExitCode::from(surfstore::sim::run_cli(&args).clamp(0, 255) as u8),
+        Command::Tester(args) => {
+            ExitCode::from(surfstore::tester::run_cli(&args).clamp(0, 255) as u8)
+        }
+        Command::Cluster {
+            config,
+            timing,
+            headless,
+            seed,
+            log_file,
+        } => {
+            let opts = surfstore::cluster::launch::LaunchOptions {
+                config,
+                cluster: surfstore::cluster::ClusterOptions {
+                    timing: timing.timing(),
+                    seed,
+                    ..Default::default()
+                },
+                headless,
+                log_file,
+            };
+            match surfstore::cluster::launch::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("surfstore: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Server(args) => match run_server(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

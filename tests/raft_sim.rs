@@ -1,47 +1,188 @@
 //! Whole-cluster simulation over many seeds: 3 and 5 nodes, every fault mix,
-//! invariants checked after every step, liveness after healing. A failure
-//! prints the seed and the command that replays it with a trace.
+//! the Raft invariants checked after every step, liveness after healing. A
+//! failure names the seed, the step and the invariant, and prints the command
+//! that replays it with a trace (`cargo run --release -- sim --seed N --trace`).
+//!
+//! The long soak is `#[ignore]`d:
+//! `SIM_SEEDS=20000 cargo test --release --test raft_sim -- --ignored --nocapture`.
 
-use surfstore::sim::{run_many, run_seed, FaultMix, SimOptions, SimStats};
+use surfstore::sim::{run_cli, run_many, run_seed, FaultMix, SimArgs, SimOptions, SimStats};
+
+/// Seeds per (mix, cluster size) in the default test run.
+const SEEDS: u64 = 100;
 
 fn run(start: u64, count: u64, opts: &SimOptions) -> SimStats {
     let (stats, failures, _) = run_many(start, count, opts, Some(1), false);
     if !failures.is_empty() {
         let all: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
-        panic!("{} of {count} seeds failed:\n{}", failures.len(), all.join("\n"));
+        panic!(
+            "{} of {count} seeds failed:\n{}",
+            failures.len(),
+            all.join("\n")
+        );
     }
+    assert_eq!(stats.runs, count);
     stats
 }
 
-fn opts(nodes: usize, mix: &str) -> SimOptions {
-    SimOptions {
-        nodes: Some(nodes),
-        mix: Some(mix.to_string()),
-        ..SimOptions::default()
+fn mix(name: &str) -> SimStats {
+    mix_with(name, 10)
+}
+
+/// Runs `name` on 3 and 5 nodes; each run must commit `per_run` proposals on average.
+fn mix_with(name: &str, per_run: u64) -> SimStats {
+    let mut total = SimStats::default();
+    for nodes in [3, 5] {
+        let opts = SimOptions {
+            nodes: Some(nodes),
+            mix: Some(name.to_string()),
+            ..SimOptions::default()
+        };
+        let s = run(1000 * nodes as u64, SEEDS, &opts);
+        // Every run elects, commits and serves reads, or the test proves nothing.
+        assert!(s.leaders_elected >= s.runs, "{name}/{nodes}: {s}");
+        assert!(
+            s.proposals_committed >= s.runs * per_run,
+            "{name}/{nodes}: {s}"
+        );
+        assert!(s.reads_served > 0, "{name}/{nodes}: {s}");
+        assert!(s.committed >= s.proposals_committed);
+        total.add(&s);
     }
+    println!("mix {name}:\n{total}");
+    total
 }
 
 #[test]
-fn smoke() {
-    let s = run_seed(1, &SimOptions::default()).unwrap();
-    println!("{s}");
+fn calm() {
+    let s = mix("calm");
+    assert_eq!(s.messages_dropped, 0);
 }
 
 #[test]
-#[ignore]
-fn many_seeds_from_env() {
-    let count: u64 = std::env::var("SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let start: u64 = std::env::var("SIM_START").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+fn lossy() {
+    let s = mix("lossy");
+    assert!(s.messages_dropped > s.messages_sent / 10, "{s}");
+    assert!(s.messages_duplicated > 0, "{s}");
+}
+
+#[test]
+fn crash() {
+    let s = mix("crash");
+    assert!(s.crashes >= s.runs && s.restores > 0, "{s}");
+}
+
+#[test]
+fn partition() {
+    let s = mix("partition");
+    assert!(s.partitions >= 3 * s.runs, "{s}");
+    assert!(
+        s.leaders_elected >= 2 * s.runs,
+        "partitions force re-elections: {s}"
+    );
+}
+
+#[test]
+fn reboot() {
+    let s = mix("reboot");
+    assert!(s.reboots >= s.runs, "{s}");
+}
+
+#[test]
+fn chaos() {
+    let s = mix("chaos");
+    assert!(s.crashes > 0 && s.reboots > 0 && s.partitions > 0 && s.messages_dropped > 0);
+}
+
+#[test]
+fn churn() {
+    let s = mix_with("churn", 3);
+    assert!(s.crashes >= 5 * s.runs, "{s}");
+    assert!(s.leaders_elected >= 5 * s.runs, "{s}");
+}
+
+/// Seeds choose their own size and mix, as `surfstore sim` does by default.
+#[test]
+fn drawn_per_seed() {
+    let s = run(0, 300, &SimOptions::default());
+    assert!(s.crashes > 0 && s.reboots > 0 && s.partitions > 0);
+    println!("drawn per seed:\n{s}");
+}
+
+/// Long runs: backlogs build up under chaos and must still drain after healing.
+#[test]
+fn long_runs() {
     let opts = SimOptions {
-        mix: std::env::var("SIM_MIX").ok().filter(|m| !m.is_empty()),
-        nodes: std::env::var("SIM_NODES").ok().and_then(|v| v.parse().ok()),
+        ticks: 1500,
         ..SimOptions::default()
     };
-    let (stats, failures, secs) = run_many(start, count, &opts, None, true);
-    println!("{count} seeds from {start} in {secs:.1}s\n{stats}");
-    for f in &failures {
-        println!("FAIL {f}");
+    let s = run(9000, 40, &opts);
+    assert!(s.proposals_committed > 40 * 100, "{s}");
+    println!("long runs:\n{s}");
+}
+
+#[test]
+fn every_mix_is_covered() {
+    let names = FaultMix::names();
+    for m in [
+        "calm",
+        "lossy",
+        "crash",
+        "partition",
+        "reboot",
+        "chaos",
+        "churn",
+    ] {
+        assert!(names.contains(&m), "{m} has no test");
     }
-    assert!(failures.is_empty(), "{} seeds failed", failures.len());
-    let _ = FaultMix::names();
+    assert_eq!(names.len(), 7, "a new mix needs a test here");
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in [3, 4, 77] {
+        let opts = SimOptions::default();
+        assert_eq!(run_seed(seed, &opts), run_seed(seed, &opts));
+    }
+}
+
+/// The failure path works: with no time to heal, liveness must fail, and the
+/// report names the seed, the invariant and the replay command.
+#[test]
+fn failures_name_seed_invariant_and_replay() {
+    let opts = SimOptions {
+        heal_ticks: Some(0),
+        ticks: 5,
+        ..SimOptions::default()
+    };
+    let f = run_seed(42, &opts).unwrap_err();
+    let text = f.to_string();
+    assert_eq!(f.seed, 42);
+    assert_eq!(f.invariant, "liveness after heal");
+    assert!(text.contains("seed 42"), "{text}");
+    assert!(
+        text.contains("cargo run --release -- sim --seed 42 --trace --ticks 5 --heal-ticks 0"),
+        "{text}"
+    );
+}
+
+/// The soak: many seeds through `run_cli`, exactly as `surfstore sim` runs
+/// them. `SIM_SEEDS` (default 20000), `SIM_START`, `SIM_MIX`, `SIM_NODES`,
+/// `SIM_TICKS`.
+#[test]
+#[ignore]
+fn soak_through_run_cli() {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let args = SimArgs {
+        seeds: env("SIM_SEEDS").map_or(20_000, |v| v.parse().unwrap()),
+        start: env("SIM_START").map_or(0, |v| v.parse().unwrap()),
+        seed: None,
+        trace: false,
+        nodes: env("SIM_NODES").map(|v| v.parse().unwrap()),
+        ticks: env("SIM_TICKS").map_or(SimOptions::default().ticks, |v| v.parse().unwrap()),
+        mix: env("SIM_MIX"),
+        heal_ticks: None,
+        jobs: None,
+    };
+    assert_eq!(run_cli(&args), 0, "some seeds failed (listed above)");
 }

@@ -411,14 +411,14 @@ impl<S: LogStore> Driver<S> {
     fn process_ready(&mut self) {
         // A crashed node does nothing: its pending Ready waits for restore.
         while !self.crashed && self.raft.has_ready() {
-            let rd = self.raft.ready();
-            self.handle_ready(&rd);
+            let mut rd = self.raft.ready();
+            self.handle_ready(&mut rd);
             self.raft.advance(rd);
         }
         self.serve_ready_reads();
     }
 
-    fn handle_ready(&mut self, rd: &Ready) {
+    fn handle_ready(&mut self, rd: &mut Ready) {
         let term = rd.hard_state.map_or(self.term, |hs| hs.term);
         if let Some(ss) = rd.soft_state {
             if self.role == Role::Leader && ss.role != Role::Leader {
@@ -452,8 +452,8 @@ impl<S: LogStore> Driver<S> {
                 panic!("storage invariant: persisting failed: {e}");
             }
         }
-        for msg in &rd.messages {
-            self.send(msg.clone());
+        for msg in std::mem::take(&mut rd.messages) {
+            self.send(msg);
         }
         for entry in &rd.committed_entries {
             self.apply(entry);

@@ -376,15 +376,17 @@ impl Checker {
             let c = &self.committed[i as usize - 1];
             match raft.entry(i) {
                 Some(e) if e.term == c.term && e.data == c.data => *verified = i,
-                other => return violation(
-                    "state machine safety",
-                    format!(
+                other => {
+                    return violation(
+                        "state machine safety",
+                        format!(
                         "node {n} committed {:?} at {i}; another node committed (term {}, {:?})",
                         other.map(|e| (e.term, e.data.clone())),
                         c.term,
                         c.data
                     ),
-                ),
+                    )
+                }
             }
         }
         Ok(())

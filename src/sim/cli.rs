@@ -67,17 +67,17 @@ pub fn run_cli(args: &SimArgs) -> i32 {
     if let Some(seed) = args.seed {
         return match run_seed(seed, &opts) {
             Ok(stats) => {
-                println!("seed {seed}: ok\n{stats}");
+                outln!("seed {seed}: ok\n{stats}");
                 0
             }
             Err(f) => {
-                println!("{f}");
+                outln!("{f}");
                 1
             }
         };
     }
     let (stats, failures, elapsed) = run_many(args.start, args.seeds, &opts, args.jobs, true);
-    println!(
+    outln!(
         "sim: {} seeds ({}..{}) in {:.1}s: {} passed, {} failed",
         args.seeds,
         args.start,
@@ -86,9 +86,9 @@ pub fn run_cli(args: &SimArgs) -> i32 {
         args.seeds - failures.len() as u64,
         failures.len()
     );
-    println!("{stats}");
+    outln!("{stats}");
     for f in &failures {
-        println!("FAIL {f}");
+        outln!("FAIL {f}");
     }
     i32::from(!failures.is_empty())
 }
@@ -127,7 +127,7 @@ pub fn run_many(
                     }
                 }
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if progress && (d % (count / 10).max(1) == 0 || d == count) {
+                if progress && (d.is_multiple_of((count / 10).max(1)) || d == count) {
                     eprintln!(
                         "sim: {d}/{count} seeds, {:.1}s",
                         began.elapsed().as_secs_f64()

@@ -9,8 +9,17 @@
 //!
 //! Used by `tests/raft_sim.rs` and by `surfstore sim` (`run_cli`).
 
+/// `println!` that ignores a closed stdout (e.g. `--trace | head`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod checker;
 mod cli;
+mod driver;
 mod network;
 mod options;
 mod run;

@@ -37,7 +37,7 @@ impl FaultMix {
         FaultMix::named("reboot", 0.05, 0.05, 3, 0.0, 0.0, 0.02, 0.0),
         FaultMix::named("chaos", 0.1, 0.05, 4, 0.01, 0.04, 0.01, 0.02),
         FaultMix {
-            crash_leader: 0.04,
+            crash_leader: 0.02,
             restore: 0.3,
             ..FaultMix::named("churn", 0.05, 0.02, 3, 0.0, 0.0, 0.0, 0.0)
         },
@@ -88,7 +88,8 @@ pub struct SimOptions {
     pub mix: Option<String>,
     /// Ticks of the chaos phase.
     pub ticks: u64,
-    /// Liveness bound after healing, in ticks; `None`: 30 election timeouts.
+    /// Liveness bound after healing, in ticks; `None`: 30 election timeouts
+    /// plus one worst-case round trip per entry the most lagging node misses.
     pub heal_ticks: Option<u64>,
     /// Print a step-by-step trace to stdout.
     pub trace: bool,
@@ -112,7 +113,8 @@ pub struct Plan {
     pub nodes: usize,
     pub mix: FaultMix,
     pub ticks: u64,
-    pub heal_ticks: u64,
+    /// `None`: derived at heal time (see `SimOptions::heal_ticks`).
+    pub heal_ticks: Option<u64>,
     pub election_ticks_min: u32,
     pub election_ticks_max: u32,
     pub heartbeat_ticks: u32,
@@ -149,7 +151,7 @@ impl Plan {
             nodes,
             mix,
             ticks: opts.ticks,
-            heal_ticks: opts.heal_ticks.unwrap_or(30 * election_ticks_max as u64),
+            heal_ticks: opts.heal_ticks,
             election_ticks_min,
             election_ticks_max,
             heartbeat_ticks,

@@ -1,6 +1,6 @@
 //! One seeded run: a chaos phase (faults, client proposals and reads, ticks),
 //! then a heal phase that must show liveness: all links up, every node
-//! restored, no loss; within `heal_ticks` a single leader must exist and a
+//! restored, no loss; within a bound (see `SimOptions::heal_ticks`) a single leader must exist and a
 //! fresh proposal must be applied on every node. Finally every proposal seen
 //! committed must be applied on every node.
 
@@ -159,7 +159,7 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<SimStats, SimFailure> {
     };
     let plan = Plan::resolve(opts, &mut rng).map_err(|e| fail(0, 0, "valid options", e))?;
     if opts.trace {
-        println!("seed {seed}: {plan:?}");
+        outln!("seed {seed}: {plan:?}");
     }
     let mut world = World::new(seed, plan, rng, opts.trace);
     let outcome = catch_unwind(AssertUnwindSafe(|| run_world(&mut world)));
@@ -311,8 +311,27 @@ fn heal(w: &mut World) -> Result<u64, Violation> {
     for n in w.crashed() {
         w.restore(n)?;
     }
+    // Liveness bound: elections settle within a few dozen timeouts; then a
+    // lagging node may need one round trip per missing entry (batches can be
+    // capped at one entry per message).
+    let lag = w
+        .nodes
+        .iter()
+        .map(|n| n.raft.last_index())
+        .max()
+        .unwrap_or(0)
+        - w.nodes
+            .iter()
+            .map(|n| n.raft.commit_index())
+            .min()
+            .unwrap_or(0);
+    let round_trip = 2 * w.plan.mix.max_delay + 2;
+    let bound = w
+        .plan
+        .heal_ticks
+        .unwrap_or(30 * u64::from(w.plan.election_ticks_max) + lag * round_trip);
     let start = w.tick;
-    let deadline = start + w.plan.heal_ticks;
+    let deadline = start + bound;
     let mut probe: Option<(Bytes, Term, LogIndex)> = None;
     while w.tick < deadline {
         w.run_tick()?;
@@ -357,7 +376,7 @@ fn heal(w: &mut World) -> Result<u64, Violation> {
         "liveness after heal",
         format!(
             "no single leader with a fresh proposal applied everywhere within {} ticks: {}",
-            w.plan.heal_ticks,
+            bound,
             state.join("; ")
         ),
     )

@@ -107,7 +107,8 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         let ok = RaftConfig::new(1, vec![0, 1, 2]);
-        let cases: Vec<Box<dyn Fn(&mut RaftConfig)>> = vec![
+        type Breaker = Box<dyn Fn(&mut RaftConfig)>;
+        let cases: Vec<Breaker> = vec![
             Box::new(|c| c.members.clear()),
             Box::new(|c| c.id = 7),
             Box::new(|c| c.members = vec![0, 1, 1]),

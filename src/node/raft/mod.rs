@@ -10,6 +10,7 @@ mod election;
 mod error;
 mod log;
 mod progress;
+#[allow(clippy::module_inception)]
 mod raft;
 mod read_only;
 mod ready;

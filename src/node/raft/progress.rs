@@ -2,8 +2,8 @@
 //!
 //! Two states, as in etcd: `Probe` (one AppendEntries at a time, searching for
 //! the point where the logs agree; entered on becoming leader, after a
-//! rejection, after `report_unreachable`, and after a heartbeat interval with
-//! no progress) and `Replicate` (the logs agree through `match_index`; up to
+//! rejection, after `report_unreachable`, and when an ack is overdue, see
+//! `is_stalled`) and `Replicate` (the logs agree through `match_index`; up to
 //! `max_inflight` batches are pipelined). Only the leader's own bookkeeping
 //! lives here: safety never depends on it, since the follower checks every
 //! message. Stale, duplicate and reordered responses may arrive in any order;
@@ -33,8 +33,9 @@ pub struct Progress {
     pub probe_sent: bool,
     /// Replicate: last index of each unacknowledged batch, increasing.
     pub inflight: VecDeque<LogIndex>,
-    /// `match_index` advanced since the last heartbeat.
-    pub recent_progress: bool,
+    /// Replicate: the leader tick since which an ack has been owed (the last
+    /// progress, or the send that started the current pipeline).
+    pub waiting_since: u64,
     /// The highest commit the follower could have learned from what we sent
     /// (min of the carried commit and the last index the message verified).
     pub commit_sent: LogIndex,
@@ -49,7 +50,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             inflight: VecDeque::new(),
-            recent_progress: false,
+            waiting_since: 0,
             commit_sent: 0,
         }
     }
@@ -76,31 +77,43 @@ impl Progress {
         }
     }
 
-    /// A batch ending at `last` was sent.
-    pub fn sent_entries(&mut self, last: LogIndex) {
+    /// A batch ending at `last` was sent at leader tick `now`.
+    pub fn sent_entries(&mut self, last: LogIndex, now: u64) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Replicate => {
                 debug_assert!(last >= self.next_index);
+                if self.inflight.is_empty() {
+                    self.waiting_since = now;
+                }
                 self.next_index = last + 1;
                 self.inflight.push_back(last);
             }
         }
     }
 
-    /// A success response says the follower matches through `index`.
-    /// Returns whether `match_index` advanced.
-    pub fn maybe_update(&mut self, index: LogIndex) -> bool {
+    /// A success response (at leader tick `now`) says the follower matches
+    /// through `index`. Returns whether `match_index` advanced.
+    pub fn maybe_update(&mut self, index: LogIndex, now: u64) -> bool {
         if index <= self.match_index {
             return false;
         }
         self.match_index = index;
         self.next_index = self.next_index.max(index + 1);
-        self.recent_progress = true;
+        self.waiting_since = now;
         while self.inflight.front().is_some_and(|&last| last <= index) {
             self.inflight.pop_front();
         }
         true
+    }
+
+    /// Replicate: batches are in flight and no ack has come for `timeout`
+    /// ticks, so one was probably lost (the network does not say). The caller
+    /// falls back to probing from `match_index + 1`.
+    pub fn is_stalled(&self, now: u64, timeout: u64) -> bool {
+        self.state == ProgressState::Replicate
+            && !self.inflight.is_empty()
+            && now.saturating_sub(self.waiting_since) >= timeout
     }
 
     /// A rejection of the AppendEntries whose `prev_index` was `rejected`;
@@ -134,7 +147,7 @@ mod tests {
     fn probe_sends_one_at_a_time() {
         let mut pr = Progress::new(5);
         assert!(!pr.is_paused(4));
-        pr.sent_entries(7);
+        pr.sent_entries(7, 0);
         assert!(pr.is_paused(4));
         assert_eq!(
             pr.next_index, 5,
@@ -146,25 +159,32 @@ mod tests {
     fn replicate_pipelines_up_to_the_cap() {
         let mut pr = Progress::new(1);
         pr.become_replicate();
-        pr.sent_entries(2);
-        pr.sent_entries(4);
+        pr.sent_entries(2, 10);
+        pr.sent_entries(4, 11);
         assert!(pr.is_paused(2));
         assert_eq!(pr.next_index, 5);
-        assert!(pr.maybe_update(2));
+        assert!(
+            pr.is_stalled(15, 5),
+            "no ack for 5 ticks since the pipeline started"
+        );
+        assert!(pr.maybe_update(2, 14));
         assert!(!pr.is_paused(2));
-        assert!(!pr.maybe_update(2), "duplicate ack changes nothing");
-        assert!(!pr.maybe_update(1), "stale ack changes nothing");
+        assert!(!pr.is_stalled(15, 5));
+        assert!(!pr.maybe_update(2, 15), "duplicate ack changes nothing");
+        assert!(!pr.maybe_update(1, 15), "stale ack changes nothing");
         assert_eq!(pr.match_index, 2);
-        assert!(pr.maybe_update(4));
+        assert!(pr.is_stalled(19, 5));
+        assert!(pr.maybe_update(4, 20));
         assert!(pr.inflight.is_empty());
+        assert!(!pr.is_stalled(99, 5), "nothing owed");
     }
 
     #[test]
     fn rejections_in_replicate_fall_back_to_probe_unless_stale() {
         let mut pr = Progress::new(1);
         pr.become_replicate();
-        pr.maybe_update(5);
-        pr.sent_entries(8);
+        pr.maybe_update(5, 0);
+        pr.sent_entries(8, 0);
         assert!(!pr.maybe_decrease(3, 1), "rejection below match is stale");
         assert_eq!(pr.state, ProgressState::Replicate);
         assert!(pr.maybe_decrease(6, 2));
@@ -175,7 +195,7 @@ mod tests {
     #[test]
     fn probe_only_accepts_the_answer_to_the_outstanding_probe() {
         let mut pr = Progress::new(10);
-        pr.sent_entries(10);
+        pr.sent_entries(10, 0);
         assert!(!pr.maybe_decrease(5, 3));
         assert!(pr.maybe_decrease(9, 4));
         assert_eq!(pr.next_index, 4);

@@ -37,6 +37,8 @@ pub struct Raft {
     pub(super) log: RaftLog,
     pub(super) rng: SmallRng,
     pub(super) election: ElectionTimer,
+    /// Ticks since this core was created: the leader's clock for overdue acks.
+    pub(super) now: u64,
     /// Leader: ticks since the last heartbeat round.
     pub(super) heartbeat_elapsed: u32,
     /// Candidate: votes of the current candidacy.
@@ -114,6 +116,7 @@ impl Raft {
             log,
             rng,
             election,
+            now: 0,
             heartbeat_elapsed: 0,
             votes: VoteTracker::default(),
             progress: BTreeMap::new(),
@@ -132,6 +135,7 @@ impl Raft {
     /// One unit of logical time: followers and candidates count toward an
     /// election, the leader toward its next heartbeat round.
     pub fn tick(&mut self) {
+        self.now += 1;
         match self.role {
             Role::Leader => {
                 self.heartbeat_elapsed += 1;

@@ -5,9 +5,11 @@
 //! leader counting itself only for durable entries), telling followers about a
 //! new commit at once, and releasing ReadIndex reads.
 //!
-//! Liveness without loss reports: every heartbeat re-probes a follower that is
-//! behind and made no progress since the previous heartbeat, from
-//! `match_index + 1`.
+//! Liveness without loss reports: a lost batch is noticed when the next one is
+//! rejected (a gap), and a lost tail by the heartbeat: a follower that has owed
+//! an ack for `election_ticks_min` ticks (longer than any round trip Raft can
+//! live with) is re-probed from `match_index + 1`. A lost probe is resent on
+//! every heartbeat.
 
 use super::progress::ProgressState;
 use super::raft::Raft;
@@ -40,7 +42,7 @@ impl Raft {
             .index;
         let commit = self.log.commit();
         let pr = self.progress.get_mut(&to).expect("checked above");
-        pr.sent_entries(last_sent);
+        pr.sent_entries(last_sent, self.now);
         pr.commit_sent = pr.commit_sent.max(commit.min(last_sent));
         let read_seq = self.read_only.seq();
         self.send(
@@ -97,18 +99,16 @@ impl Raft {
 
     /// Every `heartbeat_ticks`: one AppendEntries to every follower.
     pub(super) fn heartbeat(&mut self) {
-        let last = self.log.last_index();
+        let stall_ticks = u64::from(self.cfg.election_ticks_min);
         for peer in self.peers.clone() {
             let pr = self
                 .progress
                 .get_mut(&peer)
                 .expect("invariant: a leader tracks every peer");
-            if pr.state == ProgressState::Replicate && pr.match_index < last && !pr.recent_progress
-            {
+            if pr.is_stalled(self.now, stall_ticks) {
                 // Something was lost on the way: resend from match_index + 1.
                 pr.become_probe();
             }
-            pr.recent_progress = false;
             if pr.state == ProgressState::Probe {
                 pr.probe_sent = false;
                 if self.send_append(peer) {
@@ -142,7 +142,7 @@ impl Raft {
             .get_mut(&from)
             .expect("invariant: a leader tracks every peer");
         if success {
-            let updated = pr.maybe_update(match_index);
+            let updated = pr.maybe_update(match_index, self.now);
             if pr.state == ProgressState::Probe && (updated || match_index == pr.match_index) {
                 pr.become_replicate();
             }

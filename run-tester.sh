@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Test a running SurfStore cluster: ./run-tester.sh HOST:PORT [flags...]
+#
+# HOST:PORT is any node; the tester finds the others with surfstore.members
+# (or --config FILE). It runs every scenario (--list shows them, --only NAME
+# picks some), restores every node it crashed, prints a summary and exits 0
+# only if everything passed. `./run-tester.sh HOST:PORT --help` shows the flags.
+#
+# Works from any directory: the crate is the directory this script lives in.
+# The release binary is (re)built quietly when it is missing or older than
+# anything in src/, Cargo.toml or Cargo.lock; then this shell is replaced by
+# `surfstore tester HOST:PORT flags...`, so Ctrl-C reaches the tester (which
+# restores the cluster before exiting). SURFSTORE_BIN=PATH runs that binary
+# instead (the test suite uses it).
+set -euo pipefail
+
+if [ "$#" -lt 1 ]; then
+    echo "usage: $0 HOST:PORT [flags...]   (or: $0 --list)" >&2
+    exit 2
+fi
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+
+# --config FILE is relative to the caller's directory; the binary resolves it
+# there too, since exec keeps our working directory.
+
+if [ -n "${SURFSTORE_BIN:-}" ]; then
+    exec "$SURFSTORE_BIN" tester "$@"
+fi
+
+bin="$repo/target/release/surfstore"
+
+needs_build() {
+    [ -x "$bin" ] || return 0
+    [ "$repo/Cargo.toml" -nt "$bin" ] && return 0
+    [ -e "$repo/Cargo.lock" ] && [ "$repo/Cargo.lock" -nt "$bin" ] && return 0
+    [ -n "$(find "$repo/src" -newer "$bin" -print -quit)" ] && return 0
+    return 1
+}
+
+if needs_build; then
+    # Quiet: compiler warnings are shown only if the build fails.
+    if ! log=$(cd "$repo" && cargo build --release --quiet 2>&1); then
+        printf '%s\n' "$log" >&2
+        echo "$0: cargo build --release failed" >&2
+        exit 1
+    fi
+    touch "$bin"
+fi
+
+exec "$bin" tester "$@"

@@ -1,0 +1,302 @@
+//! The dashboard's state and nothing else: what each node last published, the
+//! selected row, the event log, the selected node's log tail. Methods change
+//! the state and return the [`Action`]s the runtime must carry out on the
+//! nodes; `App` holds no handle, channel or terminal, so tests drive it alone.
+
+use std::collections::VecDeque;
+use std::time::SystemTime;
+
+use crate::cluster::FeedItem;
+use crate::node::driver::LogLine;
+use crate::node::events::{EventKind, NodeEvent};
+use crate::node::raft::{LogIndex, NodeId, Role, Term};
+use crate::node::NodeStatus;
+
+/// Event-log lines kept; older ones scroll away for good.
+pub const EVENT_LOG_CAPACITY: usize = 1000;
+
+/// Log entries asked of the selected node (more than any screen shows).
+pub const LOG_TAIL_LEN: usize = 64;
+
+/// One row of the node table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeView {
+    /// `host:port` from the config.
+    pub addr: String,
+    /// The latest status the node published on its watch.
+    pub status: NodeStatus,
+}
+
+impl NodeView {
+    /// What the role column shows: the Raft role, or crashed.
+    pub fn role(&self) -> RoleView {
+        if self.status.crashed {
+            return RoleView::Crashed;
+        }
+        match self.status.raft.role {
+            Role::Leader => RoleView::Leader,
+            Role::Candidate => RoleView::Candidate,
+            Role::Follower => RoleView::Follower,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleView {
+    Leader,
+    Follower,
+    Candidate,
+    Crashed,
+}
+
+impl RoleView {
+    pub fn label(self) -> &'static str {
+        match self {
+            RoleView::Leader => "Leader",
+            RoleView::Follower => "Follower",
+            RoleView::Candidate => "Candidate",
+            RoleView::Crashed => "CRASHED",
+        }
+    }
+}
+
+/// What kind of line an event-log line is (the view picks colours by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tone {
+    Election,
+    Vote,
+    Leader,
+    LeadershipLost,
+    Crash,
+    Restore,
+    Commit,
+    Blocked,
+    /// Something the dashboard itself did or noticed.
+    Info,
+    Error,
+}
+
+/// One line of the event log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogRecord {
+    pub at: SystemTime,
+    /// The node it is about; `None` for the dashboard's own notes.
+    pub node: Option<NodeId>,
+    pub text: String,
+    pub tone: Tone,
+}
+
+/// The selected node's last log entries, and which log state they describe.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogTail {
+    pub node: Option<NodeId>,
+    /// `(last_index, last_term)` of the node when fetched.
+    pub at: (LogIndex, Term),
+    pub lines: Vec<LogLine>,
+}
+
+/// What the runtime must do on the nodes after a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `handle.crash()`, the same call as the XML-RPC `crash` method.
+    Crash(NodeId),
+    /// `handle.restore()`, the same call as the XML-RPC `restore` method.
+    Restore(NodeId),
+    /// Restore every node (a no-op on those not crashed).
+    RestoreAll,
+    /// An `updatefile` of `filename` at its next version, through `via`.
+    Write { via: NodeId, filename: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct App {
+    /// Shown in the title bar (the config path).
+    pub title: String,
+    /// `nodes[i]` is member i. Never empty.
+    pub nodes: Vec<NodeView>,
+    /// Index into `nodes`; always `< nodes.len()`.
+    pub selected: usize,
+    /// Oldest first, at most `EVENT_LOG_CAPACITY`.
+    pub events: VecDeque<LogRecord>,
+    pub log_tail: LogTail,
+    /// Demo writes asked for so far (names `demo-<n>.txt`).
+    pub writes: u64,
+    /// False once the user asked to quit.
+    pub running: bool,
+}
+
+impl App {
+    /// # Panics
+    /// If `nodes` is empty (a cluster has at least one member).
+    pub fn new(title: impl Into<String>, nodes: Vec<NodeView>) -> App {
+        assert!(!nodes.is_empty(), "a dashboard needs at least one node");
+        App {
+            title: title.into(),
+            nodes,
+            selected: 0,
+            events: VecDeque::new(),
+            log_tail: LogTail::default(),
+            writes: 0,
+            running: true,
+        }
+    }
+
+    /// Records what node `id` published.
+    pub fn set_status(&mut self, id: NodeId, status: NodeStatus) {
+        if let Some(view) = self.nodes.get_mut(id as usize) {
+            view.status = status;
+        }
+    }
+
+    /// The live node that believes it leads, in the highest term if several do
+    /// (a deposed leader may not know yet).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.status.is_leader())
+            .max_by_key(|(_, n)| n.status.raft.term)
+            .map(|(i, _)| i as NodeId)
+    }
+
+    pub fn selected_node(&self) -> NodeId {
+        self.selected as NodeId
+    }
+
+    /// Selects node `i` if there is one.
+    pub fn select(&mut self, i: usize) {
+        if i < self.nodes.len() {
+            self.selected = i;
+        }
+    }
+
+    pub fn select_next(&mut self) {
+        self.selected = (self.selected + 1) % self.nodes.len();
+    }
+
+    pub fn select_previous(&mut self) {
+        self.selected = (self.selected + self.nodes.len() - 1) % self.nodes.len();
+    }
+
+    pub fn quit(&mut self) {
+        self.running = false;
+    }
+
+    pub fn crash_selected(&mut self) -> Option<Action> {
+        let id = self.selected_node();
+        if self.nodes[self.selected].status.crashed {
+            self.note(format!("node {id} is already crashed"));
+            return None;
+        }
+        Some(Action::Crash(id))
+    }
+
+    pub fn restore_selected(&mut self) -> Option<Action> {
+        let id = self.selected_node();
+        if !self.nodes[self.selected].status.crashed {
+            self.note(format!("node {id} is not crashed"));
+            return None;
+        }
+        Some(Action::Restore(id))
+    }
+
+    pub fn restore_all(&mut self) -> Option<Action> {
+        if !self.nodes.iter().any(|n| n.status.crashed) {
+            self.note("no node is crashed".to_owned());
+            return None;
+        }
+        Some(Action::RestoreAll)
+    }
+
+    /// A demo `updatefile` with a fresh name, through the leader.
+    pub fn write_demo(&mut self) -> Option<Action> {
+        let Some(via) = self.leader() else {
+            self.push(
+                None,
+                "no leader to write through yet".to_owned(),
+                Tone::Error,
+            );
+            return None;
+        };
+        self.writes += 1;
+        let filename = format!("demo-{}.txt", self.writes);
+        self.note(format!("writing {filename} through the leader, node {via}"));
+        Some(Action::Write { via, filename })
+    }
+
+    /// The node whose log tail should be fetched now: the selected one, when
+    /// the tail on hand is for another node or an older log.
+    pub fn log_tail_wanted(&self) -> Option<NodeId> {
+        let raft = &self.nodes[self.selected].status.raft;
+        let current = (raft.last_index, raft.last_term);
+        (self.log_tail.node != Some(self.selected_node()) || self.log_tail.at != current)
+            .then_some(self.selected_node())
+    }
+
+    /// Records node `id`'s log tail, fetched while its log ended at `at`.
+    pub fn set_log_tail(&mut self, id: NodeId, at: (LogIndex, Term), lines: Vec<LogLine>) {
+        self.log_tail = LogTail {
+            node: Some(id),
+            at,
+            lines,
+        };
+    }
+
+    /// Adds a line for something from the feed.
+    pub fn push_feed(&mut self, item: FeedItem) {
+        match item {
+            FeedItem::Event(ev) => self.push_event(ev),
+            FeedItem::Missed { node, count } => self.push(
+                Some(node),
+                format!("{count} event(s) not shown (the log fell behind)"),
+                Tone::Error,
+            ),
+        }
+    }
+
+    pub fn push_event(&mut self, ev: NodeEvent) {
+        let tone = match &ev.kind {
+            EventKind::ElectionStarted { .. } => Tone::Election,
+            EventKind::VoteGranted { .. } => Tone::Vote,
+            EventKind::LeaderElected { .. } => Tone::Leader,
+            EventKind::LeadershipLost { .. } => Tone::LeadershipLost,
+            EventKind::Crashed => Tone::Crash,
+            EventKind::Restored => Tone::Restore,
+            EventKind::Committed { .. } => Tone::Commit,
+            EventKind::Blocked { .. } => Tone::Blocked,
+            EventKind::Unblocked => Tone::Restore,
+        };
+        self.push_at(ev.at, Some(ev.node), ev.kind.to_string(), tone);
+    }
+
+    /// A note from the dashboard itself.
+    pub fn note(&mut self, text: String) {
+        self.push(None, text, Tone::Info);
+    }
+
+    pub fn push(&mut self, node: Option<NodeId>, text: String, tone: Tone) {
+        self.push_at(SystemTime::now(), node, text, tone);
+    }
+
+    /// Keeps the log in time order: items reach the dashboard by different
+    /// paths (a write's outcome can overtake the commit event it caused).
+    fn push_at(&mut self, at: SystemTime, node: Option<NodeId>, text: String, tone: Tone) {
+        if self.events.len() == EVENT_LOG_CAPACITY {
+            self.events.pop_front();
+        }
+        let pos = self
+            .events
+            .iter()
+            .rposition(|r| r.at <= at)
+            .map_or(0, |i| i + 1);
+        self.events.insert(
+            pos,
+            LogRecord {
+                at,
+                node,
+                text,
+                tone,
+            },
+        );
+    }
+}

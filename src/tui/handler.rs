@@ -1,0 +1,51 @@
+//! Keys to `App` methods; nothing else. The actions returned are carried out
+//! on the nodes by the runtime (`tui::run`).
+//!
+//! | key | does |
+//! | --- | --- |
+//! | `0`-`9`, Up, Down | select a node |
+//! | `c` | crash the selected node |
+//! | `r` | restore the selected node |
+//! | `a` | restore every node |
+//! | `w` | write a demo file through the leader |
+//! | `q`, Esc, Ctrl-C | quit (every node is shut down) |
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::tui::app::{Action, App};
+
+pub fn handle_key(app: &mut App, key: KeyEvent) -> Option<Action> {
+    // Terminals that report releases and repeats would act twice.
+    if key.kind != KeyEventKind::Press {
+        return None;
+    }
+    if key.modifiers.contains(KeyModifiers::CONTROL) {
+        if matches!(key.code, KeyCode::Char('c') | KeyCode::Char('C')) {
+            app.quit();
+        }
+        return None;
+    }
+    match key.code {
+        KeyCode::Char('q') | KeyCode::Char('Q') | KeyCode::Esc => {
+            app.quit();
+            None
+        }
+        KeyCode::Char(d @ '0'..='9') => {
+            app.select(d as usize - '0' as usize);
+            None
+        }
+        KeyCode::Up => {
+            app.select_previous();
+            None
+        }
+        KeyCode::Down => {
+            app.select_next();
+            None
+        }
+        KeyCode::Char('c') => app.crash_selected(),
+        KeyCode::Char('r') => app.restore_selected(),
+        KeyCode::Char('a') => app.restore_all(),
+        KeyCode::Char('w') => app.write_demo(),
+        _ => None,
+    }
+}

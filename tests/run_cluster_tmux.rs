@@ -1,0 +1,313 @@
+//! End to end, as a user would: `run-cluster.sh` with a 3-node config in a
+//! real terminal (a private tmux server, 120x40), driven by keystrokes and
+//! checked from outside over XML-RPC and on the screen.
+//!
+//! A terminal offers no event to await, so the screen and the nodes are
+//! polled against generous deadlines (the CI machine has 2 cores and runs
+//! tests in parallel).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use surfstore::xmlrpc::client::Client;
+use surfstore::xmlrpc::Value;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+/// A private tmux server running one session; killed (with the cluster in it,
+/// if still running) on drop.
+struct Tmux {
+    socket: String,
+    dir: PathBuf,
+}
+
+impl Tmux {
+    fn start(command: &str, env: &[(&str, &str)]) -> Tmux {
+        let socket = format!("surfstore-e2e-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&socket);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Our own config, not the user's; keep the pane after the program
+        // exits so its exit status can be read.
+        let conf = dir.join("tmux.conf");
+        std::fs::write(
+            &conf,
+            "set -g remain-on-exit on\nset -g history-limit 100\n",
+        )
+        .unwrap();
+        let tmux = Tmux { socket, dir };
+        let mut args: Vec<String> = vec![
+            "-f".into(),
+            conf.to_string_lossy().into_owned(),
+            "new-session".into(),
+            "-d".into(),
+            "-s".into(),
+            "e2e".into(),
+            "-x".into(),
+            "120".into(),
+            "-y".into(),
+            "40".into(),
+        ];
+        for (k, v) in env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(command.into());
+        let out = tmux.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux is required for this test (.ci/run installs it: apt-get install tmux)")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success(), "send-keys {keys:?}");
+    }
+
+    fn screen(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-t", "e2e"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen with its scrollback (tmux scrolls a dead pane's last
+    /// screen up to print "Pane is dead").
+    fn history(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-S", "-", "-t", "e2e"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `#{pane_dead} #{pane_dead_status}`: `Some(status)` once the program exited.
+    fn exit_status(&self) -> Option<i32> {
+        let out = self.run(&[
+            "display-message",
+            "-p",
+            "-t",
+            "e2e",
+            "#{pane_dead} #{pane_dead_status}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut parts = text.split_whitespace();
+        (parts.next() == Some("1")).then(|| parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1))
+    }
+
+    /// Polls the screen until `pred` holds; returns that screen.
+    fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let screen = self.screen();
+            if pred(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("screen never showed {what}:\n{screen}");
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_addrs(m: usize) -> Vec<String> {
+    let probes: Vec<TcpListener> = (0..m)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    probes
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// The screen line of node `addr` in the node table.
+fn row<'a>(screen: &'a str, addr: &str) -> &'a str {
+    screen.lines().find(|l| l.contains(addr)).unwrap_or("")
+}
+
+struct Nodes {
+    clients: Vec<Client>,
+}
+
+impl Nodes {
+    async fn call(&self, i: usize, method: &str, params: &[Value]) -> Option<Value> {
+        self.clients[i]
+            .call(&format!("surfstore.{method}"), params)
+            .await
+            .ok()
+    }
+
+    async fn is(&self, i: usize, method: &str) -> bool {
+        self.call(i, method, &[]).await == Some(Value::Bool(true))
+    }
+
+    /// Polls the nodes until `pred` gives a value.
+    async fn wait<T>(&self, what: &str, mut pred: impl AsyncFnMut(&Nodes) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(v) = pred(self).await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The one node (among `candidates`) that says it is leader.
+    async fn leader(&self, candidates: &[usize]) -> usize {
+        self.wait("a single leader", async |n: &Nodes| {
+            let mut leaders = Vec::new();
+            for &i in candidates {
+                if n.is(i, "isLeader").await {
+                    leaders.push(i);
+                }
+            }
+            (leaders.len() == 1).then(|| leaders[0])
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_cluster_in_tmux_crash_restore_write_quit() {
+    let addrs = free_addrs(3);
+    let tmux_dir = std::env::temp_dir().join(format!("surfstore-e2e-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&tmux_dir).unwrap();
+    let config = tmux_dir.join("3nodes.txt");
+    let mut text = "M: 3\n".to_owned();
+    for (i, a) in addrs.iter().enumerate() {
+        text.push_str(&format!("metadata{i}: {a}\n"));
+    }
+    std::fs::write(&config, text).unwrap();
+
+    let script = format!("{}/run-cluster.sh", env!("CARGO_MANIFEST_DIR"));
+    let tmux = Tmux::start(
+        &format!("{script} {}", config.display()),
+        &[("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))],
+    );
+    let nodes = Nodes {
+        clients: addrs
+            .iter()
+            .map(|a| Client::new(a, Duration::from_secs(5)))
+            .collect(),
+    };
+
+    // Every port answers; one leader; the dashboard is up and shows it.
+    nodes
+        .wait("every port to answer ping", async |n: &Nodes| {
+            for i in 0..3 {
+                if !n.is(i, "ping").await {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    let old = nodes.leader(&[0, 1, 2]).await;
+    tmux.wait_screen(&format!("node {old} leading"), |s| {
+        s.contains("Nodes") && row(s, &addrs[old]).contains("Leader")
+    });
+
+    // Select the leader by its digit, crash it.
+    tmux.keys(&[&old.to_string()]);
+    tmux.wait_screen("the leader selected", |s| row(s, &addrs[old]).contains('▶'));
+    tmux.keys(&["c"]);
+    nodes
+        .wait("isCrashed on the crashed leader", async |n: &Nodes| {
+            n.is(old, "isCrashed").await.then_some(())
+        })
+        .await;
+    tmux.wait_screen("the node CRASHED", |s| {
+        row(s, &addrs[old]).contains("CRASHED") && s.contains("crashed")
+    });
+
+    // The other two elect a new leader.
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let new = nodes.leader(&others).await;
+    tmux.wait_screen(&format!("node {new} leading"), |s| {
+        row(s, &addrs[new]).contains("Leader") && s.contains(&format!("leader: node {new}"))
+    });
+
+    // `r` restores the selected (crashed) node.
+    tmux.keys(&["r"]);
+    nodes
+        .wait("the old leader restored", async |n: &Nodes| {
+            (n.call(old, "isCrashed", &[]).await == Some(Value::Bool(false))).then_some(())
+        })
+        .await;
+    tmux.wait_screen("the node restored", |s| {
+        !row(s, &addrs[old]).contains("CRASHED") && s.contains("restored")
+    });
+
+    // A write through the new leader reaches every node, the restored one too.
+    let new = nodes.leader(&[0, 1, 2]).await;
+    let params = [
+        Value::String("e2e.txt".into()),
+        Value::Int(1),
+        Value::Array(vec![Value::String("h1".into())]),
+    ];
+    assert_eq!(
+        nodes.call(new, "updatefile", &params).await,
+        Some(Value::Bool(true))
+    );
+    nodes
+        .wait("e2e.txt v1 applied on all nodes", async |n: &Nodes| {
+            for i in 0..3 {
+                let v = n
+                    .call(i, "tester_getversion", &[Value::String("e2e.txt".into())])
+                    .await;
+                if v != Some(Value::Int(1)) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+
+    // `w` writes a demo file through the leader; the commit shows up.
+    tmux.keys(&["w"]);
+    tmux.wait_screen("the demo write committed", |s| {
+        s.contains("write demo-1.txt v1: applied") && s.contains("committed")
+    });
+
+    // `q` quits: exit status 0, every port closed.
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = tmux.exit_status() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after q:\n{}",
+            tmux.screen()
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(status, 0, "exit status after q:\n{}", tmux.screen());
+    let screen = tmux.history();
+    assert!(screen.contains("stopped 3 node(s)"), "{screen}");
+    for a in &addrs {
+        assert!(TcpListener::bind(a).is_ok(), "{a} still bound after q");
+    }
+    let _ = std::fs::remove_dir_all(&tmux_dir);
+}

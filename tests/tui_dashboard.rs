@@ -1,0 +1,474 @@
+//! The dashboard without a terminal: `ui::render` drawn on ratatui's
+//! `TestBackend` and checked cell by cell, and key handling checked on the
+//! `App` state and the actions it returns.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+use surfstore::cluster::FeedItem;
+use surfstore::node::driver::LogLine;
+use surfstore::node::events::{EventKind, NodeEvent};
+use surfstore::node::raft::{PeerProgress, Role, Status};
+use surfstore::node::NodeStatus;
+use surfstore::tui::app::{Action, App, NodeView, Tone};
+use surfstore::tui::handler::handle_key;
+use surfstore::tui::ui;
+
+fn status(id: u64, role: Role, term: u64, last: u64, crashed: bool) -> NodeStatus {
+    NodeStatus {
+        raft: Status {
+            id,
+            role,
+            term,
+            vote: Some(0),
+            leader: Some(0),
+            last_index: last,
+            last_term: term,
+            commit_index: last.saturating_sub(1),
+            applied_index: last.saturating_sub(1),
+            progress: Vec::new(),
+        },
+        crashed,
+        files: last as usize,
+    }
+}
+
+/// Node 0 leads in term 42 and has node 2 five entries behind; node 1 is
+/// crashed in term 41; node 2 follows.
+fn three_nodes() -> App {
+    let mut leader = status(0, Role::Leader, 42, 10, false);
+    leader.raft.progress = vec![
+        PeerProgress {
+            id: 1,
+            match_index: 3,
+            next_index: 4,
+        },
+        PeerProgress {
+            id: 2,
+            match_index: 5,
+            next_index: 6,
+        },
+    ];
+    let nodes = vec![
+        NodeView {
+            addr: "localhost:9001".into(),
+            status: leader,
+        },
+        NodeView {
+            addr: "localhost:9002".into(),
+            status: status(1, Role::Follower, 41, 3, true),
+        },
+        NodeView {
+            addr: "localhost:9003".into(),
+            status: status(2, Role::Follower, 42, 5, false),
+        },
+    ];
+    App::new("3nodes.txt", nodes)
+}
+
+fn at(ms: u64) -> SystemTime {
+    // 13:05:07.042 UTC on some day.
+    UNIX_EPOCH + Duration::from_millis(86_400_000 * 20_000 + 47_107_042 + ms)
+}
+
+fn event(node: u64, ms: u64, kind: EventKind) -> NodeEvent {
+    NodeEvent {
+        node,
+        at: at(ms),
+        kind,
+    }
+}
+
+fn draw(app: &App, width: u16, height: u16) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| ui::render(app, f)).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+fn lines(buf: &Buffer) -> Vec<String> {
+    (0..buf.area.height)
+        .map(|y| {
+            (0..buf.area.width)
+                .map(|x| buf[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect()
+}
+
+fn screen(buf: &Buffer) -> String {
+    lines(buf).join("\n")
+}
+
+/// The screen line that contains `needle`, and its row.
+fn line_with(buf: &Buffer, needle: &str) -> (u16, String) {
+    lines(buf)
+        .into_iter()
+        .enumerate()
+        .find(|(_, l)| l.contains(needle))
+        .map(|(y, l)| (y as u16, l))
+        .unwrap_or_else(|| panic!("no line contains {needle:?}:\n{}", screen(buf)))
+}
+
+/// The cell where `needle` starts on row `y`.
+fn cell_of<'a>(buf: &'a Buffer, y: u16, needle: &str) -> &'a ratatui::buffer::Cell {
+    let line = lines(buf)[y as usize].clone();
+    let byte = line.find(needle).unwrap();
+    let x = line[..byte].chars().count() as u16;
+    &buf[(x, y)]
+}
+
+mod render {
+    use super::*;
+
+    #[test]
+    fn the_node_table_shows_roles_terms_indexes_and_the_selection() {
+        let mut app = three_nodes();
+        app.select(2);
+        let buf = draw(&app, 80, 24);
+
+        let (y0, row0) = line_with(&buf, "localhost:9001");
+        assert!(row0.contains("Leader") && row0.contains("42"), "{row0}");
+        assert!(
+            row0.contains(" 10 ") && row0.contains(" 9 "),
+            "last and commit: {row0}"
+        );
+        assert_eq!(cell_of(&buf, y0, "Leader").fg, Color::Green);
+
+        let (y1, row1) = line_with(&buf, "localhost:9002");
+        assert!(row1.contains("CRASHED") && row1.contains("41"), "{row1}");
+        assert_eq!(cell_of(&buf, y1, "CRASHED").bg, Color::Red);
+
+        let (_, row2) = line_with(&buf, "localhost:9003");
+        assert!(row2.contains("Follower"), "{row2}");
+        assert!(
+            row2.contains(ui::SELECTED_MARKER.trim()),
+            "selected: {row2}"
+        );
+        assert!(
+            !row0.contains(ui::SELECTED_MARKER.trim()),
+            "not selected: {row0}"
+        );
+
+        let title = &lines(&buf)[0];
+        assert!(title.contains("leader: node 0 (term 42)"), "{title}");
+        let (_, header) = line_with(&buf, "address");
+        for column in [
+            "id", "role", "term", "vote", "last", "commit", "applied", "files",
+        ] {
+            assert!(header.contains(column), "{column} missing from {header}");
+        }
+    }
+
+    #[test]
+    fn a_candidate_has_its_own_colour() {
+        let mut app = three_nodes();
+        app.set_status(2, status(2, Role::Candidate, 43, 5, false));
+        let buf = draw(&app, 80, 24);
+        let (y, row) = line_with(&buf, "localhost:9003");
+        assert!(row.contains("Candidate") && row.contains("43"), "{row}");
+        assert_eq!(cell_of(&buf, y, "Candidate").fg, Color::Yellow);
+    }
+
+    #[test]
+    fn replication_progress_shows_match_index_and_lag_per_follower() {
+        let buf = draw(&three_nodes(), 80, 24);
+        let (_, title) = line_with(&buf, "Replication (leader 0,");
+        assert!(title.contains("last #10"), "{title}");
+        let (_, crashed) = line_with(&buf, "node 1 ");
+        assert!(
+            crashed.contains('3') && crashed.contains("CRASHED"),
+            "{crashed}"
+        );
+        let (y, behind) = line_with(&buf, "node 2 ");
+        assert!(behind.contains('5') && behind.contains("lag 5"), "{behind}");
+        // Half the bar is filled.
+        let filled = behind.matches('█').count();
+        let empty = behind.matches('░').count();
+        assert!(filled > 0 && filled.abs_diff(empty) <= 1, "{behind}");
+        assert_eq!(cell_of(&buf, y, "█").fg, Color::Yellow);
+    }
+
+    #[test]
+    fn without_a_leader_the_replication_panel_says_so() {
+        let mut app = three_nodes();
+        app.set_status(0, status(0, Role::Candidate, 43, 10, false));
+        let buf = draw(&app, 80, 24);
+        assert!(screen(&buf).contains("no leader"), "{}", screen(&buf));
+    }
+
+    #[test]
+    fn event_lines_have_timestamps_nodes_and_what_happened() {
+        let mut app = three_nodes();
+        app.push_event(event(2, 0, EventKind::ElectionStarted { term: 42 }));
+        app.push_event(event(
+            1,
+            1,
+            EventKind::VoteGranted {
+                candidate: 2,
+                term: 42,
+            },
+        ));
+        app.push_event(event(2, 2, EventKind::LeaderElected { term: 42 }));
+        app.push_feed(FeedItem::Event(event(
+            2,
+            3,
+            EventKind::Committed {
+                index: 7,
+                term: 42,
+                what: "updatefile \"notes.txt\" v3 (2 hashes) -> applied".into(),
+            },
+        )));
+        app.push_event(event(1, 4, EventKind::Crashed));
+        app.push_event(event(2, 5, EventKind::Blocked { waiting: 2 }));
+        app.push_event(event(2, 6, EventKind::LeadershipLost { term: 42 }));
+        app.push_event(event(1, 7, EventKind::Restored));
+        let buf = draw(&app, 100, 30);
+
+        let (_, l) = line_with(&buf, "election started for term 42");
+        assert!(l.contains("13:05:07.042") && l.contains("node 2"), "{l}");
+        let (_, l) = line_with(&buf, "voted for node 2 in term 42");
+        assert!(l.contains("13:05:07.043") && l.contains("node 1"), "{l}");
+        line_with(&buf, "became leader of term 42");
+        let (y, l) = line_with(&buf, "committed #7");
+        assert!(l.contains("notes.txt"), "{l}");
+        assert_eq!(cell_of(&buf, y, "committed").fg, Color::Cyan);
+        let (y, _) = line_with(&buf, "13:05:07.046 node 1");
+        assert_eq!(cell_of(&buf, y, "crashed").fg, Color::Red);
+        line_with(&buf, "2 call(s) blocked waiting for a majority");
+        line_with(&buf, "lost leadership (term 42)");
+        line_with(&buf, "restored");
+    }
+
+    #[test]
+    fn the_event_log_scrolls_to_the_newest() {
+        let mut app = three_nodes();
+        for i in 0..200 {
+            app.push_event(event(0, i, EventKind::ElectionStarted { term: 1000 + i }));
+        }
+        let text = screen(&draw(&app, 80, 24));
+        assert!(text.contains("term 1199"), "{text}");
+        assert!(!text.contains("term 1000 "), "{text}");
+    }
+
+    #[test]
+    fn the_log_tail_of_the_selected_node_is_shown() {
+        let mut app = three_nodes();
+        app.select(2);
+        assert_eq!(app.log_tail_wanted(), Some(2));
+        let lines_ = vec![
+            LogLine {
+                index: 4,
+                term: 42,
+                command: "updatefile \"a.txt\" v1 (1 hashes)".into(),
+            },
+            LogLine {
+                index: 5,
+                term: 42,
+                command: "updatefile \"b.txt\" v1 (1 hashes)".into(),
+            },
+        ];
+        app.set_log_tail(2, (5, 42), lines_);
+        assert_eq!(app.log_tail_wanted(), None);
+        let buf = draw(&app, 80, 24);
+        line_with(&buf, "Log of node 2");
+        let (_, l) = line_with(&buf, "a.txt");
+        assert!(l.contains("#4"), "{l}");
+        assert!(l.contains("t42") && l.contains("a.txt"), "{l}");
+        // Entry 5 is past node 2's commit index (4): not yet committed.
+        let (y, _) = line_with(&buf, "b.txt");
+        assert_eq!(cell_of(&buf, y, "updatefile \"b.txt").fg, Color::Yellow);
+    }
+
+    #[test]
+    fn the_help_line_names_every_key() {
+        let buf = draw(&three_nodes(), 80, 24);
+        let help = lines(&buf)[23].clone();
+        for key in [
+            "0-2",
+            "↑↓",
+            "c crash",
+            "r restore",
+            "a restore all",
+            "w write",
+            "q quit",
+        ] {
+            assert!(help.contains(key), "{key} missing from {help}");
+        }
+    }
+
+    #[test]
+    fn below_80x24_a_message_replaces_the_dashboard() {
+        for (w, h) in [(79, 24), (80, 23), (40, 10), (20, 3)] {
+            let text = screen(&draw(&three_nodes(), w, h));
+            assert!(!text.contains("Nodes"), "{w}x{h}: {text}");
+            let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            if w >= 60 {
+                assert!(
+                    flat.contains(&format!(
+                        "terminal too small: need at least 80x24 (now {w}x{h})"
+                    )),
+                    "{w}x{h}: {text}"
+                );
+            } else {
+                assert!(flat.contains("terminal too small"), "{w}x{h}: {text}");
+            }
+        }
+        // Growing back brings the dashboard back.
+        assert!(screen(&draw(&three_nodes(), 80, 24)).contains("Nodes"));
+    }
+
+    #[test]
+    fn large_screens_and_many_nodes_fit() {
+        let nodes = (0..7)
+            .map(|i| NodeView {
+                addr: format!("node-{i}.example:{}", 9001 + i),
+                status: status(i, Role::Follower, 3, 1, false),
+            })
+            .collect();
+        let mut app = App::new("7nodes.txt", nodes);
+        app.select(6);
+        for (w, h) in [(80, 24), (120, 40), (250, 80)] {
+            let buf = draw(&app, w, h);
+            // The selected row is always visible, even when the table scrolls.
+            let (_, row) = line_with(&buf, "node-6.example:9007");
+            assert!(row.contains(ui::SELECTED_MARKER.trim()), "{w}x{h}: {row}");
+            assert!(lines(&buf)[h as usize - 1].contains("q quit"), "{w}x{h}");
+            line_with(&buf, "Events");
+        }
+    }
+}
+
+mod keys {
+    use super::*;
+
+    fn press(app: &mut App, code: KeyCode) -> Option<Action> {
+        handle_key(app, KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    #[test]
+    fn digits_and_arrows_select_a_node() {
+        let mut app = three_nodes();
+        assert_eq!(app.selected, 0);
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(app.selected, 2);
+        press(&mut app, KeyCode::Char('7')); // no node 7
+        assert_eq!(app.selected, 2);
+        press(&mut app, KeyCode::Down); // wraps
+        assert_eq!(app.selected, 0);
+        press(&mut app, KeyCode::Up);
+        assert_eq!(app.selected, 2);
+        press(&mut app, KeyCode::Up);
+        assert_eq!(app.selected, 1);
+    }
+
+    #[test]
+    fn c_crashes_and_r_restores_the_selected_node() {
+        let mut app = three_nodes();
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(press(&mut app, KeyCode::Char('c')), Some(Action::Crash(2)));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('r')),
+            None,
+            "2 is not crashed"
+        );
+        assert!(app.events.back().unwrap().text.contains("not crashed"));
+
+        press(&mut app, KeyCode::Char('1'));
+        assert_eq!(press(&mut app, KeyCode::Char('c')), None, "1 is crashed");
+        assert!(app.events.back().unwrap().text.contains("already crashed"));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('r')),
+            Some(Action::Restore(1))
+        );
+    }
+
+    #[test]
+    fn a_restores_all_when_any_node_is_crashed() {
+        let mut app = three_nodes();
+        assert_eq!(
+            press(&mut app, KeyCode::Char('a')),
+            Some(Action::RestoreAll)
+        );
+        app.set_status(1, status(1, Role::Follower, 42, 10, false));
+        assert_eq!(press(&mut app, KeyCode::Char('a')), None);
+    }
+
+    #[test]
+    fn w_writes_a_fresh_file_through_the_leader() {
+        let mut app = three_nodes();
+        assert_eq!(
+            press(&mut app, KeyCode::Char('w')),
+            Some(Action::Write {
+                via: 0,
+                filename: "demo-1.txt".into()
+            })
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('w')),
+            Some(Action::Write {
+                via: 0,
+                filename: "demo-2.txt".into()
+            })
+        );
+        // The leader crashes: no one to write through.
+        app.set_status(0, status(0, Role::Leader, 42, 10, true));
+        assert_eq!(press(&mut app, KeyCode::Char('w')), None);
+        let last = app.events.back().unwrap();
+        assert!(last.text.contains("no leader") && last.tone == Tone::Error);
+        // A new leader in a higher term is preferred to a stale one.
+        app.set_status(0, status(0, Role::Leader, 42, 10, false));
+        app.set_status(2, status(2, Role::Leader, 43, 10, false));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('w')),
+            Some(Action::Write {
+                via: 2,
+                filename: "demo-3.txt".into()
+            })
+        );
+    }
+
+    #[test]
+    fn q_esc_and_ctrl_c_quit() {
+        for key in [
+            KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE),
+            KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE),
+            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+        ] {
+            let mut app = three_nodes();
+            assert_eq!(handle_key(&mut app, key), None, "{key:?}");
+            assert!(!app.running, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn key_releases_and_unknown_keys_do_nothing() {
+        let mut app = three_nodes();
+        let mut release = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+        release.kind = KeyEventKind::Release;
+        assert_eq!(handle_key(&mut app, release), None);
+        assert!(app.running);
+        assert_eq!(press(&mut app, KeyCode::Char('z')), None);
+        assert_eq!(press(&mut app, KeyCode::F(5)), None);
+        assert!(app.running);
+        assert_eq!(app.selected, 0);
+    }
+
+    #[test]
+    fn the_event_log_stays_in_time_order_and_bounded() {
+        let mut app = three_nodes();
+        app.push_event(event(0, 10, EventKind::Crashed));
+        app.push_event(event(1, 5, EventKind::Restored));
+        let order: Vec<_> = app.events.iter().map(|r| r.at).collect();
+        assert_eq!(order, vec![at(5), at(10)]);
+        for i in 0..3000 {
+            app.push_event(event(0, 100 + i, EventKind::Unblocked));
+        }
+        assert_eq!(app.events.len(), surfstore::tui::app::EVENT_LOG_CAPACITY);
+        assert_eq!(app.events.back().unwrap().at, at(3099));
+    }
+}
