@@ -334,6 +334,29 @@ fn one_corrupted_read_in_a_long_history_is_found() {
 }
 
 #[test]
+fn a_long_illegal_history_is_explained_quickly() {
+    let mut ops = generated(60_000, 8, 11, 50);
+    let victim = ops
+        .iter()
+        .rposition(|o| matches!(&o.outcome, Outcome::Map(m) if !m.is_empty()))
+        .expect("a read of a present file");
+    ops[victim].outcome = Outcome::Map(BTreeMap::new());
+    let history = History { ops };
+    let started = Instant::now();
+    let report = check_files(&history, &[F.to_owned()], Duration::from_secs(20));
+    let took = started.elapsed();
+    println!("60000 ops, illegal, explained in {took:?}");
+    match &report.files[0].verdict {
+        FileVerdict::Illegal(why) => {
+            println!("{why}");
+            assert!(why.verified && why.lines.len() < 40, "{why}");
+        }
+        other => panic!("expected illegal, got {other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "too slow: {took:?}");
+}
+
+#[test]
 fn the_raw_checker_starts_from_a_given_state() {
     let history = History {
         ops: H::default().r(0, 1, 2, "b").ops,

@@ -172,7 +172,7 @@ async fn an_unknown_scenario_name_is_refused() {
     let args = TesterArgs::try_parse_from(["tester", "127.0.0.1:1", "--only", "nope"]).unwrap();
     let (code, report) = run_async(&args, Reporter::silent()).await;
     assert_eq!(code, 2);
-    assert!(report.is_none());
+    assert!(report.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,5 +188,5 @@ async fn an_unreachable_cluster_is_exit_code_2() {
         .unwrap();
     let (code, report) = run_async(&args, Reporter::silent()).await;
     assert_eq!(code, 2);
-    assert!(report.is_none());
+    assert!(report.is_err());
 }

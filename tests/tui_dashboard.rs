@@ -264,12 +264,12 @@ mod render {
             LogLine {
                 index: 4,
                 term: 42,
-                command: "updatefile \"a.txt\" v1 (1 hashes)".into(),
+                command: "updatefile \"a.txt\" v1 (1 hash)".into(),
             },
             LogLine {
                 index: 5,
                 term: 42,
-                command: "updatefile \"b.txt\" v1 (1 hashes)".into(),
+                command: "updatefile \"b.txt\" v1 (1 hash)".into(),
             },
         ];
         app.set_log_tail(2, (5, 42), lines_);

@@ -66,6 +66,8 @@ pub enum ClusterError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Timing(StartError),
     #[error("{members} member(s) but {listeners} listener(s)")]
     ListenerCount { members: usize, listeners: usize },
     #[error("node {id} ({addr}): {source}")]
@@ -100,6 +102,7 @@ impl Cluster {
         config: &ClusterConfig,
         opts: &ClusterOptions,
     ) -> Result<Cluster, ClusterError> {
+        opts.timing.validate().map_err(ClusterError::Timing)?;
         let mut listeners = Vec::with_capacity(config.members.len());
         for addr in &config.members {
             // On error the listeners bound so far are dropped, freeing them.
@@ -122,6 +125,7 @@ impl Cluster {
         listeners: Vec<TcpListener>,
         opts: &ClusterOptions,
     ) -> Result<Cluster, ClusterError> {
+        opts.timing.validate().map_err(ClusterError::Timing)?;
         if members.len() != listeners.len() {
             return Err(ClusterError::ListenerCount {
                 members: members.len(),

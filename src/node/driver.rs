@@ -85,10 +85,9 @@ pub fn describe(data: &[u8]) -> String {
             version,
             hashlist,
         }) => {
-            format!(
-                "updatefile {filename:?} v{version} ({} hashes)",
-                hashlist.len()
-            )
+            let n = hashlist.len();
+            let plural = if n == 1 { "" } else { "es" };
+            format!("updatefile {filename:?} v{version} ({n} hash{plural})")
         }
         Err(e) => format!("undecodable: {e}"),
     }

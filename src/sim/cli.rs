@@ -32,7 +32,8 @@ pub struct SimArgs {
     /// Fault mix: calm, lossy, crash, partition, reboot, chaos, churn (default: drawn per seed).
     #[arg(long)]
     pub mix: Option<String>,
-    /// Liveness bound after healing, in ticks (default: 30 election timeouts).
+    /// Liveness bound after healing, in ticks (default: 30 election timeouts plus a
+    /// worst-case round trip per entry the most lagging node misses).
     #[arg(long)]
     pub heal_ticks: Option<u64>,
     /// Worker threads (default: available CPUs).

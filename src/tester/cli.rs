@@ -188,8 +188,9 @@ pub fn run(args: &TesterArgs) -> i32 {
     let reporter = Reporter::new(out, live);
     let (code, report) = runtime.block_on(run_async(args, reporter));
     if args.json {
-        if let Some(r) = &report {
-            println!("{}", report::json(r));
+        match &report {
+            Ok(r) => println!("{}", report::json(r)),
+            Err(e) => println!("{{\"passed\":false,\"error\":{}}}", report::json_str(e)),
         }
     }
     // Nothing may keep the process alive once the report is out.
@@ -198,19 +199,20 @@ pub fn run(args: &TesterArgs) -> i32 {
 }
 
 /// The whole run inside a runtime: discover, run, restore, report. Returns
-/// the exit code and, when scenarios ran, the report. Ctrl-C restores every
+/// the exit code and the report, or why no scenario ran. Ctrl-C restores every
 /// crashed node before returning 130.
-pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Option<RunReport>) {
+pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Result<RunReport, String>) {
     let selected = match args.selected() {
         Ok(s) => s,
         Err(e) => {
             reporter.line(&format!("surfstore tester: {e}"));
-            return (2, None);
+            return (2, Err(e.to_string()));
         }
     };
     let Some(addr) = args.addr.clone() else {
-        reporter.line("surfstore tester: a node address HOST:PORT is required");
-        return (2, None);
+        let e = "a node address HOST:PORT is required".to_owned();
+        reporter.line(&format!("surfstore tester: {e}"));
+        return (2, Err(e));
     };
     let seed = args
         .seed
@@ -226,7 +228,7 @@ pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Option<Ru
         Ok(c) => c,
         Err(e) => {
             reporter.line(&format!("surfstore tester: {e}"));
-            return (2, None);
+            return (2, Err(e.to_string()));
         }
     };
     let opts = args.options(seed);
@@ -243,12 +245,12 @@ pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Option<Ru
                 if !args.json {
                     reporter.line(&report::summary(&report));
                 }
-                (if report.passed() { 0 } else { 1 }, Some(report))
+                (if report.passed() { 0 } else { 1 }, Ok(report))
             }
             Err(e) => {
                 let _ = cluster.restore_all(args.rpc_timeout).await;
                 reporter.line(&format!("surfstore tester: {e}"));
-                (2, None)
+                (2, Err(e.to_string()))
             }
         },
         _ = interrupted() => {
@@ -258,7 +260,7 @@ pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Option<Ru
                 Ok(nodes) => reporter.line(&format!("restored {}", cluster.names(&nodes))),
                 Err(e) => reporter.line(&format!("could not restore everything: {e}")),
             }
-            (130, None)
+            (130, Err("interrupted".to_owned()))
         }
     }
 }

@@ -155,8 +155,10 @@ impl Raft {
                 self.send_empty(from);
             }
         } else {
-            // Fast back-off: skip the follower's whole conflicting term, or to
-            // its end when its log is short.
+            // On a rejection `match_index` carries the rejected `prev_index`
+            // (etcd's reject index), which tells a current rejection from a
+            // stale one. Fast back-off: skip the follower's whole conflicting
+            // term, or to its end when its log is short.
             let hint = if conflict_term == 0 {
                 conflict_index
             } else {

@@ -6,7 +6,9 @@
 //!
 //! Every AppendEntries and RequestVote that passes the envelope check is
 //! answered by exactly one response carrying its `ctx`, placed in the outbox and
-//! so only sent after the vote or entries it promises are durable.
+//! so only sent after the vote or entries it promises are durable. A rejected
+//! AppendEntries is answered with `match_index` = the rejected `prev_index`
+//! (so the leader can discard stale rejections) plus the conflict hint.
 
 use super::election::VoteResult;
 use super::error::RaftError;

@@ -57,7 +57,8 @@ pub enum MessageBody {
         read_seq: u64,
     },
     /// `success`: the follower's log now matches the leader's through
-    /// `match_index`. On rejection, `conflict_index`/`conflict_term` are the
+    /// `match_index`. On rejection, `match_index` carries the rejected
+    /// `prev_index` (so the leader can ignore stale rejections), and `conflict_index`/`conflict_term` are the
     /// fast back-off hint (first index of the conflicting term, or the
     /// follower's last index + 1 when its log is too short, with term 0).
     AppendEntriesResponse {

@@ -14,16 +14,25 @@
 //!
 //! Operations of unknown outcome have no return event: they may be placed at
 //! any point after their invocation, or never. They are tried only where they
-//! would change the state ([`model::changes`]); placing one where it changes
-//! nothing is never needed, which keeps a pile of failed-over writes from
-//! multiplying the search space.
+//! would change the state ([`model::changes`]): placing one where it changes
+//! nothing is never needed. Once one can never change anything again
+//! ([`model::spent`]) it is set aside (lifted as a forced move, outside the
+//! configuration), so a pile of failed-over writes neither multiplies the
+//! configurations nor slows every scan of the list.
 //!
-//! Promises: [`Verdict::Linearizable`] and [`Verdict::Illegal`] are exact (no
-//! heuristic pruning; the memo compares whole sets, not just hashes);
+//! The memo keys a configuration by a 128-bit Zobrist hash of the set and the
+//! state, not the set itself: constant memory per configuration however long
+//! the history (a bitset per entry would take gigabytes on long illegal
+//! histories, which must be searched exhaustively). A wrong "already seen"
+//! needs two of the configurations to collide in 128 random bits: for a
+//! billion configurations, a chance below 10^-20.
+//!
+//! Promises: no heuristic pruning, so [`Verdict::Linearizable`] and
+//! [`Verdict::Illegal`] are exact up to that hash collision;
 //! [`Verdict::TimedOut`] only when the deadline passed first.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
 use super::history::FileOp;
@@ -67,15 +76,42 @@ const END: u32 = u32::MAX;
 const HEAD: u32 = 0;
 
 /// Checks `ops` from state `init`. With `explain`, an illegal verdict carries
-/// the deepest partial linearization found (costs a copy of the stack each
-/// time the search goes deeper than before).
+/// the deepest partial linearization found: the search is deterministic, so
+/// it runs once more to find at which step it was deepest, and a third time
+/// to stop there and copy its stack (linear, where copying the stack at each
+/// new depth would be quadratic).
 pub fn check(
     ops: &[FileOp],
     init: State,
     deadline: Option<Instant>,
     explain: bool,
 ) -> (Verdict, SearchStats) {
-    Search::new(ops).run(init, deadline, explain)
+    let (verdict, stats, _) = Search::new(ops).run(init, deadline, Mode::Decide);
+    if !explain || !matches!(verdict, Verdict::Illegal(_)) {
+        return (verdict, stats);
+    }
+    let (_, _, deepest) = Search::new(ops).run(init, None, Mode::FindDeepest);
+    let (_, _, stuck) = Search::new(ops).run(init, None, Mode::StopAt(deepest.step));
+    (Verdict::Illegal(Box::new(stuck.stuck)), stats)
+}
+
+/// What a search run is for.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Just the verdict.
+    Decide,
+    /// Also the step at which the stack was deepest when a return blocked it.
+    FindDeepest,
+    /// Stop at this step (a blocked return) and describe the search there.
+    StopAt(u64),
+}
+
+/// What [`Mode::FindDeepest`] and [`Mode::StopAt`] report.
+#[derive(Default)]
+struct Deepest {
+    depth: usize,
+    step: u64,
+    stuck: Stuck,
 }
 
 /// The event list: node 0 is the head sentinel, then one node per event.
@@ -89,7 +125,7 @@ struct Search<'a> {
     /// return nodes.
     ret_of: Vec<u32>,
     is_call: Vec<bool>,
-    zobrist: Vec<u64>,
+    zobrist: Vec<u128>,
 }
 
 impl<'a> Search<'a> {
@@ -124,7 +160,9 @@ impl<'a> Search<'a> {
             }
         }
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let zobrist = (0..ops.len()).map(|_| splitmix64(&mut seed)).collect();
+        let zobrist = (0..ops.len())
+            .map(|_| u128::from(splitmix64(&mut seed)) << 64 | u128::from(splitmix64(&mut seed)))
+            .collect();
         Search {
             ops,
             next,
@@ -173,16 +211,14 @@ impl<'a> Search<'a> {
         mut self,
         init: State,
         deadline: Option<Instant>,
-        explain: bool,
-    ) -> (Verdict, SearchStats) {
-        let words = self.ops.len().div_ceil(64);
-        let mut bits = vec![0u64; words];
-        let mut zob = 0u64;
-        let mut memo: HashSet<MemoKey, BuildHasherDefault<FxHasher>> = HashSet::default();
-        let mut stack: Vec<(u32, State)> = Vec::new();
+        mode: Mode,
+    ) -> (Verdict, SearchStats, Deepest) {
+        let mut zob = 0u128;
+        let mut memo: HashSet<(u128, State), BuildHasherDefault<FxHasher>> = HashSet::default();
+        let mut stack: Vec<Frame> = Vec::new();
         let mut state = init;
         let mut stats = SearchStats::default();
-        let mut best: Option<Stuck> = None;
+        let mut deepest = Deepest::default();
         let mut entry = self.next[HEAD as usize];
         loop {
             stats.steps += 1;
@@ -190,7 +226,7 @@ impl<'a> Search<'a> {
                 if let Some(d) = deadline {
                     if Instant::now() >= d {
                         stats.configurations = memo.len();
-                        return (Verdict::TimedOut, stats);
+                        return (Verdict::TimedOut, stats, deepest);
                     }
                 }
             }
@@ -198,87 +234,97 @@ impl<'a> Search<'a> {
                 // No return is left in the list: every operation with a known
                 // outcome is linearized.
                 stats.configurations = memo.len();
-                return (Verdict::Linearizable, stats);
+                return (Verdict::Linearizable, stats, deepest);
             }
             let e = entry as usize;
             if self.is_call[e] {
                 let op_index = self.op_of[e] as usize;
                 let op = &self.ops[op_index];
-                if op.ret.is_none() && !model::changes(state, &op.kind) {
-                    entry = self.next[e];
-                    continue;
+                if op.ret.is_none() {
+                    if model::spent(state, &op.kind) {
+                        // Set aside until the search backtracks past here.
+                        stack.push(Frame {
+                            call: entry,
+                            state,
+                            forced: true,
+                        });
+                        self.lift(entry);
+                        entry = self.next[e];
+                        continue;
+                    }
+                    if !model::changes(state, &op.kind) {
+                        entry = self.next[e];
+                        continue;
+                    }
                 }
                 if let Some(new_state) = model::step(state, &op.kind) {
-                    let (w, b) = (op_index / 64, 1u64 << (op_index % 64));
-                    bits[w] |= b;
-                    let key = MemoKey {
-                        zob: zob ^ self.zobrist[op_index],
-                        state: new_state,
-                        bits: bits.clone().into_boxed_slice(),
-                    };
-                    if memo.insert(key) {
-                        stack.push((entry, state));
+                    let key = zob ^ self.zobrist[op_index];
+                    if memo.insert((key, new_state)) {
+                        stack.push(Frame {
+                            call: entry,
+                            state,
+                            forced: false,
+                        });
                         state = new_state;
-                        zob ^= self.zobrist[op_index];
+                        zob = key;
                         self.lift(entry);
                         entry = self.next[HEAD as usize];
                         continue;
                     }
-                    bits[w] &= !b;
                 }
                 entry = self.next[e];
             } else {
-                if explain && best.as_ref().is_none_or(|b| stack.len() > b.prefix.len()) {
-                    best = Some(Stuck {
-                        prefix: stack
-                            .iter()
-                            .map(|&(c, _)| self.op_of[c as usize] as usize)
-                            .collect(),
-                        state,
-                        op: self.op_of[e] as usize,
-                    });
+                match mode {
+                    Mode::Decide => {}
+                    Mode::FindDeepest => {
+                        if stack.len() > deepest.depth {
+                            deepest.depth = stack.len();
+                            deepest.step = stats.steps;
+                        }
+                    }
+                    Mode::StopAt(step) if stats.steps == step => {
+                        deepest.stuck = Stuck {
+                            prefix: stack
+                                .iter()
+                                .filter(|f| !f.forced)
+                                .map(|f| self.op_of[f.call as usize] as usize)
+                                .collect(),
+                            state,
+                            op: self.op_of[e] as usize,
+                        };
+                        stats.configurations = memo.len();
+                        return (Verdict::Illegal(Box::default()), stats, deepest);
+                    }
+                    Mode::StopAt(_) => {}
                 }
-                let Some((call, previous)) = stack.pop() else {
-                    stats.configurations = memo.len();
-                    return (Verdict::Illegal(Box::new(best.unwrap_or_default())), stats);
-                };
-                stats.backtracks += 1;
-                let op_index = self.op_of[call as usize] as usize;
-                bits[op_index / 64] &= !(1u64 << (op_index % 64));
-                zob ^= self.zobrist[op_index];
-                state = previous;
-                self.unlift(call);
-                entry = self.next[call as usize];
+                // Undo the forced moves above the last choice, then the choice.
+                loop {
+                    let Some(frame) = stack.pop() else {
+                        stats.configurations = memo.len();
+                        return (Verdict::Illegal(Box::default()), stats, deepest);
+                    };
+                    self.unlift(frame.call);
+                    state = frame.state;
+                    if !frame.forced {
+                        stats.backtracks += 1;
+                        zob ^= self.zobrist[self.op_of[frame.call as usize] as usize];
+                        entry = self.next[frame.call as usize];
+                        break;
+                    }
+                }
             }
         }
     }
 }
 
-/// A memoized configuration. Hashing uses only the Zobrist hash of the set
-/// and the state; equality compares the whole set.
-struct MemoKey {
-    zob: u64,
+/// One move of the search: a linearized operation, or (`forced`) an
+/// operation of unknown outcome set aside for good.
+struct Frame {
+    call: u32,
+    /// The state before the move.
     state: State,
-    bits: Box<[u64]>,
+    forced: bool,
 }
-
-impl Hash for MemoKey {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(
-            self.zob
-                ^ (self.state.version as u64).rotate_left(17)
-                ^ u64::from(self.state.hash).rotate_left(41),
-        );
-    }
-}
-
-impl PartialEq for MemoKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.zob == other.zob && self.state == other.state && self.bits == other.bits
-    }
-}
-
-impl Eq for MemoKey {}
 
 /// A one-word multiplicative hasher (the keys are already well mixed).
 #[derive(Default)]
@@ -292,6 +338,13 @@ impl Hasher for FxHasher {
         for &b in bytes {
             self.write_u64(u64::from(b));
         }
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64);
+        self.write_u64((x >> 64) as u64);
     }
     fn write_u64(&mut self, x: u64) {
         self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);

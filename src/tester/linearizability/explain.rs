@@ -70,7 +70,14 @@ pub fn explain(history: &History, fh: &FileHistory, stuck: &Stuck) -> Explanatio
         let keep_from = stuck.prefix.len().saturating_sub(j);
         let (start, before) = state_after(fh, &stuck.prefix[..keep_from]);
         let mut window: Vec<usize> = stuck.prefix[keep_from..].to_vec();
-        window.extend((0..fh.ops.len()).filter(|&i| !in_prefix[i] && fh.ops[i].invoke <= horizon));
+        // Operations of unknown outcome that can no longer do anything from
+        // the window's start state cannot matter to it.
+        window.extend((0..fh.ops.len()).filter(|&i| {
+            let op = &fh.ops[i];
+            !in_prefix[i]
+                && op.invoke <= horizon
+                && !(op.ret.is_none() && super::model::spent(start, &op.kind))
+        }));
         window.sort_by_key(|&i| (fh.ops[i].invoke, i));
         let sub: Vec<FileOp> = window
             .iter()

@@ -68,18 +68,12 @@ pub fn check_files(history: &History, files: &[String], budget: Duration) -> Rep
         .map(|fh| {
             let t = Instant::now();
             let (verdict, stats) =
-                checker::check(&fh.ops, model::State::ABSENT, Some(t + budget), false);
+                checker::check(&fh.ops, model::State::ABSENT, Some(t + budget), true);
             let verdict = match verdict {
                 Verdict::Linearizable => FileVerdict::Linearizable,
                 Verdict::TimedOut => FileVerdict::TimedOut,
-                Verdict::Illegal(_) => {
-                    // Search again, recording where it gets stuck.
-                    match checker::check(&fh.ops, model::State::ABSENT, None, true).0 {
-                        Verdict::Illegal(stuck) => {
-                            FileVerdict::Illegal(Box::new(explain::explain(history, &fh, &stuck)))
-                        }
-                        other => unreachable!("the search is deterministic, got {other:?}"),
-                    }
+                Verdict::Illegal(stuck) => {
+                    FileVerdict::Illegal(Box::new(explain::explain(history, &fh, &stuck)))
                 }
             };
             FileReport {

@@ -78,6 +78,17 @@ pub fn changes(state: State, op: &FileOpKind) -> bool {
     }
 }
 
+/// True when `op` can change neither `state` nor any state after it:
+/// versions only grow, so a write of a version at or below the current one is
+/// a no-op from here on. The checker sets such an operation of unknown outcome
+/// aside (it "never happened") instead of trying it again at every step.
+pub fn spent(state: State, op: &FileOpKind) -> bool {
+    match *op {
+        FileOpKind::Write { version, .. } => version <= state.version,
+        FileOpKind::Read { .. } => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
