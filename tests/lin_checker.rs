@@ -197,6 +197,28 @@ fn an_unknown_write_cannot_undo_a_later_state() {
 }
 
 #[test]
+fn a_set_aside_unknown_write_comes_back_when_the_search_backtracks() {
+    // Linearizing x first sets u aside (version 1 is taken); the read of u
+    // then fails, and only backtracking past u's set-aside can try u first.
+    assert!(!H::default()
+        .w(0, 10, 1, "x", Some(true))
+        .w(1, 0, 1, "u", None)
+        .r(11, 12, 1, "u")
+        .linearizable());
+    assert!(H::default()
+        .w(0, 10, 1, "x", Some(true))
+        .w(1, 0, 1, "u", None)
+        .r(11, 12, 1, "x")
+        .linearizable());
+    // u at version 2 can follow x.
+    assert!(H::default()
+        .w(0, 10, 1, "x", Some(true))
+        .w(1, 0, 2, "u", None)
+        .r(11, 12, 2, "u")
+        .linearizable());
+}
+
+#[test]
 fn the_explanation_names_the_stale_read() {
     let history = History {
         ops: H::default()

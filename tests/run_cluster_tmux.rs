@@ -92,20 +92,6 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `#{pane_dead} #{pane_dead_status}`: `Some(status)` once the program exited.
-    fn exit_status(&self) -> Option<i32> {
-        let out = self.run(&[
-            "display-message",
-            "-p",
-            "-t",
-            "e2e",
-            "#{pane_dead} #{pane_dead_status}",
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut parts = text.split_whitespace();
-        (parts.next() == Some("1")).then(|| parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1))
-    }
-
     /// Polls the screen until `pred` holds; returns that screen.
     fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + DEADLINE;
@@ -200,8 +186,15 @@ async fn run_cluster_in_tmux_crash_restore_write_quit() {
     std::fs::write(&config, text).unwrap();
 
     let script = format!("{}/run-cluster.sh", env!("CARGO_MANIFEST_DIR"));
+    // tmux 3.3 can mark a pane dead (pty closed) without ever recording the
+    // exit status, so a wrapper shell writes it to a file for `exit_status`.
+    let status_file = tmux_dir.join("exit-status");
     let tmux = Tmux::start(
-        &format!("{script} {}", config.display()),
+        &format!(
+            "sh -c '\"$0\" \"$1\"; echo $? > \"$2\"' '{script}' '{}' '{}'",
+            config.display(),
+            status_file.display()
+        ),
         &[("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))],
     );
     let nodes = Nodes {
@@ -293,7 +286,7 @@ async fn run_cluster_in_tmux_crash_restore_write_quit() {
     tmux.keys(&["q"]);
     let deadline = Instant::now() + DEADLINE;
     let status = loop {
-        if let Some(status) = tmux.exit_status() {
+        if let Some(status) = exit_status(&status_file) {
             break status;
         }
         assert!(
@@ -310,4 +303,9 @@ async fn run_cluster_in_tmux_crash_restore_write_quit() {
         assert!(TcpListener::bind(a).is_ok(), "{a} still bound after q");
     }
     let _ = std::fs::remove_dir_all(&tmux_dir);
+}
+
+/// The program's exit status, once the wrapper shell has written it.
+fn exit_status(path: &std::path::Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

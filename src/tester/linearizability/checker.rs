@@ -219,6 +219,8 @@ impl<'a> Search<'a> {
         let mut state = init;
         let mut stats = SearchStats::default();
         let mut deepest = Deepest::default();
+        // Frames on the stack that are not forced: operations linearized.
+        let mut linearized = 0usize;
         let mut entry = self.next[HEAD as usize];
         loop {
             stats.steps += 1;
@@ -267,6 +269,7 @@ impl<'a> Search<'a> {
                         });
                         state = new_state;
                         zob = key;
+                        linearized += 1;
                         self.lift(entry);
                         entry = self.next[HEAD as usize];
                         continue;
@@ -277,8 +280,8 @@ impl<'a> Search<'a> {
                 match mode {
                     Mode::Decide => {}
                     Mode::FindDeepest => {
-                        if stack.len() > deepest.depth {
-                            deepest.depth = stack.len();
+                        if linearized > deepest.depth {
+                            deepest.depth = linearized;
                             deepest.step = stats.steps;
                         }
                     }
@@ -306,6 +309,7 @@ impl<'a> Search<'a> {
                     self.unlift(frame.call);
                     state = frame.state;
                     if !frame.forced {
+                        linearized -= 1;
                         stats.backtracks += 1;
                         zob ^= self.zobrist[self.op_of[frame.call as usize] as usize];
                         entry = self.next[frame.call as usize];
