@@ -111,6 +111,9 @@ pub struct NodeOptions {
     pub max_entries_per_message: usize,
     pub max_bytes_per_message: usize,
     pub max_inflight: usize,
+    /// Where this node keeps what must survive a restart; `None` keeps
+    /// everything in memory (the assignment's behaviour).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeOptions {
@@ -124,6 +127,7 @@ impl NodeOptions {
             max_entries_per_message: 4096,
             max_bytes_per_message: 4 << 20,
             max_inflight: 4,
+            data_dir: None,
         }
     }
 
