@@ -8,6 +8,8 @@
 # Cargo.toml or Cargo.lock; then this shell is replaced by
 # `surfstore cluster CONFIG flags...`, so signals and the terminal reach it
 # directly. SURFSTORE_BIN=PATH runs that binary instead (the test suite uses it).
+# Node i keeps its write-ahead log in data/node<i> under the caller's directory
+# unless given --data-dir DIR (then DIR/node<i>) or --in-memory.
 set -euo pipefail
 
 if [ "$#" -lt 1 ]; then

@@ -7,6 +7,8 @@
 # Cargo.toml or Cargo.lock; then this shell is replaced by
 # `surfstore server CONFIG ID flags...`, so signals reach the node directly.
 # SURFSTORE_BIN=PATH runs that binary instead (the test suite uses it).
+# The node keeps its write-ahead log in data/node<ID> under the caller's
+# directory unless given --data-dir DIR or --in-memory.
 set -euo pipefail
 
 if [ "$#" -lt 2 ]; then

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run one node of the cluster described by CONFIG, as member ID.
     Server(ServerArgs),
+    /// Sync a local folder with the cluster (what run-client.sh execs).
+    Client(surfstore::client::ClientArgs),
     /// Run the deterministic Raft simulation (many seeds, or replay one).
     Sim(surfstore::sim::SimArgs),
     /// Drive a live cluster through failures and check it (what run-tester.sh execs).
@@ -45,7 +47,38 @@ enum Command {
         /// Under the dashboard, write the nodes' logs to this file (else dropped).
         #[arg(long)]
         log_file: Option<PathBuf>,
+        #[command(flatten)]
+        storage: StorageArgs,
     },
+}
+
+#[derive(Args)]
+struct StorageArgs {
+    /// Where the write-ahead log lives. `server`: this node's directory
+    /// (default data/node<ID> under the current directory); `cluster`: node i
+    /// uses DIR/node<i> (default data/node<i>).
+    #[arg(long, conflicts_with = "in_memory")]
+    data_dir: Option<PathBuf>,
+    /// Keep the log in memory only (the assignment's behaviour): a restarted
+    /// process starts empty.
+    #[arg(long)]
+    in_memory: bool,
+    /// `always`: fdatasync the log before anything in it is acknowledged or
+    /// counted (survives power loss). `never`: leave flushing to the OS
+    /// (survives kill -9 of the process, not power loss or an OS crash).
+    #[arg(long, default_value = "always", value_name = "always|never")]
+    fsync: node::storage::FsyncPolicy,
+}
+
+impl StorageArgs {
+    /// The directory that holds node data: `default` unless given or in memory.
+    fn dir(&self, default: PathBuf) -> Option<PathBuf> {
+        if self.in_memory {
+            None
+        } else {
+            Some(self.data_dir.clone().unwrap_or(default))
+        }
+    }
 }
 
 #[derive(Args)]
@@ -99,12 +132,24 @@ struct ServerArgs {
     /// Most AppendEntries in flight to one follower.
     #[arg(long, default_value_t = 4)]
     max_inflight: usize,
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Largest block `putblock` accepts, in bytes (its base64 must also fit
+    /// within --max-body-bytes).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_block_bytes: usize,
+    /// Blocks no file references are deleted after this many seconds; 0 never deletes.
+    #[arg(long, default_value_t = 3600)]
+    block_gc_grace_secs: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => ExitCode::from(surfstore::sim::run_cli(&args).clamp(0, 255) as u8),
+        Command::Client(args) => {
+            ExitCode::from(surfstore::client::run_cli(&args).clamp(0, 255) as u8)
+        }
         Command::Tester(args) => {
             ExitCode::from(surfstore::tester::run_cli(&args).clamp(0, 255) as u8)
         }
@@ -114,12 +159,15 @@ fn main() -> ExitCode {
             headless,
             seed,
             log_file,
+            storage,
         } => {
             let opts = surfstore::cluster::launch::LaunchOptions {
                 config,
                 cluster: surfstore::cluster::ClusterOptions {
                     timing: timing.timing(),
                     seed,
+                    data_dir: storage.dir(PathBuf::from("data")),
+                    fsync: storage.fsync,
                     ..Default::default()
                 },
                 headless,
@@ -163,6 +211,13 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     opts.server.max_body_bytes = args.max_body_bytes;
     opts.server.max_connections = args.max_connections;
     opts.max_inflight = args.max_inflight;
+    opts.blocks.max_block_bytes = args.max_block_bytes;
+    opts.blocks.gc_grace =
+        (args.block_gc_grace_secs > 0).then(|| Duration::from_secs(args.block_gc_grace_secs));
+    opts.data_dir = args
+        .storage
+        .dir(PathBuf::from(format!("data/node{}", args.id)));
+    opts.fsync = args.storage.fsync;
     if let Some(seed) = args.seed {
         opts.seed = seed;
     }

@@ -12,6 +12,7 @@ fn run_server(config_text: &str, id: &str) -> (bool, String) {
         .arg("server")
         .arg(&path)
         .arg(id)
+        .arg("--in-memory")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -49,7 +50,7 @@ fn an_id_out_of_range_is_refused() {
 #[test]
 fn a_missing_config_file_is_refused() {
     let out = Command::new(env!("CARGO_BIN_EXE_surfstore"))
-        .args(["server", "/nonexistent/surfstore.cfg", "0"])
+        .args(["server", "/nonexistent/surfstore.cfg", "0", "--in-memory"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -75,6 +76,7 @@ fn bad_timing_flags_are_refused() {
             .arg("server")
             .arg(&path)
             .arg("0")
+            .arg("--in-memory")
             .args(flags)
             .output()
             .unwrap();

@@ -98,8 +98,8 @@ async fn the_whole_api_table() {
         );
     }
 
-    // The block store is a later issue: fault 4 until then.
-    assert_eq!(fault_code(&c.call(l, "getblock", &[s("h")]).await), Some(4));
+    // The block store refuses what cannot be a block hash.
+    assert_eq!(fault_code(&c.call(l, "getblock", &[s("h")]).await), Some(3));
 
     // The crashed state.
     assert_eq!(c.call(f, "crash", &[]).await.unwrap(), Value::Bool(true));

@@ -189,11 +189,15 @@ async fn run_cluster_in_tmux_crash_restore_write_quit() {
     // tmux 3.3 can mark a pane dead (pty closed) without ever recording the
     // exit status, so a wrapper shell writes it to a file for `exit_status`.
     let status_file = tmux_dir.join("exit-status");
+    // A fresh data directory per run: nothing is inherited from an earlier one.
+    let data_dir = tmux_dir.join("data");
+    let _ = std::fs::remove_dir_all(&data_dir);
     let tmux = Tmux::start(
         &format!(
-            "sh -c '\"$0\" \"$1\"; echo $? > \"$2\"' '{script}' '{}' '{}'",
+            "sh -c '\"$0\" \"$1\" --data-dir \"$3\"; echo $? > \"$2\"' '{script}' '{}' '{}' '{}'",
             config.display(),
-            status_file.display()
+            status_file.display(),
+            data_dir.display()
         ),
         &[("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))],
     );

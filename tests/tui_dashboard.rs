@@ -292,6 +292,7 @@ mod render {
             "0-2",
             "↑↓",
             "c crash",
+            "k kill",
             "r restore",
             "a restore all",
             "w write",
@@ -385,6 +386,17 @@ mod keys {
             press(&mut app, KeyCode::Char('r')),
             Some(Action::Restore(1))
         );
+    }
+
+    #[test]
+    fn k_kills_the_selected_node_crashed_or_not() {
+        let mut app = three_nodes();
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(press(&mut app, KeyCode::Char('k')), Some(Action::Kill(2)));
+        assert!(app.events.back().unwrap().text.contains("data directory"));
+        // A simulated crash does not stop a real one.
+        press(&mut app, KeyCode::Char('1'));
+        assert_eq!(press(&mut app, KeyCode::Char('k')), Some(Action::Kill(1)));
     }
 
     #[test]

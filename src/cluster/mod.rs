@@ -45,6 +45,10 @@ pub struct ClusterOptions {
     /// Most AppendEntries in flight to one follower.
     pub max_inflight: usize,
     pub server: ServerOptions,
+    /// Node i keeps its write-ahead log in `data_dir/node<i>`; `None` keeps
+    /// every node in memory.
+    pub data_dir: Option<std::path::PathBuf>,
+    pub fsync: crate::node::storage::FsyncPolicy,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +58,8 @@ impl Default for ClusterOptions {
             seed: None,
             max_inflight: 4,
             server: ServerOptions::default(),
+            data_dir: None,
+            fsync: crate::node::storage::FsyncPolicy::Always,
         }
     }
 }
@@ -68,6 +74,8 @@ pub enum ClusterError {
     },
     #[error("{0}")]
     Timing(StartError),
+    #[error("node {0} keeps its log in memory: a kill would lose it, so there is nothing to restart from (start without --in-memory)")]
+    InMemory(NodeId),
     #[error("{members} member(s) but {listeners} listener(s)")]
     ListenerCount { members: usize, listeners: usize },
     #[error("node {id} ({addr}): {source}")]
@@ -76,6 +84,11 @@ pub enum ClusterError {
         addr: String,
         source: StartError,
     },
+}
+
+/// Node `id`'s data directory under a cluster's base directory.
+pub fn node_dir(base: &std::path::Path, id: NodeId) -> std::path::PathBuf {
+    base.join(format!("node{id}"))
 }
 
 fn bind_hint(e: &std::io::Error) -> &'static str {
@@ -91,8 +104,13 @@ pub struct Cluster {
     members: Vec<String>,
     /// `nodes[i]` is member i. Emptied by `shutdown`.
     nodes: Vec<RunningNode>,
-    shutdown: watch::Sender<bool>,
+    /// `shutdowns[i]` stops node i (all of them: the whole cluster).
+    shutdowns: Vec<watch::Sender<bool>>,
+    /// What node i was started with (a kill restarts it with the same).
+    options: Vec<NodeOptions>,
     feed: Option<Feed>,
+    feed_tx: tokio::sync::mpsc::Sender<FeedItem>,
+    /// `forwarders[i]` relays node i's events into the feed.
     forwarders: Vec<JoinHandle<()>>,
 }
 
@@ -132,13 +150,14 @@ impl Cluster {
                 listeners: listeners.len(),
             });
         }
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let (feed_tx, feed) = feed::channel();
         let mut cluster = Cluster {
             members: members.clone(),
             nodes: Vec::with_capacity(members.len()),
-            shutdown,
+            shutdowns: Vec::with_capacity(members.len()),
+            options: Vec::with_capacity(members.len()),
             feed: Some(feed),
+            feed_tx: feed_tx.clone(),
             forwarders: Vec::with_capacity(members.len()),
         };
         for (i, listener) in listeners.into_iter().enumerate() {
@@ -146,10 +165,15 @@ impl Cluster {
             node_opts.timing = opts.timing.clone();
             node_opts.max_inflight = opts.max_inflight;
             node_opts.server = opts.server.clone();
+            node_opts.data_dir = opts.data_dir.as_ref().map(|d| node_dir(d, i as u64));
+            node_opts.fsync = opts.fsync;
             if let Some(seed) = opts.seed {
                 node_opts.seed = seed.wrapping_add(i as u64);
             }
-            match node::start_on(node_opts, listener, shutdown_rx.clone()).await {
+            let (shutdown, shutdown_rx) = watch::channel(false);
+            cluster.shutdowns.push(shutdown);
+            cluster.options.push(node_opts.clone());
+            match node::start_on(node_opts, listener, shutdown_rx).await {
                 Ok(running) => {
                     // Before the first election timeout: no event is missed.
                     let events = running.handle.events();
@@ -226,27 +250,83 @@ impl Cluster {
     }
 
     async fn stop(&mut self) {
-        let _ = self.shutdown.send(true);
+        for s in &self.shutdowns {
+            let _ = s.send(true);
+        }
         for node in self.nodes.drain(..) {
-            let _ = node.driver.await;
-            let mut server = node.server;
-            if tokio::time::timeout(SERVER_STOP_TIMEOUT, &mut server)
-                .await
-                .is_err()
-            {
-                server.abort();
-                let _ = server.await;
-            }
+            stop_node(node).await;
         }
         for f in self.forwarders.drain(..) {
             f.abort();
         }
     }
+
+    /// A real crash and recovery of node `id`: its tasks are stopped and
+    /// everything it held in memory is dropped; then a new node is started
+    /// on the same address from its data directory alone. Returns the new
+    /// node's handle. Refused for a cluster kept in memory (there would be
+    /// nothing to recover from).
+    pub async fn kill_and_restart(&mut self, id: NodeId) -> Result<NodeHandle, ClusterError> {
+        let i = id as usize;
+        let opts = self.options[i].clone();
+        let addr = self.members[i].clone();
+        if opts.data_dir.is_none() {
+            return Err(ClusterError::InMemory(id));
+        }
+        let _ = self.shutdowns[i].send(true);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        self.shutdowns[i] = shutdown;
+        // Its event stream ends with it; a new forwarder follows the new node.
+        self.forwarders[i].abort();
+        let placeholder = stopped_placeholder(&self.nodes[i]);
+        let old = std::mem::replace(&mut self.nodes[i], placeholder);
+        stop_node(old).await;
+        let listener = TcpListener::bind(self.nodes[i].addr)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let running = node::start_on(opts, listener, shutdown_rx)
+            .await
+            .map_err(|source| ClusterError::Start { id, addr, source })?;
+        self.forwarders[i] = feed::forward(id, running.handle.events(), self.feed_tx.clone());
+        let handle = running.handle.clone();
+        self.nodes[i] = running;
+        Ok(handle)
+    }
+}
+
+/// Waits for a stopped node's driver and server to end (the server gets
+/// `SERVER_STOP_TIMEOUT` to finish its in-flight calls, then is aborted).
+async fn stop_node(node: RunningNode) {
+    let _ = node.driver.await;
+    let mut server = node.server;
+    if tokio::time::timeout(SERVER_STOP_TIMEOUT, &mut server)
+        .await
+        .is_err()
+    {
+        server.abort();
+        let _ = server.await;
+    }
+}
+
+/// Stands in for a node while it is being restarted: same handle and
+/// address, tasks already finished.
+fn stopped_placeholder(node: &RunningNode) -> RunningNode {
+    RunningNode {
+        handle: node.handle.clone(),
+        addr: node.addr,
+        driver: tokio::spawn(async {}),
+        server: tokio::spawn(async { Ok(()) }),
+    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        for s in &self.shutdowns {
+            let _ = s.send(true);
+        }
         for f in &self.forwarders {
             f.abort();
         }

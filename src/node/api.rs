@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::node::blocks::BlockService;
 use crate::node::command::Command;
 use crate::node::driver::{LogLine, NodeStatus, Request};
 use crate::node::error::NodeError;
@@ -25,6 +26,8 @@ pub struct NodeHandle {
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<NodeStatus>,
     events: broadcast::Sender<NodeEvent>,
+    /// The block store; `None` serves no block methods (fault 4).
+    blocks: Option<BlockService>,
 }
 
 const PREFIX: &str = "surfstore.";
@@ -43,7 +46,19 @@ impl NodeHandle {
             requests,
             status,
             events,
+            blocks: None,
         }
+    }
+
+    /// This handle, serving the block methods from `blocks`.
+    pub fn with_blocks(mut self, blocks: BlockService) -> Self {
+        self.blocks = Some(blocks);
+        self
+    }
+
+    /// The block store, when this node serves one.
+    pub fn blocks(&self) -> Option<&BlockService> {
+        self.blocks.as_ref()
     }
 
     /// Subscribes to the node's events (elections, votes, commits, crashes…).
@@ -184,14 +199,18 @@ impl NodeHandle {
                 let resp = self.ask(|reply| Request::Peer { msg, reply }).await??;
                 Ok(peer_wire::encode(&resp))
             }
-            "getblock" | "putblock" | "hasblocks" => {
+            "getblock" | "putblock" | "hasblocks" | "storeBlock" | "readBlock" => {
+                // The crashed check comes before any argument check.
                 if self.crashed() {
                     return Err(NodeError::Crashed(self.id));
                 }
-                Err(NodeError::NoSuchMethod(format!(
-                    "'{}': the block store is not served by this version",
-                    call.method
-                )))
+                let Some(blocks) = &self.blocks else {
+                    return Err(NodeError::NoSuchMethod(format!(
+                        "'{}': this node serves no block store",
+                        call.method
+                    )));
+                };
+                block_method(blocks, name, params).await
             }
             _ => Err(NodeError::NoSuchMethod(format!("'{}'", call.method))),
         }
@@ -201,6 +220,90 @@ impl NodeHandle {
 impl Handler for NodeHandle {
     async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
         self.dispatch(call).await.map_err(Fault::from)
+    }
+}
+
+/// The block methods of API.md and their node-to-node helpers.
+async fn block_method(
+    blocks: &BlockService,
+    name: &str,
+    mut params: Vec<Value>,
+) -> Result<Value, NodeError> {
+    match name {
+        "getblock" | "readBlock" => {
+            arity(name, &params, 1, "(hash:string)")?;
+            let hash = match params.pop() {
+                Some(Value::String(h)) => h,
+                Some(other) => {
+                    return Err(NodeError::BadRequest(format!(
+                        "{name}: hash must be a string, got {}",
+                        other.type_name()
+                    )))
+                }
+                None => unreachable!("arity checked"),
+            };
+            if name == "readBlock" {
+                // Local only: a peer never asks its own peers.
+                return Ok(match blocks.store.get(&hash).await? {
+                    Some(d) => Value::Base64(d.to_vec()),
+                    None => Value::Bool(false),
+                });
+            }
+            Ok(Value::Base64(blocks.get(&hash).await?.to_vec()))
+        }
+        "putblock" | "storeBlock" => {
+            arity(name, &params, 1, "(block:base64)")?;
+            let data = match params.pop() {
+                Some(Value::Base64(d)) => d,
+                Some(other) => {
+                    return Err(NodeError::BadRequest(format!(
+                        "{name}: block must be base64, got {}",
+                        other.type_name()
+                    )))
+                }
+                None => unreachable!("arity checked"),
+            };
+            if name == "storeBlock" {
+                blocks.store_local(data).await?;
+            } else {
+                blocks.put(data).await?;
+            }
+            Ok(Value::Bool(true))
+        }
+        "hasblocks" => {
+            arity(name, &params, 1, "(hashlist:array of string)")?;
+            let list = match params.pop() {
+                Some(Value::Array(a)) => a,
+                Some(other) => {
+                    return Err(NodeError::BadRequest(format!(
+                        "hasblocks: hashlist must be an array, got {}",
+                        other.type_name()
+                    )))
+                }
+                None => unreachable!("arity checked"),
+            };
+            let mut hashes = Vec::with_capacity(list.len());
+            for h in list {
+                match h {
+                    Value::String(h) => hashes.push(h),
+                    other => {
+                        return Err(NodeError::BadRequest(format!(
+                            "hasblocks: hashlist entries must be strings, got {}",
+                            other.type_name()
+                        )))
+                    }
+                }
+            }
+            Ok(Value::Array(
+                blocks
+                    .has(hashes)
+                    .await
+                    .into_iter()
+                    .map(Value::String)
+                    .collect(),
+            ))
+        }
+        _ => unreachable!("block_method called for {name}"),
     }
 }
 
@@ -250,6 +353,7 @@ fn update_args(params: Vec<Value>) -> Result<(String, i64, Vec<Value>), NodeErro
         }
         Some(Value::String(s)) => {
             check_xml_text("filename", &s)?;
+            check_filename(&s)?;
             s
         }
         Some(other) => return Err(bad("filename must be a string", &other)),
@@ -278,6 +382,36 @@ fn update_args(params: Vec<Value>) -> Result<(String, i64, Vec<Value>), NodeErro
         }
     }
     Ok((filename, version, hashlist))
+}
+
+/// Refuses file names a sync client could not safely write under its base
+/// directory: absolute paths, empty, `.` or `..` components, control
+/// characters other than tab, and `index.txt` (the client's own index).
+fn check_filename(name: &str) -> Result<(), NodeError> {
+    let bad = |why: &str| {
+        Err(NodeError::BadRequest(format!(
+            "updatefile: filename {name:?} {why}"
+        )))
+    };
+    if name.starts_with('/') || name.starts_with('\\') {
+        return bad("is an absolute path");
+    }
+    if let Some(c) = name.chars().find(|&c| c.is_control() && c != '\t') {
+        return bad(&format!(
+            "contains the control character U+{:04X}",
+            c as u32
+        ));
+    }
+    if let Some(part) = name
+        .split('/')
+        .find(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return bad(&format!("has a {:?} path component", part));
+    }
+    if name == "index.txt" {
+        return bad("is reserved for the sync client's index");
+    }
+    Ok(())
 }
 
 /// Refuses text that XML 1.0 cannot carry (control characters other than tab,

@@ -3,6 +3,7 @@
 //! driver task that owns them, the peer senders and the XML-RPC method table.
 
 pub mod api;
+pub mod blocks;
 pub mod command;
 pub mod driver;
 pub mod error;
@@ -25,7 +26,7 @@ pub use error::NodeError;
 
 use crate::node::driver::Driver;
 use crate::node::raft::{Raft, RaftConfig};
-use crate::node::storage::{LogStore, MemStore};
+use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, LogStore, MemStore};
 use crate::xmlrpc::server::{self, ServerOptions};
 
 /// Raft timing, in wall-clock terms; the driver turns it into ticks.
@@ -58,6 +59,10 @@ pub enum StartError {
     Timing(String),
     #[error("raft config: {0}")]
     Raft(#[from] raft::RaftError),
+    #[error("block store: {0}")]
+    Blocks(#[from] blocks::BlockError),
+    #[error("storage: {0}")]
+    Storage(#[from] storage::WalError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -114,6 +119,11 @@ pub struct NodeOptions {
     /// Where this node keeps what must survive a restart; `None` keeps
     /// everything in memory (the assignment's behaviour).
     pub data_dir: Option<std::path::PathBuf>,
+    /// With a `data_dir`: whether the write-ahead log is fsynced before
+    /// anything it holds is acknowledged.
+    pub fsync: storage::FsyncPolicy,
+    /// Block size limit, garbage-collection grace, repair cadence.
+    pub blocks: blocks::BlockOptions,
 }
 
 impl NodeOptions {
@@ -128,6 +138,8 @@ impl NodeOptions {
             max_bytes_per_message: 4 << 20,
             max_inflight: 4,
             data_dir: None,
+            fsync: storage::FsyncPolicy::Always,
+            blocks: blocks::BlockOptions::default(),
         }
     }
 
@@ -183,9 +195,10 @@ pub async fn start_on(
     opts.timing.validate()?;
     let config = opts.raft_config();
     config.validate()?;
-    let store = MemStore::new();
+    let store = open_store(&opts)?;
     let (hard_state, log) = store.load();
     let raft = Raft::new(config, hard_state, log)?;
+    let block_store = blocks::BlockStore::open(opts.data_dir.as_deref())?;
 
     let (req_tx, req_rx) = mpsc::channel(4096);
     let peers = opts
@@ -215,7 +228,21 @@ pub async fn start_on(
         events.clone(),
     );
     let driver = tokio::spawn(driver.run(req_rx, opts.timing.tick, shutdown.clone()));
-    let handle = NodeHandle::new(opts.id, members, req_tx, status_rx, events);
+    let block_service = blocks::BlockService::new(
+        opts.id,
+        members.clone(),
+        block_store,
+        opts.blocks.clone(),
+        opts.timing.peer_timeout,
+        status_rx.clone(),
+    );
+    let handle = NodeHandle::new(opts.id, members, req_tx, status_rx, events)
+        .with_blocks(block_service.clone());
+    tokio::spawn(blocks::repair::run(
+        block_service,
+        handle.clone(),
+        shutdown.clone(),
+    ));
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: "listener".into(),
         source,
@@ -235,4 +262,32 @@ pub async fn start_on(
         driver,
         server,
     })
+}
+
+/// The node's log store: memory, or the write-ahead log in `data_dir`,
+/// recovered (a restarted node replays its committed entries into the
+/// metadata map from the first `Ready` on).
+fn open_store(opts: &NodeOptions) -> Result<AnyStore, StartError> {
+    let Some(dir) = &opts.data_dir else {
+        return Ok(AnyStore::Mem(MemStore::new()));
+    };
+    let meta = ClusterMeta {
+        id: opts.id,
+        members: opts.members.clone(),
+    };
+    let disk = DiskOptions {
+        fsync: opts.fsync,
+        ..Default::default()
+    };
+    let (store, rec) = DiskStore::open(dir, &meta, disk)?;
+    tracing::info!(
+        node = opts.id,
+        dir = %dir.display(),
+        segments = rec.segments,
+        entries = rec.entries,
+        fsync = ?opts.fsync,
+        took_ms = rec.took.as_secs_f64() * 1e3,
+        "recovered the write-ahead log"
+    );
+    Ok(AnyStore::Disk(store))
 }

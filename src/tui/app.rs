@@ -104,6 +104,9 @@ pub enum Action {
     Restore(NodeId),
     /// Restore every node (a no-op on those not crashed).
     RestoreAll,
+    /// A real crash: drop the node's memory entirely and start it again from
+    /// its data directory (`Cluster::kill_and_restart`).
+    Kill(NodeId),
     /// An `updatefile` of `filename` at its next version, through `via`.
     Write { via: NodeId, filename: String },
 }
@@ -189,6 +192,14 @@ impl App {
             return None;
         }
         Some(Action::Crash(id))
+    }
+
+    pub fn kill_selected(&mut self) -> Option<Action> {
+        let id = self.selected_node();
+        self.note(format!(
+            "node {id}: killed (memory dropped); restarting from its data directory"
+        ));
+        Some(Action::Kill(id))
     }
 
     pub fn restore_selected(&mut self) -> Option<Action> {

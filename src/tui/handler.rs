@@ -4,7 +4,8 @@
 //! | key | does |
 //! | --- | --- |
 //! | `0`-`9`, Up, Down | select a node |
-//! | `c` | crash the selected node |
+//! | `c` | crash the selected node (simulated: memory kept) |
+//! | `k` | kill the selected node and restart it from its data directory |
 //! | `r` | restore the selected node |
 //! | `a` | restore every node |
 //! | `w` | write a demo file through the leader |
@@ -43,6 +44,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Option<Action> {
             None
         }
         KeyCode::Char('c') => app.crash_selected(),
+        KeyCode::Char('k') => app.kill_selected(),
         KeyCode::Char('r') => app.restore_selected(),
         KeyCode::Char('a') => app.restore_all(),
         KeyCode::Char('w') => app.write_demo(),

@@ -57,7 +57,7 @@ pub async fn run(cluster: &mut Cluster, title: String, signals: Signals) -> std:
     ));
     let mut events = Events::start(TICK, signals, cluster.take_events());
     let mut guard = terminal::enter()?;
-    let result = run_loop(&mut guard.terminal, &mut app, &handles, &mut events).await;
+    let result = run_loop(&mut guard.terminal, &mut app, cluster, handles, &mut events).await;
     drop(guard);
     result
 }
@@ -65,7 +65,8 @@ pub async fn run(cluster: &mut Cluster, title: String, signals: Signals) -> std:
 async fn run_loop(
     terminal: &mut Tui,
     app: &mut App,
-    handles: &[NodeHandle],
+    cluster: &mut Cluster,
+    mut handles: Vec<NodeHandle>,
     events: &mut Events,
 ) -> std::io::Result<()> {
     let mut watches: Vec<watch::Receiver<NodeStatus>> = handles.iter().map(|h| h.watch()).collect();
@@ -89,8 +90,26 @@ async fn run_loop(
                 terminal.draw(|f| ui::render(app, f))?;
             }
             AppEvent::Key(key) => {
-                if let Some(action) = handler::handle_key(app, key) {
-                    perform(&mut actions, handles, action, events.sender());
+                match handler::handle_key(app, key) {
+                    Some(Action::Kill(id)) => {
+                        terminal.draw(|f| ui::render(app, f))?;
+                        // Inline: the handles and watches change under it.
+                        match cluster.kill_and_restart(id).await {
+                            Ok(h) => {
+                                app.set_status(id, h.status());
+                                watches[id as usize] = h.watch();
+                                handles[id as usize] = h;
+                                app.push(
+                                    Some(id),
+                                    "restarted from its data directory".to_owned(),
+                                    Tone::Commit,
+                                );
+                            }
+                            Err(e) => app.push(Some(id), format!("kill: {e}"), Tone::Error),
+                        }
+                    }
+                    Some(action) => perform(&mut actions, &handles, action, events.sender()),
+                    None => {}
                 }
                 if app.running {
                     terminal.draw(|f| ui::render(app, f))?;
@@ -181,6 +200,7 @@ fn perform(
                 }
             });
         }
+        Action::Kill(_) => unreachable!("run_loop carries out kills itself"),
         Action::Write { via, filename } => {
             let h = handles[via as usize].clone();
             actions.spawn(async move {

@@ -1,17 +1,8 @@
-//! Where a node's Raft log and hard state live. The driver persists each
-//! `Ready`'s hard state and entries here before sending the messages that
-//! promise them. This issue keeps them in memory; the durability issue puts a
-//! write-ahead log behind the same trait.
+//! `MemStore`: the log and hard state in memory. State survives the simulated
+//! `crash()` (the core keeps running in the same process), not a process exit.
 
+use super::LogStore;
 use crate::node::raft::{Entry, HardState, LogIndex};
-
-pub trait LogStore: Send + 'static {
-    /// Makes `hard_state` (if any) and `entries` durable. An entry at an index
-    /// already stored replaces it and everything after it.
-    fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()>;
-    /// What a restarting node hands to the core.
-    fn load(&self) -> (HardState, Vec<Entry>);
-}
 
 /// The in-memory store: the assignment's behaviour (state survives `crash()`,
 /// not a process restart).
