@@ -18,28 +18,7 @@ if [ "$#" -lt 3 ]; then
 fi
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
-bin="$repo/target/release/surfstore"
 
-if [ -n "${SURFSTORE_BIN:-}" ]; then
-    exec "$SURFSTORE_BIN" client "$@"
-fi
-
-needs_build() {
-    [ -x "$bin" ] || return 0
-    [ "$repo/Cargo.toml" -nt "$bin" ] && return 0
-    [ -e "$repo/Cargo.lock" ] && [ "$repo/Cargo.lock" -nt "$bin" ] && return 0
-    [ -n "$(find "$repo/src" -newer "$bin" -print -quit)" ] && return 0
-    return 1
-}
-
-if needs_build; then
-    # Quiet: compiler warnings are shown only if the build fails.
-    if ! log=$(cd "$repo" && cargo build --release --quiet 2>&1); then
-        printf '%s\n' "$log" >&2
-        echo "$0: cargo build --release failed" >&2
-        exit 1
-    fi
-    touch "$bin"
-fi
-
-exec "$bin" client "$@"
+# shellcheck source=scripts/exec-surfstore.sh
+. "$repo/scripts/exec-surfstore.sh"
+exec_surfstore client "$@"

@@ -28,32 +28,7 @@ case "$config" in
     *) config="$PWD/$config" ;;
 esac
 
-bin="$repo/target/release/surfstore"
 
-# Tests that already built the binary name it here (cargo's CARGO_BIN_EXE_*),
-# so a test run never starts a second, concurrent cargo build.
-if [ -n "${SURFSTORE_BIN:-}" ]; then
-    exec "$SURFSTORE_BIN" server "$config" "$id" "$@"
-fi
-
-needs_build() {
-    [ -x "$bin" ] || return 0
-    [ "$repo/Cargo.toml" -nt "$bin" ] && return 0
-    [ -e "$repo/Cargo.lock" ] && [ "$repo/Cargo.lock" -nt "$bin" ] && return 0
-    [ -n "$(find "$repo/src" -newer "$bin" -print -quit)" ] && return 0
-    return 1
-}
-
-if needs_build; then
-    # Quiet: compiler warnings are shown only if the build fails.
-    if ! log=$(cd "$repo" && cargo build --release --quiet 2>&1); then
-        printf '%s\n' "$log" >&2
-        echo "$0: cargo build --release failed" >&2
-        exit 1
-    fi
-    # cargo leaves the binary alone when the change did not affect it (say, a
-    # stray file under src/); touch it so the next start does not ask again.
-    touch "$bin"
-fi
-
-exec "$bin" server "$config" "$id" "$@"
+# shellcheck source=scripts/exec-surfstore.sh
+. "$repo/scripts/exec-surfstore.sh"
+exec_surfstore server "$config" "$id" "$@"

@@ -35,10 +35,12 @@ pub struct ClusterConfig {
 /// and, where one line is to blame, its 1-based line number.
 #[derive(thiserror::Error, Debug)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
+    /// The io error is part of the message, not a chained source, so
+    /// `{:#}` printing does not repeat it.
+    #[error("{}: cannot read: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("{}:{line}: not valid UTF-8", path.display())]
@@ -168,9 +170,9 @@ impl ClusterConfig {
 
 /// Reads and parses `path`.
 pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|cause| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let text = std::str::from_utf8(&bytes).map_err(|e| ConfigError::NotUtf8 {
         path: path.to_owned(),

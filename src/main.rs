@@ -184,7 +184,7 @@ fn main() -> ExitCode {
         Command::Server(args) => match run_server(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("surfstore: {e:#}");
+                eprintln!("surfstore: {}", error_chain(&e));
                 ExitCode::FAILURE
             }
         },
@@ -253,4 +253,20 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// The error and its causes, each cause shown once: our error messages already
+/// quote their io errors, so a plain `{:#}` would repeat them.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
