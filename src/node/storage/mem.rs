@@ -18,6 +18,22 @@ impl MemStore {
         Self::default()
     }
 
+    /// A store holding what was recovered from elsewhere (the WAL).
+    /// Invariant, checked: `entries[i].index == i + 1`.
+    pub fn from_parts(hard_state: HardState, entries: Vec<Entry>) -> Self {
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(
+                e.index,
+                i as LogIndex + 1,
+                "log contiguity invariant: recovered entry {i}"
+            );
+        }
+        MemStore {
+            hard_state,
+            entries,
+        }
+    }
+
     pub fn last_index(&self) -> LogIndex {
         self.entries.len() as LogIndex
     }

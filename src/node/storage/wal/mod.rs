@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::meta::{sync_dir, ClusterMeta, MetaError};
-use super::LogStore;
+use super::{LogStore, MemStore};
 use crate::node::raft::{Entry, HardState, LogIndex};
 
 /// When `persist` forces data to the disk.
@@ -125,9 +125,8 @@ pub struct DiskStore {
     file: File,
     seq: u64,
     size: u64,
-    /// Mirrors what the log holds. Invariant: `entries[i].index == i + 1`.
-    hard_state: HardState,
-    entries: Vec<Entry>,
+    /// Mirrors what the log holds (what `load` hands to a restarting core).
+    mirror: MemStore,
     buf: Vec<u8>,
     stats: WalStats,
     /// Held for the store's lifetime; the OS drops it if the process dies.
@@ -140,7 +139,7 @@ impl std::fmt::Debug for DiskStore {
             .field("dir", &self.dir)
             .field("seq", &self.seq)
             .field("size", &self.size)
-            .field("last_index", &self.entries.len())
+            .field("last_index", &self.mirror.last_index())
             .finish_non_exhaustive()
     }
 }
@@ -263,8 +262,7 @@ impl DiskStore {
                 file,
                 seq,
                 size: tail_size,
-                hard_state,
-                entries,
+                mirror: MemStore::from_parts(hard_state, entries),
                 buf: Vec::new(),
                 stats: WalStats::default(),
                 _lock: lock,
@@ -278,7 +276,7 @@ impl DiskStore {
     }
 
     pub fn last_index(&self) -> LogIndex {
-        self.entries.len() as LogIndex
+        self.mirror.last_index()
     }
 
     pub fn stats(&self) -> WalStats {
@@ -331,18 +329,11 @@ impl LogStore for DiskStore {
             self.file.sync_data()?;
             self.stats.fsyncs += 1;
         }
-        if let Some(hs) = hard_state {
-            self.hard_state = hs;
-        }
-        if let Some(first) = entries.first() {
-            self.entries.truncate((first.index - 1) as usize);
-            self.entries.extend_from_slice(entries);
-        }
-        Ok(())
+        self.mirror.persist(hard_state, entries)
     }
 
     fn load(&self) -> (HardState, Vec<Entry>) {
-        (self.hard_state, self.entries.clone())
+        self.mirror.load()
     }
 }
 
