@@ -14,53 +14,38 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use surfstore::client::{sync, SyncOptions};
-use surfstore::node::{self, NodeOptions};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use surfstore::cluster::{Cluster, ClusterOptions};
 
-struct Cluster {
+/// A loopback cluster and the data directory it owns (removed on drop).
+struct Bench {
+    /// Held so the nodes keep running until the bench is dropped.
+    _cluster: Cluster,
     addrs: Vec<String>,
-    _shutdown: watch::Sender<bool>,
-    dirs: Vec<PathBuf>,
+    dir: Option<PathBuf>,
 }
 
-impl Drop for Cluster {
+impl Drop for Bench {
     fn drop(&mut self) {
-        for d in &self.dirs {
+        if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir_all(d);
         }
     }
 }
 
-async fn cluster(disk: bool) -> Cluster {
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
-    }
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
-    let (tx, rx) = watch::channel(false);
-    let mut handles = Vec::new();
-    let mut dirs = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        let mut opts = NodeOptions::new(i as u64, addrs.clone());
-        opts.seed = 99 + i as u64;
-        if disk {
-            let d = tmp(&format!("node{i}"));
-            opts.data_dir = Some(d.clone());
-            dirs.push(d);
-        }
-        handles.push(node::start_on(opts, l, rx.clone()).await.unwrap().handle);
-    }
-    while !handles.iter().any(|h| h.status().is_leader()) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Cluster {
+async fn cluster(disk: bool) -> Bench {
+    let dir = disk.then(|| tmp("cluster"));
+    let opts = ClusterOptions {
+        seed: Some(99),
+        data_dir: dir.clone(),
+        ..Default::default()
+    };
+    let cluster = Cluster::start_loopback(3, &opts).await.unwrap();
+    cluster.wait_for_leader(None).await;
+    let addrs = cluster.members().to_vec();
+    Bench {
+        _cluster: cluster,
         addrs,
-        _shutdown: tx,
-        dirs,
+        dir,
     }
 }
 

@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use surfstore::cluster::{Cluster, ClusterOptions};
 use surfstore::node::command::Command;
 use surfstore::node::raft::{Entry, HardState};
 use surfstore::node::storage::{ClusterMeta, DiskOptions, DiskStore, FsyncPolicy, LogStore};
-use surfstore::node::{self, NodeHandle, NodeOptions, Timing};
+use surfstore::node::{self, NodeHandle, NodeOptions};
 use surfstore::xmlrpc::client::Client;
 use surfstore::xmlrpc::Value;
 use tokio::net::TcpListener;
@@ -52,47 +53,21 @@ async fn wait_for(handle: &NodeHandle, pred: impl Fn(&node::NodeStatus) -> bool)
     }
 }
 
-/// Starts a 3-node cluster; `None` storage = memory.
-async fn cluster(
-    data: Option<(&Path, FsyncPolicy)>,
-) -> (
-    Vec<NodeHandle>,
-    Vec<String>,
-    watch::Sender<bool>,
-    Vec<node::RunningNode>,
-) {
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+/// Starts a 3-node loopback cluster; `None` storage = memory.
+async fn cluster(data: Option<(&Path, FsyncPolicy)>) -> Cluster {
+    let mut opts = ClusterOptions::default();
+    if let Some((dir, fsync)) = data {
+        opts.data_dir = Some(dir.to_owned());
+        opts.fsync = fsync;
     }
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
-    let (tx, rx) = watch::channel(false);
-    let mut nodes = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
-        let mut opts = NodeOptions::new(i as u64, addrs.clone());
-        opts.timing = Timing::default();
-        if let Some((dir, fsync)) = data {
-            opts.data_dir = Some(dir.join(format!("node{i}")));
-            opts.fsync = fsync;
-        }
-        nodes.push(node::start_on(opts, l, rx.clone()).await.unwrap());
-    }
-    let handles: Vec<NodeHandle> = nodes.iter().map(|n| n.handle.clone()).collect();
-    (handles, addrs, tx, nodes)
+    Cluster::start_loopback(3, &opts).await.unwrap()
 }
 
 /// (updates per second, calls that failed because leadership moved).
 async fn throughput(data: Option<(&Path, FsyncPolicy)>, clients: usize, secs: u64) -> (f64, u64) {
-    let (handles, addrs, shutdown, nodes) = cluster(data).await;
-    // Node 0 learns the leader (itself or another) once one is elected.
-    wait_for(&handles[0], |s| {
-        s.raft.leader.is_some() && s.raft.commit_index > 0
-    })
-    .await;
-    let leader = handles[0].status().raft.leader.unwrap() as usize;
+    let cluster = cluster(data).await;
+    let addrs = cluster.members().to_vec();
+    let leader = cluster.wait_for_leader(None).await as usize;
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -139,10 +114,7 @@ async fn throughput(data: Option<(&Path, FsyncPolicy)>, clients: usize, secs: u6
     for t in tasks {
         t.await.unwrap();
     }
-    let _ = shutdown.send(true);
-    for n in nodes {
-        let _ = n.driver.await;
-    }
+    cluster.shutdown().await;
     (rate, failed)
 }
 

@@ -195,6 +195,62 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Binds `m` listeners on 127.0.0.1 port 0 and starts a cluster on them
+    /// (benchmarks and tests that need no fixed ports).
+    pub async fn start_loopback(m: usize, opts: &ClusterOptions) -> Result<Cluster, ClusterError> {
+        let mut listeners = Vec::with_capacity(m);
+        let mut members = Vec::with_capacity(m);
+        for _ in 0..m {
+            let listener =
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|source| ClusterError::Bind {
+                        addr: "127.0.0.1:0".into(),
+                        source,
+                    })?;
+            let addr = listener.local_addr().map_err(|source| ClusterError::Bind {
+                addr: "127.0.0.1:0".into(),
+                source,
+            })?;
+            members.push(addr.to_string());
+            listeners.push(listener);
+        }
+        Cluster::start_on(members, listeners, opts).await
+    }
+
+    /// Waits, on the nodes' status watches (no polling), until exactly one
+    /// live node other than `except` is leader, and returns it.
+    pub async fn wait_for_leader(&self, except: Option<NodeId>) -> NodeId {
+        loop {
+            // Subscribe before looking, so no change between the two is missed.
+            let mut changes = tokio::task::JoinSet::new();
+            for n in &self.nodes {
+                let mut w = n.handle.watch();
+                w.mark_unchanged();
+                changes.spawn(async move { w.changed().await.is_ok() });
+            }
+            let leaders: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .map(|n| n.handle.status())
+                .filter(|s| s.is_leader() && Some(s.raft.id) != except)
+                .map(|s| s.raft.id)
+                .collect();
+            if let [l] = leaders[..] {
+                return l;
+            }
+            // Every watch closed means every node stopped: nothing will change.
+            let mut alive = false;
+            while let Some(r) = changes.join_next().await {
+                if matches!(r, Ok(true)) {
+                    alive = true;
+                    break;
+                }
+            }
+            assert!(alive, "cluster stopped while waiting for a leader");
+        }
+    }
+
     /// Every member's `host:port` from the config, in id order.
     pub fn members(&self) -> &[String] {
         &self.members

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes};
 
-use crate::node::raft::{Entry, Message, MessageBody, NodeId};
+use crate::node::raft::{Entry, Message, MessageBody};
 use crate::xmlrpc::Value;
 
 /// The XML-RPC method names of the peer calls.
@@ -197,11 +197,6 @@ fn decode_entries(blob: &[u8]) -> Result<Vec<Entry>, WireError> {
         pos += 20 + len;
     }
     Ok(entries)
-}
-
-/// The id a peer claims; checked against the member list by the caller.
-pub fn is_member(id: NodeId, members: usize) -> bool {
-    (id as usize) < members
 }
 
 #[cfg(test)]
