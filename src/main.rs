@@ -68,6 +68,10 @@ struct StorageArgs {
     /// (survives kill -9 of the process, not power loss or an OS crash).
     #[arg(long, default_value = "always", value_name = "always|never")]
     fsync: node::storage::FsyncPolicy,
+    /// Snapshot the metadata map and drop the log it covers every N applied
+    /// entries (0: never compact; the log then grows without bound).
+    #[arg(long, default_value_t = node::DEFAULT_SNAPSHOT_THRESHOLD, value_name = "N")]
+    snapshot_threshold: u64,
 }
 
 impl StorageArgs {
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
                     seed,
                     data_dir: storage.dir(PathBuf::from("data")),
                     fsync: storage.fsync,
+                    snapshot_threshold: storage.snapshot_threshold,
                     ..Default::default()
                 },
                 headless,
@@ -218,6 +223,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         .storage
         .dir(PathBuf::from(format!("data/node{}", args.id)));
     opts.fsync = args.storage.fsync;
+    opts.snapshot_threshold = args.storage.snapshot_threshold;
     if let Some(seed) = args.seed {
         opts.seed = seed;
     }
@@ -229,12 +235,19 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let node = node::start(opts, shutdown_rx).await?;
         tracing::info!(id = args.id, addr = %node.addr, members = config.members.len(), "node listening");
-        wait_for_signal().await;
+        let mut status = node.handle.watch();
+        let failed = tokio::select! {
+            _ = wait_for_signal() => None,
+            s = status.wait_for(|s| s.failed.is_some()) => s.ok().and_then(|s| s.failed.clone()),
+        };
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
         let _ = node.driver.await;
         let _ = tokio::time::timeout(Duration::from_secs(2), node.server).await;
-        Ok(())
+        match failed {
+            Some(why) => Err(anyhow::anyhow!("node {} stopped: {why}", args.id)),
+            None => Ok(()),
+        }
     })
 }
 

@@ -3,236 +3,14 @@
 //! synchronously in memory, with messages delivered, held back, dropped or
 //! replayed by hand.
 
-use std::collections::BTreeSet;
+mod raft_harness;
 
 use bytes::Bytes;
+use raft_harness::*;
 use surfstore::node::raft::{
     Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, RaftError,
-    ReadState, Role, Term,
+    ReadState, Role, Snapshot,
 };
-
-// ---------------------------------------------------------------------------
-// A synchronous in-memory cluster.
-
-fn config(id: NodeId, n: usize) -> RaftConfig {
-    RaftConfig {
-        id,
-        members: (0..n as NodeId).collect(),
-        election_ticks_min: 10,
-        election_ticks_max: 20,
-        heartbeat_ticks: 2,
-        seed: 1000 + id,
-        max_entries_per_message: 1000,
-        max_bytes_per_message: 1 << 20,
-        max_inflight: 4,
-    }
-}
-
-fn entry(index: LogIndex, term: Term) -> Entry {
-    Entry {
-        term,
-        index,
-        data: Bytes::from(format!("{index}@t{term}")),
-    }
-}
-
-/// A log of the given terms, index 1 first.
-fn log_of(terms: &[Term]) -> Vec<Entry> {
-    terms
-        .iter()
-        .enumerate()
-        .map(|(k, &t)| entry(k as u64 + 1, t))
-        .collect()
-}
-
-fn hs(term: Term, commit: LogIndex) -> HardState {
-    HardState {
-        term,
-        vote: None,
-        commit,
-    }
-}
-
-struct Cluster {
-    nodes: Vec<Raft>,
-    /// Per node: the store (hard state and log) and the applied entries.
-    hard: Vec<HardState>,
-    logs: Vec<Vec<Entry>>,
-    applied: Vec<Vec<Entry>>,
-    reads: Vec<Vec<ReadState>>,
-    /// Sent and not yet delivered, in send order.
-    queue: Vec<Message>,
-    /// Isolated nodes: messages to or from them are dropped on delivery.
-    down: BTreeSet<NodeId>,
-    next_ctx: u64,
-}
-
-impl Cluster {
-    fn new(n: usize) -> Cluster {
-        Cluster::with(
-            (0..n as NodeId).map(|id| config(id, n)).collect(),
-            vec![(HardState::default(), Vec::new()); n],
-        )
-    }
-
-    fn with(configs: Vec<RaftConfig>, stores: Vec<(HardState, Vec<Entry>)>) -> Cluster {
-        let nodes = configs
-            .into_iter()
-            .zip(&stores)
-            .map(|(c, (h, l))| Raft::new(c, *h, l.clone()).unwrap())
-            .collect::<Vec<_>>();
-        let n = nodes.len();
-        let mut c = Cluster {
-            nodes,
-            hard: stores.iter().map(|s| s.0).collect(),
-            logs: stores.into_iter().map(|s| s.1).collect(),
-            applied: vec![Vec::new(); n],
-            reads: vec![Vec::new(); n],
-            queue: Vec::new(),
-            down: BTreeSet::new(),
-            next_ctx: 1,
-        };
-        for id in 0..n as NodeId {
-            c.drain(id);
-        }
-        c
-    }
-
-    fn node(&self, id: NodeId) -> &Raft {
-        &self.nodes[id as usize]
-    }
-
-    /// Play the driver for node `id` until it has nothing more to do.
-    fn drain(&mut self, id: NodeId) {
-        let i = id as usize;
-        while self.nodes[i].has_ready() {
-            let rd = self.nodes[i].ready();
-            if let Some(h) = rd.hard_state {
-                self.hard[i] = h;
-            }
-            if let Some(first) = rd.entries.first() {
-                self.logs[i].truncate(first.index as usize - 1);
-                self.logs[i].extend(rd.entries.iter().cloned());
-            }
-            self.queue.extend(rd.messages.iter().cloned());
-            self.applied[i].extend(rd.committed_entries.iter().cloned());
-            self.reads[i].extend(rd.read_states.iter().copied());
-            self.nodes[i].advance(rd);
-        }
-    }
-
-    /// Deliver one message now (ctx assigned for requests), then drain.
-    fn deliver(&mut self, mut msg: Message) {
-        if self.down.contains(&msg.to) || self.down.contains(&msg.from) {
-            return;
-        }
-        if matches!(
-            msg.body,
-            MessageBody::AppendEntries { .. } | MessageBody::RequestVote { .. }
-        ) {
-            msg.ctx = self.next_ctx;
-            self.next_ctx += 1;
-        }
-        let to = msg.to;
-        self.nodes[to as usize].step(msg).unwrap();
-        self.drain(to);
-    }
-
-    /// Remove and return the queued messages matching `pred`.
-    fn take(&mut self, pred: impl Fn(&Message) -> bool) -> Vec<Message> {
-        let (taken, kept) = std::mem::take(&mut self.queue).into_iter().partition(pred);
-        self.queue = kept;
-        taken
-    }
-
-    /// Deliver queued messages matching `pred` (and the ones they cause,
-    /// if those match too) until none are left.
-    fn deliver_while(&mut self, pred: impl Fn(&Message) -> bool) -> usize {
-        let mut n = 0;
-        loop {
-            let batch = self.take(&pred);
-            if batch.is_empty() {
-                return n;
-            }
-            for m in batch {
-                n += 1;
-                self.deliver(m);
-            }
-        }
-    }
-
-    fn deliver_all(&mut self) -> usize {
-        self.deliver_while(|_| true)
-    }
-
-    fn tick(&mut self, id: NodeId) {
-        self.nodes[id as usize].tick();
-        self.drain(id);
-    }
-
-    /// Tick `id` alone until its election timer fires.
-    fn campaign(&mut self, id: NodeId) {
-        for _ in 0..100 {
-            if self.node(id).role() != Role::Follower {
-                return;
-            }
-            self.tick(id);
-        }
-        panic!("node {id} never campaigned");
-    }
-
-    /// Make `id` leader: campaign and deliver everything.
-    fn elect(&mut self, id: NodeId) {
-        self.campaign(id);
-        self.deliver_all();
-        assert_eq!(self.node(id).role(), Role::Leader, "node {id} should lead");
-    }
-
-    fn propose(&mut self, id: NodeId, data: &str) -> (LogIndex, Term) {
-        let placed = self.nodes[id as usize]
-            .propose(Bytes::from(data.to_string()))
-            .unwrap();
-        self.drain(id);
-        placed
-    }
-
-    /// One heartbeat round from leader `id`, delivered.
-    fn heartbeat(&mut self, id: NodeId) {
-        for _ in 0..self.node(id).config().heartbeat_ticks {
-            self.tick(id);
-        }
-        self.deliver_all();
-    }
-
-    fn leaders(&self) -> Vec<NodeId> {
-        (0..self.nodes.len() as NodeId)
-            .filter(|&i| self.node(i).role() == Role::Leader)
-            .collect()
-    }
-}
-
-fn is_append(m: &Message) -> bool {
-    matches!(m.body, MessageBody::AppendEntries { .. })
-}
-
-fn is_reject(m: &Message) -> bool {
-    matches!(
-        m.body,
-        MessageBody::AppendEntriesResponse { success: false, .. }
-    )
-}
-
-fn append_commit(m: &Message) -> Option<LogIndex> {
-    match m.body {
-        MessageBody::AppendEntries { commit, .. } => Some(commit),
-        _ => None,
-    }
-}
-
-fn data(n: &Raft, index: LogIndex) -> Bytes {
-    n.entry(index).unwrap().data.clone()
-}
-
 // ---------------------------------------------------------------------------
 // 5.2 Leader election
 
@@ -269,7 +47,13 @@ fn election_safety_at_most_one_leader_per_term() {
 /// repeats the same answer to the same candidate.
 #[test]
 fn one_vote_per_term() {
-    let mut n = Raft::new(config(2, 3), HardState::default(), Vec::new()).unwrap();
+    let mut n = Raft::new(
+        config(2, 3),
+        HardState::default(),
+        Snapshot::default(),
+        Vec::new(),
+    )
+    .unwrap();
     let rv = |from, ctx| Message {
         from,
         to: 2,
@@ -333,7 +117,13 @@ fn split_votes_resolve() {
 fn election_restriction_denies_votes_to_stale_logs() {
     let voter_log = log_of(&[1, 2, 2]);
     let vote = |last_index, last_term| {
-        let mut n = Raft::new(config(1, 3), hs(2, 0), voter_log.clone()).unwrap();
+        let mut n = Raft::new(
+            config(1, 3),
+            hs(2, 0),
+            Snapshot::default(),
+            voter_log.clone(),
+        )
+        .unwrap();
         n.step(Message {
             from: 0,
             to: 1,
@@ -370,7 +160,13 @@ fn election_restriction_denies_votes_to_stale_logs() {
 /// agree are kept, so a stale shorter message truncates nothing.
 #[test]
 fn log_matching_conflicting_suffix_is_truncated() {
-    let mut f = Raft::new(config(1, 3), hs(3, 1), log_of(&[1, 1, 2, 2])).unwrap();
+    let mut f = Raft::new(
+        config(1, 3),
+        hs(3, 1),
+        Snapshot::default(),
+        log_of(&[1, 1, 2, 2]),
+    )
+    .unwrap();
     let append = |ctx, prev_index, prev_term, entries: Vec<Entry>| Message {
         from: 0,
         to: 1,
@@ -467,7 +263,13 @@ fn commit_is_passed_to_followers_promptly() {
 /// last index the message matched), never entries it might not share.
 #[test]
 fn follower_commit_is_capped_by_what_the_message_verified() {
-    let mut f = Raft::new(config(1, 3), hs(2, 0), log_of(&[1, 1, 1, 1])).unwrap();
+    let mut f = Raft::new(
+        config(1, 3),
+        hs(2, 0),
+        Snapshot::default(),
+        log_of(&[1, 1, 1, 1]),
+    )
+    .unwrap();
     f.step(Message {
         from: 0,
         to: 1,
@@ -1026,7 +828,7 @@ fn crash_and_restore_semantics() {
 /// ctx, including a stale-term one (rejected with our term).
 #[test]
 fn every_request_gets_exactly_one_response_with_its_ctx() {
-    let mut n = Raft::new(config(1, 3), hs(5, 0), Vec::new()).unwrap();
+    let mut n = Raft::new(config(1, 3), hs(5, 0), Snapshot::default(), Vec::new()).unwrap();
     let bodies = [
         (
             4,
@@ -1111,7 +913,13 @@ fn every_request_gets_exactly_one_response_with_its_ctx() {
 /// not count its own entry as replicated until it was advanced (durable).
 #[test]
 fn acks_and_votes_leave_only_with_the_state_they_promise() {
-    let mut f = Raft::new(config(1, 3), HardState::default(), Vec::new()).unwrap();
+    let mut f = Raft::new(
+        config(1, 3),
+        HardState::default(),
+        Snapshot::default(),
+        Vec::new(),
+    )
+    .unwrap();
     f.step(Message {
         from: 0,
         to: 1,
@@ -1203,7 +1011,7 @@ fn acks_and_votes_leave_only_with_the_state_they_promise() {
 /// messages are refused with an error and change nothing.
 #[test]
 fn bad_input_is_refused_without_state_change() {
-    let mut n = Raft::new(config(1, 3), hs(2, 1), log_of(&[1, 2])).unwrap();
+    let mut n = Raft::new(config(1, 3), hs(2, 1), Snapshot::default(), log_of(&[1, 2])).unwrap();
     let before = n.status();
     let msg = |from, to, term, body| Message {
         from,
@@ -1268,11 +1076,16 @@ fn bad_input_is_refused_without_state_change() {
     assert_eq!(rd.messages.len(), 5);
     // Bad storage and config are errors too.
     assert!(matches!(
-        Raft::new(config(0, 3), hs(1, 5), log_of(&[1])),
+        Raft::new(config(0, 3), hs(1, 5), Snapshot::default(), log_of(&[1])),
         Err(RaftError::InvalidStorage(_))
     ));
     assert!(matches!(
-        Raft::new(config(7, 3), HardState::default(), Vec::new()),
+        Raft::new(
+            config(7, 3),
+            HardState::default(),
+            Snapshot::default(),
+            Vec::new()
+        ),
         Err(RaftError::InvalidConfig(_))
     ));
 }
@@ -1291,7 +1104,7 @@ fn restart_from_storage_replays_committed_entries() {
     let commit = c.node(2).commit_index();
     assert!(commit >= 6);
     let cfg = c.node(2).config().clone();
-    c.nodes[2] = Raft::new(cfg, c.hard[2], c.logs[2].clone()).unwrap();
+    c.nodes[2] = Raft::new(cfg, c.hard[2], Snapshot::default(), c.logs[2].clone()).unwrap();
     let before = c.applied[2].clone();
     c.applied[2].clear();
     c.drain(2);
@@ -1326,4 +1139,35 @@ fn deterministic_given_the_seed() {
         (trace, c.logs.clone())
     };
     assert_eq!(run(), run());
+}
+
+/// A crash in the middle of persisting a `Ready` can keep its entries and
+/// lose its hard state (entries are written first). The node resumes in the
+/// entries' term with no vote, and persists that before sending anything.
+#[test]
+fn restart_with_entries_past_the_stored_term_resumes_in_their_term() {
+    let stored = HardState {
+        term: 2,
+        vote: Some(2),
+        commit: 1,
+    };
+    let mut n = Raft::new(
+        config(1, 3),
+        stored,
+        Snapshot::default(),
+        log_of(&[1, 2, 4]),
+    )
+    .unwrap();
+    assert_eq!(n.term(), 4);
+    assert_eq!(n.status().vote, None, "no vote in a term it never voted in");
+    let rd = n.ready();
+    assert_eq!(
+        rd.hard_state,
+        Some(HardState {
+            term: 4,
+            vote: None,
+            commit: 1
+        }),
+        "the lifted term is persisted by the first Ready"
+    );
 }

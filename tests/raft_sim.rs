@@ -101,6 +101,28 @@ fn churn() {
     assert!(s.leaders_elected >= 5 * s.runs, "{s}");
 }
 
+/// The real write-ahead log on disks that lose power: reboots cut the power
+/// (unsynced data lost, torn, or kept), writes and fsyncs fail, the power
+/// goes out mid-write; every recovery must hold what the node had made
+/// durable, and the invariants hold from there on. Snapshots are taken and
+/// installed along the way.
+#[test]
+fn disk() {
+    let s = mix("disk");
+    assert!(s.disk_faults >= s.runs, "{s}");
+    assert!(s.disk_recoveries >= 2 * s.runs, "{s}");
+    assert!(s.compactions > 0 && s.snapshots_installed > 0, "{s}");
+}
+
+/// Log compaction across the seeds: nodes snapshot and compact, and nodes
+/// that fall behind a compacted log catch up through installed snapshots.
+#[test]
+fn snapshots_are_taken_and_installed() {
+    let s = run(20_000, 300, &SimOptions::default());
+    assert!(s.compactions >= s.runs, "{s}");
+    assert!(s.snapshots_installed >= s.runs / 10, "{s}");
+}
+
 /// Seeds choose their own size and mix, as `surfstore sim` does by default.
 #[test]
 fn drawn_per_seed() {
@@ -132,10 +154,11 @@ fn every_mix_is_covered() {
         "reboot",
         "chaos",
         "churn",
+        "disk",
     ] {
         assert!(names.contains(&m), "{m} has no test");
     }
-    assert_eq!(names.len(), 7, "a new mix needs a test here");
+    assert_eq!(names.len(), 8, "a new mix needs a test here");
 }
 
 #[test]

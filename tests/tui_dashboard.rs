@@ -29,12 +29,14 @@ fn status(id: u64, role: Role, term: u64, last: u64, crashed: bool) -> NodeStatu
             leader: Some(0),
             last_index: last,
             last_term: term,
+            snapshot_index: 0,
             commit_index: last.saturating_sub(1),
             applied_index: last.saturating_sub(1),
             progress: Vec::new(),
         },
         crashed,
         files: last as usize,
+        failed: None,
     }
 }
 
@@ -158,10 +160,61 @@ mod render {
         assert!(title.contains("leader: node 0 (term 42)"), "{title}");
         let (_, header) = line_with(&buf, "address");
         for column in [
-            "id", "role", "term", "vote", "last", "commit", "applied", "files",
+            "id", "role", "term", "vote", "last", "commit", "applied", "snap", "files",
         ] {
             assert!(header.contains(column), "{column} missing from {header}");
         }
+    }
+
+    /// The text of row `y` under the header `title` (as wide as the title).
+    fn under(buf: &Buffer, y: u16, title: &str) -> String {
+        let (_, header) = line_with(buf, "address");
+        let byte = header.find(title).unwrap();
+        let x = header[..byte].chars().count();
+        lines(buf)[y as usize]
+            .chars()
+            .skip(x)
+            .take(title.len().max(5))
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    }
+
+    #[test]
+    fn the_node_table_shows_each_nodes_snapshot_index() {
+        let mut app = three_nodes();
+        let mut compacted = status(2, Role::Follower, 42, 12345, false);
+        compacted.raft.snapshot_index = 12000;
+        compacted.files = 777;
+        app.set_status(2, compacted);
+        let buf = draw(&app, 80, 24);
+        let (y0, _) = line_with(&buf, "localhost:9001");
+        let (y2, row2) = line_with(&buf, "localhost:9003");
+        assert_eq!(under(&buf, y2, "snap"), "12000", "{row2}");
+        assert_eq!(under(&buf, y0, "snap"), "-", "never compacted");
+        // The columns after it still fit on an 80-column screen.
+        assert_eq!(under(&buf, y2, "files"), "777", "{row2}");
+        assert_eq!(under(&buf, y2, "last"), "12345", "{row2}");
+        assert_eq!(under(&buf, y2, "applied"), "12344", "{row2}");
+    }
+
+    #[test]
+    fn the_node_table_columns_fit_in_the_minimum_width() {
+        let width = |c: &ui::Column| match c.width {
+            ratatui::layout::Constraint::Length(n) => n,
+            other => panic!("{}: {other:?} is not a fixed width", c.title),
+        };
+        for c in ui::COLUMNS {
+            assert!(width(c) >= c.title.len() as u16, "{} is cut", c.title);
+        }
+        let widths: u16 = ui::COLUMNS.iter().map(width).sum();
+        let spacing = ui::COLUMNS.len() as u16 - 1;
+        let marker = ui::SELECTED_MARKER.chars().count() as u16;
+        assert!(
+            widths + spacing + marker + 2 <= ui::MIN_WIDTH,
+            "{widths} + {spacing} spaces + {marker} marker + 2 borders > {}",
+            ui::MIN_WIDTH
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct ClusterOptions {
     /// every node in memory.
     pub data_dir: Option<std::path::PathBuf>,
     pub fsync: crate::node::storage::FsyncPolicy,
+    /// Snapshot and compact every this many applied entries (0: never).
+    pub snapshot_threshold: u64,
 }
 
 impl Default for ClusterOptions {
@@ -60,6 +62,7 @@ impl Default for ClusterOptions {
             server: ServerOptions::default(),
             data_dir: None,
             fsync: crate::node::storage::FsyncPolicy::Always,
+            snapshot_threshold: crate::node::DEFAULT_SNAPSHOT_THRESHOLD,
         }
     }
 }
@@ -167,6 +170,7 @@ impl Cluster {
             node_opts.server = opts.server.clone();
             node_opts.data_dir = opts.data_dir.as_ref().map(|d| node_dir(d, i as u64));
             node_opts.fsync = opts.fsync;
+            node_opts.snapshot_threshold = opts.snapshot_threshold;
             if let Some(seed) = opts.seed {
                 node_opts.seed = seed.wrapping_add(i as u64);
             }

@@ -2,6 +2,8 @@
 //! `NodeError` (mapped to a fault) out. Each method checks its arguments, then
 //! asks the driver; nothing here touches Raft state directly.
 
+mod install_snapshot;
+
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -28,6 +30,8 @@ pub struct NodeHandle {
     events: broadcast::Sender<NodeEvent>,
     /// The block store; `None` serves no block methods (fault 4).
     blocks: Option<BlockService>,
+    /// The `installSnapshot` transfer being received, shared by all clones.
+    snapshot_assembly: install_snapshot::AssemblySlot,
 }
 
 const PREFIX: &str = "surfstore.";
@@ -47,6 +51,7 @@ impl NodeHandle {
             status,
             events,
             blocks: None,
+            snapshot_assembly: Default::default(),
         }
     }
 
@@ -93,6 +98,17 @@ impl NodeHandle {
         let stopped = || NodeError::Unavailable("node shutting down".into());
         self.requests.send(make(tx)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())
+    }
+
+    /// Refuses a peer message not from another member to this node.
+    fn check_route(&self, name: &str, from: NodeId, to: NodeId) -> Result<(), NodeError> {
+        if to != self.id || from as usize >= self.members.len() || from == self.id {
+            return Err(NodeError::BadRequest(format!(
+                "{name}: message from {from} to {to} reached node {}",
+                self.id
+            )));
+        }
+        Ok(())
     }
 
     pub async fn update_file(
@@ -187,18 +203,11 @@ impl NodeHandle {
                 }
                 let msg = peer_wire::decode_request(&call.method, &params)
                     .map_err(|e| NodeError::BadRequest(format!("{name}: {e}")))?;
-                if msg.to != self.id
-                    || msg.from as usize >= self.members.len()
-                    || msg.from == self.id
-                {
-                    return Err(NodeError::BadRequest(format!(
-                        "{name}: message from {} to {} reached node {}",
-                        msg.from, msg.to, self.id
-                    )));
-                }
+                self.check_route(name, msg.from, msg.to)?;
                 let resp = self.ask(|reply| Request::Peer { msg, reply }).await??;
                 Ok(peer_wire::encode(&resp))
             }
+            "installSnapshot" => self.install_snapshot(params).await,
             "getblock" | "putblock" | "hasblocks" | "storeBlock" | "readBlock" => {
                 // The crashed check comes before any argument check.
                 if self.crashed() {

@@ -64,7 +64,7 @@ impl Command {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Command, DecodeError> {
-        let mut r = Reader { buf, pos: 0 };
+        let mut r = Reader::new(buf);
         let cmd = match r.u8()? {
             TAG_UPDATE => {
                 let filename = r.string()?;
@@ -90,12 +90,14 @@ impl Command {
     }
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
+/// `[len u32][utf-8 bytes]`.
+pub(crate) fn put_str(out: &mut BytesMut, s: &str) {
     out.put_u32_le(s.len() as u32);
     out.put_slice(s.as_bytes());
 }
 
-fn encode_value(v: &Value, out: &mut BytesMut) {
+/// One tagged `Value`; what [`Reader::value`] reads back.
+pub(crate) fn encode_value(v: &Value, out: &mut BytesMut) {
     match v {
         Value::Int(i) => {
             out.put_u8(0);
@@ -145,16 +147,25 @@ fn encode_value(v: &Value, out: &mut BytesMut) {
     }
 }
 
-struct Reader<'a> {
+/// Reads what the encoders above wrote; every read is bounds-checked and
+/// every length is checked against the bytes left before anything is allocated.
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+    /// Bytes read so far.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+    pub(crate) fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
             return Err(DecodeError::Truncated(self.pos));
         }
@@ -162,31 +173,31 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self) -> Result<String, DecodeError> {
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         let at = self.pos;
         let b = self.bytes()?;
         std::str::from_utf8(b)
             .map(str::to_owned)
             .map_err(|_| DecodeError::Utf8(at))
     }
-    fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+    pub(crate) fn value(&mut self, depth: usize) -> Result<Value, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }

@@ -7,6 +7,16 @@
 //! state and entries, send messages (responses to the HTTP calls waiting on
 //! them, requests to the peer senders), apply committed entries and answer the
 //! proposals they complete, serve reads whose index is applied, `advance`.
+//!
+//! Snapshots: once `snapshot_threshold` entries are applied past the last
+//! snapshot, the metadata map is encoded, its file is written off this task
+//! (`spawn_blocking`), and when that is done the store and the core drop the
+//! covered log (one snapshot in flight at a time). A snapshot installed by
+//! the leader arrives in a `Ready` and replaces the map.
+//!
+//! A failed disk write takes the node down cleanly: nothing promised by the
+//! failed `Ready` leaves, every waiting call is failed, the status says
+//! `failed`, and the task ends (`run-server.sh` then exits non-zero).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,9 +28,9 @@ use crate::node::events::{EventKind, NodeEvent};
 use crate::node::metadata::Metadata;
 use crate::node::peer_wire;
 use crate::node::raft::{
-    Entry, LogIndex, Message, NodeId, Raft, RaftError, Ready, Role, Status, Term,
+    Entry, LogIndex, Message, NodeId, Raft, RaftError, Ready, Role, Snapshot, Status, Term,
 };
-use crate::node::storage::LogStore;
+use crate::node::storage::{LogStore, PreparedSnapshot};
 use crate::xmlrpc::Value;
 
 /// Replies travel on oneshots; a dropped receiver (the client hung up) is fine.
@@ -64,6 +74,12 @@ pub enum Request {
         n: usize,
         reply: oneshot::Sender<Vec<LogLine>>,
     },
+    /// A snapshot's file was written off the driver task (or failed to be).
+    SnapshotPrepared {
+        snapshot: Snapshot,
+        started: std::time::Instant,
+        result: std::io::Result<PreparedSnapshot>,
+    },
 }
 
 /// One log entry as the dashboard shows it.
@@ -101,11 +117,13 @@ pub struct NodeStatus {
     pub crashed: bool,
     /// Files in the applied map.
     pub files: usize,
+    /// The node stopped for good (a disk write failed): why.
+    pub failed: Option<String>,
 }
 
 impl NodeStatus {
     pub fn is_leader(&self) -> bool {
-        !self.crashed && self.raft.role == Role::Leader
+        !self.crashed && self.failed.is_none() && self.raft.role == Role::Leader
     }
 }
 
@@ -140,13 +158,24 @@ pub struct Driver<S: LogStore> {
     /// Ticks of stall after which `Blocked` is reported (an election timeout).
     block_after_ticks: u32,
     blocked: bool,
+    /// Snapshot once this many entries are applied past the last one (0: never).
+    snapshot_threshold: u64,
+    /// A snapshot is being written off this task.
+    snapshot_in_flight: bool,
+    /// Where `SnapshotPrepared` comes back (weak: the driver must not keep
+    /// its own inbox open).
+    inbox: Option<mpsc::WeakSender<Request>>,
+    /// Set when a disk write failed; the run loop then ends.
+    failed: Option<String>,
 }
 
 impl<S: LogStore> Driver<S> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         members: Vec<String>,
         raft: Raft,
+        metadata: Metadata,
         store: S,
         peers: Vec<Option<mpsc::UnboundedSender<Message>>>,
         status: watch::Sender<NodeStatus>,
@@ -161,7 +190,7 @@ impl<S: LogStore> Driver<S> {
             members,
             raft,
             store,
-            metadata: Metadata::new(),
+            metadata,
             crashed: false,
             peers,
             pending_updates: BTreeMap::new(),
@@ -179,7 +208,17 @@ impl<S: LogStore> Driver<S> {
             stalled_ticks: 0,
             block_after_ticks,
             blocked: false,
+            snapshot_threshold: 0,
+            snapshot_in_flight: false,
+            inbox: None,
+            failed: None,
         }
+    }
+
+    /// Snapshot every `threshold` applied entries (0: never).
+    pub fn with_snapshot_threshold(mut self, threshold: u64) -> Self {
+        self.snapshot_threshold = threshold;
+        self
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -187,6 +226,7 @@ impl<S: LogStore> Driver<S> {
             raft: self.raft.status(),
             crashed: self.crashed,
             files: self.metadata.len(),
+            failed: self.failed.clone(),
         }
     }
 
@@ -222,9 +262,108 @@ impl<S: LogStore> Driver<S> {
                 }
             }
             self.process_ready();
+            self.maybe_snapshot();
             self.publish();
+            if self.failed.is_some() {
+                break;
+            }
         }
-        self.fail_pending(|| NodeError::Unavailable("node shutting down".into()));
+        let why = self.failed.clone();
+        self.fail_pending(|| match &why {
+            Some(e) => NodeError::Unavailable(format!("node stopped: {e}")),
+            None => NodeError::Unavailable("node shutting down".into()),
+        });
+    }
+
+    /// Lets the driver send `SnapshotPrepared` to itself.
+    pub fn with_inbox(mut self, inbox: &mpsc::Sender<Request>) -> Self {
+        self.inbox = Some(inbox.downgrade());
+        self
+    }
+
+    /// Storage failed: stop for good. Nothing the failed write promised has
+    /// left (persist comes before send), the waiting calls are failed by the
+    /// run loop, and the status tells everyone why.
+    fn fail(&mut self, what: String) {
+        tracing::error!(node = self.id, "{what}; stopping the node");
+        self.emit(EventKind::Failed {
+            reason: what.clone(),
+        });
+        self.failed = Some(what);
+    }
+
+    /// Start a snapshot when enough is applied past the last one: encode the
+    /// map here (it is the state as of `applied`), write the file off this
+    /// task, finish in `snapshot_prepared`.
+    fn maybe_snapshot(&mut self) {
+        let applied = self.metadata.applied_index();
+        if self.snapshot_threshold == 0
+            || self.snapshot_in_flight
+            || self.failed.is_some()
+            || applied < self.raft.snapshot_index() + self.snapshot_threshold
+        {
+            return;
+        }
+        debug_assert_eq!(applied, self.raft.applied_index());
+        let Some(term) = self.raft.term_at(applied) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let snapshot = Snapshot {
+            index: applied,
+            term,
+            data: self.metadata.encode_snapshot(),
+        };
+        match (
+            self.store.snapshot_preparer(),
+            self.inbox.as_ref().and_then(|w| w.upgrade()),
+        ) {
+            (Some(preparer), Some(inbox)) => {
+                self.snapshot_in_flight = true;
+                tokio::task::spawn_blocking(move || {
+                    let result = preparer.prepare(&snapshot);
+                    let _ = inbox.blocking_send(Request::SnapshotPrepared {
+                        snapshot,
+                        started,
+                        result,
+                    });
+                });
+            }
+            _ => self.finish_snapshot(snapshot, started, None),
+        }
+    }
+
+    /// The snapshot's file is durable (or there is none to write): make it
+    /// the store's snapshot and drop the covered log.
+    fn finish_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        started: std::time::Instant,
+        prepared: Option<PreparedSnapshot>,
+    ) {
+        if snapshot.index <= self.raft.snapshot_index() {
+            // A snapshot from the leader got there first; this one is older.
+            return;
+        }
+        if let Err(e) = self.store.save_snapshot(&snapshot, prepared) {
+            self.fail(format!(
+                "saving the snapshot at index {} failed: {e}",
+                snapshot.index
+            ));
+            return;
+        }
+        let (index, bytes) = (snapshot.index, snapshot.data.len());
+        if let Err(e) = self.raft.compact(snapshot) {
+            panic!("compaction invariant: a snapshot of the applied map must compact: {e}");
+        }
+        tracing::info!(
+            node = self.id,
+            index,
+            bytes,
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "snapshot taken; log compacted"
+        );
+        self.emit(EventKind::SnapshotTaken { index, bytes });
     }
 
     fn publish(&self) {
@@ -372,6 +511,20 @@ impl<S: LogStore> Driver<S> {
                     .collect();
                 let _ = reply.send(lines);
             }
+            Request::SnapshotPrepared {
+                snapshot,
+                started,
+                result,
+            } => {
+                self.snapshot_in_flight = false;
+                match result {
+                    Ok(prepared) => self.finish_snapshot(snapshot, started, Some(prepared)),
+                    Err(e) => self.fail(format!(
+                        "writing the snapshot at index {} failed: {e}",
+                        snapshot.index
+                    )),
+                }
+            }
             Request::Restore { reply } => {
                 if self.crashed {
                     self.crashed = false;
@@ -409,15 +562,22 @@ impl<S: LogStore> Driver<S> {
 
     fn process_ready(&mut self) {
         // A crashed node does nothing: its pending Ready waits for restore.
-        while !self.crashed && self.raft.has_ready() {
+        while !self.crashed && self.failed.is_none() && self.raft.has_ready() {
             let mut rd = self.raft.ready();
-            self.handle_ready(&mut rd);
+            if let Err(e) = self.handle_ready(&mut rd) {
+                self.fail(e);
+                return;
+            }
             self.raft.advance(rd);
         }
         self.serve_ready_reads();
     }
 
-    fn handle_ready(&mut self, rd: &mut Ready) {
+    /// `Err`: a disk write failed, and nothing after it was done.
+    fn handle_ready(&mut self, rd: &mut Ready) -> Result<(), String> {
+        if let Some(snapshot) = &rd.snapshot {
+            self.install_snapshot(snapshot)?;
+        }
         let term = rd.hard_state.map_or(self.term, |hs| hs.term);
         if let Some(ss) = rd.soft_state {
             if self.role == Role::Leader && ss.role != Role::Leader {
@@ -445,11 +605,11 @@ impl<S: LogStore> Driver<S> {
         self.role = role;
         self.term = term;
         if rd.hard_state.is_some() || !rd.entries.is_empty() {
-            if let Err(e) = self.store.persist(rd.hard_state, &rd.entries) {
-                // Nothing promised by this Ready may leave: without durable
-                // state the node must not vote or ack.
-                panic!("storage invariant: persisting failed: {e}");
-            }
+            // Nothing promised by this Ready may leave unless this succeeds:
+            // without durable state the node must not vote or ack.
+            self.store
+                .persist(rd.hard_state, &rd.entries)
+                .map_err(|e| format!("writing the log failed: {e}"))?;
         }
         for msg in std::mem::take(&mut rd.messages) {
             self.send(msg);
@@ -462,6 +622,36 @@ impl<S: LogStore> Driver<S> {
                 self.ready_reads.push((rs.index, reply));
             }
         }
+        Ok(())
+    }
+
+    /// The leader sent a snapshot past our log: persist it, then load the
+    /// map from it (entries after it are applied on top).
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let metadata = Metadata::from_snapshot(snapshot.index, &snapshot.data).map_err(|e| {
+            format!(
+                "the snapshot at index {} from the leader is undecodable: {e}",
+                snapshot.index
+            )
+        })?;
+        self.store
+            .save_snapshot(snapshot, None)
+            .map_err(|e| format!("saving the installed snapshot failed: {e}"))?;
+        self.metadata = metadata;
+        tracing::info!(
+            node = self.id,
+            index = snapshot.index,
+            bytes = snapshot.data.len(),
+            files = self.metadata.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "installed a snapshot from the leader"
+        );
+        self.emit(EventKind::SnapshotInstalled {
+            index: snapshot.index,
+            bytes: snapshot.data.len(),
+        });
+        Ok(())
     }
 
     fn send(&mut self, msg: Message) {

@@ -50,6 +50,20 @@ pub enum EventKind {
     },
     /// Commits flow again after `Blocked`.
     Unblocked,
+    /// This node snapshotted its map at `index` and compacted its log.
+    SnapshotTaken {
+        index: LogIndex,
+        bytes: usize,
+    },
+    /// This node's log and map were replaced by the leader's snapshot.
+    SnapshotInstalled {
+        index: LogIndex,
+        bytes: usize,
+    },
+    /// A disk write failed; the node stopped for good.
+    Failed {
+        reason: String,
+    },
 }
 
 impl fmt::Display for EventKind {
@@ -70,6 +84,16 @@ impl fmt::Display for EventKind {
                 write!(f, "{waiting} call(s) blocked waiting for a majority")
             }
             EventKind::Unblocked => write!(f, "majority back: blocked calls proceed"),
+            EventKind::SnapshotTaken { index, bytes } => {
+                write!(f, "snapshot at #{index} ({bytes} bytes); log compacted")
+            }
+            EventKind::SnapshotInstalled { index, bytes } => {
+                write!(
+                    f,
+                    "installed the leader's snapshot at #{index} ({bytes} bytes)"
+                )
+            }
+            EventKind::Failed { reason } => write!(f, "STOPPED: {reason}"),
         }
     }
 }

@@ -3,12 +3,41 @@
 //! (exactly current + 1; current is 0 for an unknown file) is decided at apply
 //! time, identically everywhere: racing updates resolve first-write-wins and the
 //! apply result is what `updatefile` returns.
+//!
+//! A snapshot of the map (`encode_snapshot` / `from_snapshot`) is a compact,
+//! deterministic binary: equal maps give equal bytes, whatever order their
+//! files were written in, and decoding hostile bytes returns an error, never
+//! panics or allocates more than the input could hold.
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::node::command::Command;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::node::command::{self, Command, DecodeError, Reader};
 use crate::node::raft::LogIndex;
 use crate::xmlrpc::Value;
+
+/// `[magic "SFSM"][format u8]`, then `[files u64]`, then per file in strictly
+/// increasing name order: `[name: len u32 + utf-8][version i64][n u32][n values]`
+/// (values as `command.rs` encodes them), all little-endian.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SFSM";
+const SNAPSHOT_FORMAT: u8 = 1;
+/// The fewest bytes one file takes: empty name, version, empty hashlist.
+const MIN_FILE_BYTES: usize = 4 + 8 + 4;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotDecodeError {
+    #[error("not a metadata snapshot (bad magic)")]
+    Magic,
+    #[error("unsupported metadata snapshot format {0}")]
+    Format(u8),
+    #[error("file names out of order (or repeated) at byte {0}")]
+    Order(usize),
+    #[error("{0} trailing bytes after the last file")]
+    Trailing(usize),
+    #[error("corrupt metadata snapshot: {0}")]
+    Corrupt(#[from] DecodeError),
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FileInfo {
@@ -85,6 +114,69 @@ impl Metadata {
         self.files.is_empty()
     }
 
+    /// The map as snapshot bytes (the applied index travels beside them, in
+    /// the Raft snapshot). Files are written sorted by name, so equal maps give
+    /// equal bytes.
+    pub fn encode_snapshot(&self) -> Bytes {
+        let mut files: Vec<(&String, &FileInfo)> = self.files.iter().collect();
+        files.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // A guess (names and a few short hashes each); the buffer grows if short.
+        let mut out = BytesMut::with_capacity(13 + files.len() * 64);
+        out.put_slice(SNAPSHOT_MAGIC);
+        out.put_u8(SNAPSHOT_FORMAT);
+        out.put_u64_le(files.len() as u64);
+        for (name, info) in files {
+            command::put_str(&mut out, name);
+            out.put_i64_le(info.version);
+            out.put_u32_le(info.hashlist.len() as u32);
+            for v in &info.hashlist {
+                command::encode_value(v, &mut out);
+            }
+        }
+        out.freeze()
+    }
+
+    /// The map `encode_snapshot` wrote, as applied through log `index`.
+    pub fn from_snapshot(index: LogIndex, data: &[u8]) -> Result<Metadata, SnapshotDecodeError> {
+        let mut r = Reader::new(data);
+        if r.take(4)? != SNAPSHOT_MAGIC {
+            return Err(SnapshotDecodeError::Magic);
+        }
+        let format = r.u8()?;
+        if format != SNAPSHOT_FORMAT {
+            return Err(SnapshotDecodeError::Format(format));
+        }
+        let count = r.u64()?;
+        // Bound the allocation by what the input could hold, not by its claim.
+        let cap = (count.min(usize::MAX as u64) as usize).min(r.remaining() / MIN_FILE_BYTES);
+        let mut files = HashMap::with_capacity(cap);
+        let mut previous: Option<&[u8]> = None;
+        for _ in 0..count {
+            let start = r.pos();
+            let name = r.bytes()?;
+            if previous.is_some_and(|p| p >= name) {
+                return Err(SnapshotDecodeError::Order(start));
+            }
+            previous = Some(name);
+            let name = std::str::from_utf8(name).map_err(|_| DecodeError::Utf8(start))?;
+            let version = r.u64()? as i64;
+            let n = r.u32()? as usize;
+            // Each value takes at least one byte.
+            let mut hashlist = Vec::with_capacity(n.min(r.remaining()));
+            for _ in 0..n {
+                hashlist.push(r.value(0)?);
+            }
+            files.insert(name.to_owned(), FileInfo { version, hashlist });
+        }
+        if r.remaining() != 0 {
+            return Err(SnapshotDecodeError::Trailing(r.remaining()));
+        }
+        Ok(Metadata {
+            files,
+            applied_index: index,
+        })
+    }
+
     /// The `getfileinfomap` answer: `{filename: [version, hashlist]}`.
     pub fn to_value(&self) -> Value {
         let map: BTreeMap<String, Value> = self
@@ -154,6 +246,156 @@ mod tests {
                 Value::Array(vec![Value::String("h1".into())])
             ])
         );
+    }
+
+    /// `n` files with 2–4 hashes each, written in an order given by `stride`.
+    fn many_files(n: u64, stride: u64) -> Metadata {
+        let mut m = Metadata::new();
+        for i in 0..n {
+            let k = (i * stride) % n;
+            let hashes = 2 + (k % 3) as usize;
+            let cmd = Command::UpdateFile {
+                filename: format!("dir{}/file-{k:06}.txt", k % 17),
+                version: 1,
+                hashlist: (0..hashes)
+                    .map(|h| Value::String(format!("{:064x}", k * 4 + h as u64)))
+                    .collect(),
+            };
+            assert!(m.apply(i + 1, &cmd));
+        }
+        m
+    }
+
+    fn assert_same_map(a: &Metadata, b: &Metadata) {
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a.applied_index(), b.applied_index());
+        for (name, info) in &a.files {
+            assert_eq!(b.get(name), Some(info), "{name}");
+        }
+    }
+
+    #[test]
+    fn snapshot_round_trips_every_value_type() {
+        let mut m = Metadata::new();
+        let mut s = BTreeMap::new();
+        s.insert("k".to_owned(), Value::Double(-0.5));
+        m.apply(
+            3,
+            &Command::UpdateFile {
+                filename: "dir/ünï <&> 😀".into(),
+                version: 1,
+                hashlist: vec![
+                    Value::String("abc".into()),
+                    Value::Int(-3),
+                    Value::I8(1 << 40),
+                    Value::Bool(true),
+                    Value::Base64(vec![0, 255]),
+                    Value::DateTime("20260101T00:00:00".into()),
+                    Value::Array(vec![Value::Nil]),
+                    Value::Struct(s),
+                ],
+            },
+        );
+        m.apply(4, &upd("gone", 1));
+        m.apply(
+            9,
+            &Command::UpdateFile {
+                filename: "gone".into(),
+                version: 2,
+                hashlist: vec![Value::String("0".into())],
+            },
+        );
+        let back = Metadata::from_snapshot(9, &m.encode_snapshot()).unwrap();
+        assert_same_map(&m, &back);
+        assert_eq!(back.to_value(), m.to_value());
+        let empty = Metadata::from_snapshot(7, &Metadata::new().encode_snapshot()).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(empty.applied_index(), 7);
+    }
+
+    #[test]
+    fn a_hundred_thousand_files_round_trip() {
+        let m = many_files(100_000, 1);
+        let bytes = m.encode_snapshot();
+        let back = Metadata::from_snapshot(m.applied_index(), &bytes).unwrap();
+        assert_same_map(&m, &back);
+        assert_eq!(back.encode_snapshot(), bytes);
+    }
+
+    #[test]
+    fn equal_maps_give_equal_bytes_whatever_the_write_order() {
+        let a = many_files(1000, 1);
+        let b = many_files(1000, 7);
+        assert_eq!(a.encode_snapshot(), b.encode_snapshot());
+    }
+
+    #[test]
+    fn every_truncation_of_a_snapshot_is_an_error() {
+        let enc = many_files(20, 1).encode_snapshot();
+        for n in 0..enc.len() {
+            assert!(
+                Metadata::from_snapshot(1, &enc[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
+        }
+        let mut long = enc.to_vec();
+        long.push(0);
+        assert_eq!(
+            Metadata::from_snapshot(1, &long).unwrap_err(),
+            SnapshotDecodeError::Trailing(1)
+        );
+    }
+
+    #[test]
+    fn hostile_snapshots_are_refused_without_over_allocating() {
+        assert_eq!(
+            Metadata::from_snapshot(1, b"XXXX\x01").unwrap_err(),
+            SnapshotDecodeError::Magic
+        );
+        assert_eq!(
+            Metadata::from_snapshot(1, b"SFSM\x09").unwrap_err(),
+            SnapshotDecodeError::Format(9)
+        );
+        // Claims 2^64-1 files in 13 bytes.
+        let mut b = b"SFSM\x01".to_vec();
+        b.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            Metadata::from_snapshot(1, &b).unwrap_err(),
+            SnapshotDecodeError::Corrupt(DecodeError::Truncated(13))
+        );
+        // One file claiming 4 billion hashes.
+        let mut b = b"SFSM\x01".to_vec();
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&[1, 0, 0, 0, b'a']);
+        b.extend_from_slice(&1i64.to_le_bytes());
+        b.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            Metadata::from_snapshot(1, &b),
+            Err(SnapshotDecodeError::Corrupt(DecodeError::Truncated(_)))
+        ));
+    }
+
+    #[test]
+    fn repeated_or_unsorted_names_are_refused() {
+        let file = |name: &[u8]| {
+            let mut b = vec![name.len() as u8, 0, 0, 0];
+            b.extend_from_slice(name);
+            b.extend_from_slice(&1i64.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b
+        };
+        for (second, ok) in [(&b"b"[..], true), (b"a", false), (b"0", false)] {
+            let mut b = b"SFSM\x01".to_vec();
+            b.extend_from_slice(&2u64.to_le_bytes());
+            b.extend(file(b"a"));
+            b.extend(file(second));
+            let got = Metadata::from_snapshot(1, &b);
+            if ok {
+                assert_eq!(got.unwrap().len(), 2);
+            } else {
+                assert_eq!(got.unwrap_err(), SnapshotDecodeError::Order(30));
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use driver::NodeStatus;
 pub use error::NodeError;
 
 use crate::node::driver::Driver;
+use crate::node::metadata::Metadata;
 use crate::node::raft::{Raft, RaftConfig};
 use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, LogStore, MemStore};
 use crate::xmlrpc::server::{self, ServerOptions};
@@ -63,6 +64,8 @@ pub enum StartError {
     Blocks(#[from] blocks::BlockError),
     #[error("storage: {0}")]
     Storage(#[from] storage::WalError),
+    #[error("storage: {0}")]
+    Snapshot(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -104,6 +107,9 @@ impl Timing {
     }
 }
 
+/// Entries applied between two snapshots unless configured otherwise.
+pub const DEFAULT_SNAPSHOT_THRESHOLD: u64 = 10_000;
+
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
     pub id: u64,
@@ -124,6 +130,9 @@ pub struct NodeOptions {
     pub fsync: storage::FsyncPolicy,
     /// Block size limit, garbage-collection grace, repair cadence.
     pub blocks: blocks::BlockOptions,
+    /// Snapshot the map and compact the log every this many applied entries
+    /// (0: never).
+    pub snapshot_threshold: u64,
 }
 
 impl NodeOptions {
@@ -140,6 +149,7 @@ impl NodeOptions {
             data_dir: None,
             fsync: storage::FsyncPolicy::Always,
             blocks: blocks::BlockOptions::default(),
+            snapshot_threshold: DEFAULT_SNAPSHOT_THRESHOLD,
         }
     }
 
@@ -196,8 +206,18 @@ pub async fn start_on(
     let config = opts.raft_config();
     config.validate()?;
     let store = open_store(&opts)?;
-    let (hard_state, log) = store.load();
-    let raft = Raft::new(config, hard_state, log)?;
+    let stored = store.load();
+    let metadata = if stored.snapshot.index > 0 {
+        Metadata::from_snapshot(stored.snapshot.index, &stored.snapshot.data).map_err(|e| {
+            StartError::Snapshot(format!(
+                "the snapshot at index {} does not decode: {e}",
+                stored.snapshot.index
+            ))
+        })?
+    } else {
+        Metadata::new()
+    };
+    let raft = Raft::new(config, stored.hard_state, stored.snapshot, stored.entries)?;
     let block_store = blocks::BlockStore::open(opts.data_dir.as_deref())?;
 
     let (req_tx, req_rx) = mpsc::channel(4096);
@@ -215,18 +235,22 @@ pub async fn start_on(
     let (status_tx, status_rx) = watch::channel(NodeStatus {
         raft: raft.status(),
         crashed: false,
-        files: 0,
+        files: metadata.len(),
+        failed: None,
     });
     let (events, _) = broadcast::channel(1024);
     let driver = Driver::new(
         opts.id,
         opts.members.clone(),
         raft,
+        metadata,
         store,
         peers,
         status_tx,
         events.clone(),
-    );
+    )
+    .with_snapshot_threshold(opts.snapshot_threshold)
+    .with_inbox(&req_tx);
     let driver = tokio::spawn(driver.run(req_rx, opts.timing.tick, shutdown.clone()));
     let block_service = blocks::BlockService::new(
         opts.id,
@@ -289,5 +313,5 @@ fn open_store(opts: &NodeOptions) -> Result<AnyStore, StartError> {
         took_ms = rec.took.as_secs_f64() * 1e3,
         "recovered the write-ahead log"
     );
-    Ok(AnyStore::Disk(store))
+    Ok(AnyStore::Disk(Box::new(store)))
 }

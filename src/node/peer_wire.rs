@@ -3,6 +3,12 @@
 //! 2^31 (terms, indexes) travel as `i8`; the entries of an `appendEntries` are
 //! one base64 blob of length-prefixed binary records, so a batch of a thousand
 //! entries is one XML element, not a thousand nested structs.
+//!
+//! An `InstallSnapshot` travels in chunks, through `installSnapshot` calls
+//! (see [`snapshot`]); the answer to its last chunk is the core's
+//! `AppendEntriesResponse`, encoded like an `appendEntries` answer.
+
+mod snapshot;
 
 use std::collections::BTreeMap;
 
@@ -11,9 +17,19 @@ use bytes::{BufMut, Bytes};
 use crate::node::raft::{Entry, Message, MessageBody};
 use crate::xmlrpc::Value;
 
+pub use snapshot::{
+    decode_chunk, decode_chunk_ack, encode_chunk, encode_chunk_ack, snapshot_chunks, ChunkAck,
+    SnapshotChunk, SnapshotChunks,
+};
+
 /// The XML-RPC method names of the peer calls.
 pub const APPEND_ENTRIES: &str = "surfstore.appendEntries";
 pub const REQUEST_VOTE: &str = "surfstore.requestVote";
+pub const INSTALL_SNAPSHOT: &str = "surfstore.installSnapshot";
+
+/// The largest snapshot a node accepts (a chunk's `total`): what one node
+/// may buffer for a transfer in progress.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -25,6 +41,14 @@ pub enum WireError {
     Range(&'static str),
     #[error("entries blob is corrupt at byte {0}")]
     Entries(usize),
+    #[error("field 'total' is {0} bytes, over the {MAX_SNAPSHOT_BYTES}-byte snapshot limit")]
+    TooLarge(u64),
+    #[error("field 'data' ({len} bytes at 'offset' {offset}) runs past 'total' {total}")]
+    PastTotal { offset: u64, len: u64, total: u64 },
+    #[error("field 'done' is set but the chunk ends at {end}, not at 'total' {total}")]
+    EarlyDone { end: u64, total: u64 },
+    #[error("a chunk at offset {offset} (done: {done}) is not a whole snapshot")]
+    Partial { offset: u64, done: bool },
 }
 
 /// The method a request message is sent with; `None` for responses.
@@ -32,7 +56,8 @@ pub fn method_for(msg: &Message) -> Option<&'static str> {
     match msg.body {
         MessageBody::AppendEntries { .. } => Some(APPEND_ENTRIES),
         MessageBody::RequestVote { .. } => Some(REQUEST_VOTE),
-        _ => None,
+        MessageBody::InstallSnapshot { .. } => Some(INSTALL_SNAPSHOT),
+        MessageBody::AppendEntriesResponse { .. } | MessageBody::RequestVoteResponse { .. } => None,
     }
 }
 
@@ -40,8 +65,13 @@ fn num(v: u64) -> Value {
     Value::I8(v as i64)
 }
 
-/// Encodes any Raft message as the struct that travels on the wire.
+/// Encodes any Raft message as the struct that travels on the wire. An
+/// `InstallSnapshot` becomes its single-chunk form (a copy of all its data);
+/// senders use [`snapshot_chunks`] instead.
 pub fn encode(msg: &Message) -> Value {
+    if let MessageBody::InstallSnapshot { snapshot } = &msg.body {
+        return encode_chunk(&SnapshotChunk::whole(msg.from, msg.to, msg.term, snapshot));
+    }
     let mut m = BTreeMap::new();
     m.insert("from".to_owned(), num(msg.from));
     m.insert("to".to_owned(), num(msg.to));
@@ -83,6 +113,7 @@ pub fn encode(msg: &Message) -> Value {
         MessageBody::RequestVoteResponse { granted } => {
             m.insert("granted".into(), Value::Bool(*granted));
         }
+        MessageBody::InstallSnapshot { .. } => unreachable!("encoded as a chunk above"),
     }
     Value::Struct(m)
 }
@@ -106,8 +137,12 @@ impl Fields<'_> {
     }
 }
 
-/// Decodes a request struct received through `method` (APPEND_ENTRIES or REQUEST_VOTE).
+/// Decodes a request struct received through `method` (APPEND_ENTRIES,
+/// REQUEST_VOTE, or INSTALL_SNAPSHOT when the one chunk is the whole snapshot).
 pub fn decode_request(method: &str, params: &[Value]) -> Result<Message, WireError> {
+    if method == INSTALL_SNAPSHOT {
+        return decode_chunk(params.to_vec())?.into_whole();
+    }
     let [Value::Struct(s)] = params else {
         return Err(WireError::NotStruct);
     };
@@ -139,11 +174,12 @@ pub fn decode_request(method: &str, params: &[Value]) -> Result<Message, WireErr
     })
 }
 
-/// Decodes the response to a request of `method` sent by this node.
+/// Decodes the response to a request of `method` sent by this node (for
+/// INSTALL_SNAPSHOT, the answer to the last chunk).
 pub fn decode_response(method: &str, value: &Value) -> Result<Message, WireError> {
     let s = value.as_struct().ok_or(WireError::NotStruct)?;
     let f = Fields(s);
-    let body = if method == APPEND_ENTRIES {
+    let body = if method == APPEND_ENTRIES || method == INSTALL_SNAPSHOT {
         MessageBody::AppendEntriesResponse {
             success: f.bool("success")?,
             match_index: f.u64("match_index")?,

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 
 use crate::node::raft::{
-    Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, ReadState, Role, Term,
+    Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, ReadState, Role, Snapshot, Term,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,18 +87,20 @@ impl Checker {
         self.committed.len() as u64
     }
 
-    /// `entries` were just written to node `n`'s store, whose log is now `store`.
+    /// `entries` were just written to node `n`'s store, whose log is now
+    /// `store` (the entries after `snap`).
     pub fn persisted(
         &mut self,
         n: NodeId,
         entries: &[Entry],
+        snap: &Snapshot,
         store: &[Entry],
     ) -> Result<(), Violation> {
         for e in entries {
-            let prev_term = if e.index == 1 {
-                0
+            let prev_term = if e.index == snap.index + 1 {
+                snap.term
             } else {
-                store[e.index as usize - 2].term
+                store[(e.index - snap.index) as usize - 2].term
             };
             match self.pairs.get(&(e.index, e.term)) {
                 None => {
@@ -127,7 +129,7 @@ impl Checker {
         n: NodeId,
         msgs: &[Message],
         hs: &HardState,
-        store: &[Entry],
+        store_last: LogIndex,
     ) -> Result<(), Violation> {
         const INV: &str = "durable before send";
         for m in msgs {
@@ -165,18 +167,48 @@ impl Checker {
                     success: true,
                     match_index,
                     ..
-                } if *match_index > store.len() as u64 => {
+                } if *match_index > store_last => {
                     return violation(
                         INV,
                         format!(
-                            "node {n} acks index {match_index} with only {} entries persisted",
-                            store.len()
+                            "node {n} acks index {match_index} with its store ending at {store_last}"
                         ),
                     );
                 }
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// Node `n`'s state machine was loaded from a snapshot holding `entries`
+    /// (1..=k): each must be what the cluster committed and applied there.
+    pub fn snapshot_loaded(&mut self, n: NodeId, entries: &[Entry]) -> Result<(), Violation> {
+        let k = entries.len() as u64;
+        if k > self.commit_len() {
+            return violation(
+                "snapshots hold committed entries",
+                format!(
+                    "node {n} loaded a snapshot through {k}, but only {} are committed",
+                    self.commit_len()
+                ),
+            );
+        }
+        for e in entries {
+            let c = &self.committed[e.index as usize - 1];
+            if c.term != e.term || c.data != e.data {
+                return violation(
+                    "state machine safety",
+                    format!(
+                        "node {n} loaded ({}, {:?}) at {} from a snapshot; the cluster committed (term {}, {:?})",
+                        e.term, e.data, e.index, c.term, c.data
+                    ),
+                );
+            }
+            self.applied(n, e)?;
+        }
+        let verified = &mut self.verified_commit[n as usize];
+        *verified = (*verified).max(k);
         Ok(())
     }
 
@@ -336,6 +368,12 @@ impl Checker {
         index: LogIndex,
         c: &Committed,
     ) -> Result<(), Violation> {
+        if index < raft.snapshot_index() {
+            return Ok(()); // in its snapshot, checked when it was loaded or taken
+        }
+        if index == raft.snapshot_index() && raft.term_at(index) == Some(c.term) {
+            return Ok(());
+        }
         match raft.entry(index) {
             Some(e) if e.term == c.term => Ok(()),
             other => violation(
@@ -355,9 +393,15 @@ impl Checker {
         let commit = raft.commit_index();
         while (self.committed.len() as u64) < commit {
             let i = self.committed.len() as u64 + 1;
-            let e = raft
-                .entry(i)
-                .expect("commit <= last_index is the core's own invariant");
+            let Some(e) = raft.entry(i) else {
+                return violation(
+                    "commits come from held entries",
+                    format!(
+                        "node {n} has commit {commit} but no entry {i} (snapshot at {}), and no node committed {i} before",
+                        raft.snapshot_index()
+                    ),
+                );
+            };
             let c = Committed {
                 term: e.term,
                 data: e.data.clone(),
@@ -371,6 +415,8 @@ impl Checker {
             self.committed.push(c);
         }
         let verified = &mut self.verified_commit[n as usize];
+        // Entries in a snapshot were checked when it was loaded or taken.
+        *verified = (*verified).max(raft.snapshot_index().min(commit));
         while *verified < commit {
             let i = *verified + 1;
             let c = &self.committed[i as usize - 1];

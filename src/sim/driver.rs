@@ -1,5 +1,6 @@
 //! The simulated node driver: drains a core's `Ready`s exactly as the
-//! contract says (persist hard state and entries, then send the messages,
+//! contract says (persist a received snapshot and load it into the state
+//! machine, persist hard state and entries, then send the messages,
 //! then apply committed entries and serve read states, then `advance`,
 //! sometimes late) and checks the contract while doing so: entries extend the
 //! store, nothing is sent before what it promises is durable, requests use
@@ -47,8 +48,37 @@ impl World {
                 let term = node.raft.term();
                 self.log(|| format!("n{n} is {:?} in t{term} (leader {:?})", ss.role, ss.leader));
             }
+            // 1. Persist: the real log first (if this run has disks), then the
+            // model store it must match.
+            if self.nodes[n as usize].disk.is_some() {
+                let batch = super::disk::Pending {
+                    snapshot: rd.snapshot.clone(),
+                    hard_state: rd.hard_state,
+                    entries: rd.entries.clone(),
+                };
+                if !self.disk_write(n, batch)? {
+                    // The node stopped and came back from its disk: this
+                    // Ready is void, nothing it promised was sent.
+                    return self.process_ready(n, None);
+                }
+            }
+            if let Some(snap) = &rd.snapshot {
+                let node = &mut self.nodes[n as usize];
+                if snap.index <= node.snapshot.index || snap.index <= node.apply_cursor {
+                    return violation(
+                        "snapshots move forward",
+                        format!(
+                            "node {n} was handed snapshot {} with snapshot {} and applied {}",
+                            snap.index, node.snapshot.index, node.apply_cursor
+                        ),
+                    );
+                }
+                super::snapshots::store_snapshot(node, snap);
+                self.counters.snapshots_installed += 1;
+                self.log(|| format!("n{n} installs snapshot {} (t{})", snap.index, snap.term));
+                self.load_snapshot(n, snap)?;
+            }
             let node = &mut self.nodes[n as usize];
-            // 1. Persist.
             if let Some(hs) = rd.hard_state {
                 if hs.term < node.hard_state.term {
                     return violation(
@@ -58,34 +88,37 @@ impl World {
                 }
                 node.hard_state = hs;
             }
+            let offset = node.snapshot.index;
             if let Some(first) = rd.entries.first() {
-                if first.index == 0 || first.index > node.log.len() as u64 + 1 {
+                let last = offset + node.log.len() as u64;
+                if first.index <= offset || first.index > last + 1 {
                     return violation(
                         "Ready.entries extend the store",
                         format!(
-                            "node {n}: entries start at {} but the store ends at {}",
+                            "node {n}: entries start at {} but the store holds {}..={last}",
                             first.index,
-                            node.log.len()
+                            offset + 1
                         ),
                     );
                 }
-                node.log.truncate(first.index as usize - 1);
+                node.log.truncate((first.index - offset) as usize - 1);
                 node.log.extend(rd.entries.iter().cloned());
-                self.checker.persisted(n, &rd.entries, &node.log)?;
+                self.checker
+                    .persisted(n, &rd.entries, &node.snapshot, &node.log)?;
             }
-            if node.hard_state.commit > node.log.len() as u64 {
+            let store_last = offset + node.log.len() as u64;
+            if node.hard_state.commit > store_last {
                 return violation(
                     "durable before send",
                     format!(
-                        "node {n} persisted commit {} with {} entries",
+                        "node {n} persisted commit {} with the log ending at {store_last}",
                         node.hard_state.commit,
-                        node.log.len()
                     ),
                 );
             }
             // 2. Send.
             self.checker
-                .before_send(n, &rd.messages, &node.hard_state, &node.log)?;
+                .before_send(n, &rd.messages, &node.hard_state, store_last)?;
             for m in &rd.messages {
                 let is_request = matches!(
                     m.body,
@@ -128,7 +161,11 @@ impl World {
                         ),
                     );
                 }
-                if node.log.get(e.index as usize - 1) != Some(e) {
+                let held = e
+                    .index
+                    .checked_sub(node.snapshot.index + 1)
+                    .and_then(|k| node.log.get(k as usize));
+                if held != Some(e) {
                     return violation(
                         "applied entries are durable",
                         format!("node {n} applies {} not in its store", e.index),
@@ -175,6 +212,7 @@ impl World {
                 break;
             }
             self.nodes[n as usize].raft.advance(rd);
+            self.maybe_compact(n)?;
         }
         if let Some((ctx, to, _)) = expect {
             if answers != 1 {

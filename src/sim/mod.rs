@@ -19,10 +19,12 @@ macro_rules! outln {
 
 mod checker;
 mod cli;
+mod disk;
 mod driver;
 mod network;
 mod options;
 mod run;
+mod snapshots;
 mod trace;
 mod world;
 

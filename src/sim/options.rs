@@ -24,12 +24,14 @@ pub struct FaultMix {
     pub reboot: f64,
     pub partition: f64,
     pub heal: f64,
+    /// Probability per tick of arming a disk fault (runs with a disk only).
+    pub disk_fault: f64,
     pub propose: f64,
     pub read: f64,
 }
 
 impl FaultMix {
-    pub const ALL: [FaultMix; 7] = [
+    pub const ALL: [FaultMix; 8] = [
         FaultMix::named("calm", 0.0, 0.0, 2, 0.0, 0.0, 0.0, 0.0),
         FaultMix::named("lossy", 0.2, 0.1, 4, 0.0, 0.0, 0.0, 0.0),
         FaultMix::named("crash", 0.02, 0.02, 3, 0.02, 0.05, 0.0, 0.0),
@@ -40,6 +42,10 @@ impl FaultMix {
             crash_leader: 0.02,
             restore: 0.3,
             ..FaultMix::named("churn", 0.05, 0.02, 3, 0.0, 0.0, 0.0, 0.0)
+        },
+        FaultMix {
+            disk_fault: 0.03,
+            ..FaultMix::named("disk", 0.05, 0.02, 3, 0.01, 0.1, 0.02, 0.01)
         },
     ];
 
@@ -65,6 +71,7 @@ impl FaultMix {
             reboot,
             partition,
             heal: partition * 1.5,
+            disk_fault: 0.0,
             propose: 0.4,
             read: 0.15,
         }
@@ -121,6 +128,12 @@ pub struct Plan {
     pub max_entries_per_message: usize,
     pub max_bytes_per_message: usize,
     pub max_inflight: usize,
+    /// Compact a node's log once it has applied this many entries past its
+    /// snapshot (0: never compact).
+    pub snapshot_every: u64,
+    /// Nodes write the real write-ahead log to a simulated disk with
+    /// segments of this size; `None`: the model store only.
+    pub disk_segment_bytes: Option<u64>,
 }
 
 impl Plan {
@@ -134,6 +147,13 @@ impl Plan {
         let max_entries_per_message = rng.gen_range(1..=8);
         let max_bytes_per_message = rng.gen_range(8..=160);
         let max_inflight = rng.gen_range(1..=4);
+        let snapshot_every = if rng.gen_bool(0.3) {
+            0
+        } else {
+            rng.gen_range(2..=24)
+        };
+        let disk = rng.gen_bool(0.5);
+        let segment_bytes = rng.gen_range(256..=8192);
         let nodes = opts.nodes.unwrap_or(nodes);
         if nodes == 0 {
             return Err("--nodes must be at least 1".into());
@@ -147,6 +167,7 @@ impl Plan {
                 )
             })?,
         };
+        let disk_segment_bytes = (disk || mix.name == "disk").then_some(segment_bytes);
         Ok(Plan {
             nodes,
             mix,
@@ -158,6 +179,8 @@ impl Plan {
             max_entries_per_message,
             max_bytes_per_message,
             max_inflight,
+            snapshot_every,
+            disk_segment_bytes,
         })
     }
 }

@@ -35,6 +35,10 @@ pub struct SimStats {
     pub restores: u64,
     pub reboots: u64,
     pub partitions: u64,
+    pub compactions: u64,
+    pub snapshots_installed: u64,
+    pub disk_faults: u64,
+    pub disk_recoveries: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub messages_duplicated: u64,
@@ -60,6 +64,10 @@ impl SimStats {
         self.restores += o.restores;
         self.reboots += o.reboots;
         self.partitions += o.partitions;
+        self.compactions += o.compactions;
+        self.snapshots_installed += o.snapshots_installed;
+        self.disk_faults += o.disk_faults;
+        self.disk_recoveries += o.disk_recoveries;
         self.messages_sent += o.messages_sent;
         self.messages_dropped += o.messages_dropped;
         self.messages_duplicated += o.messages_duplicated;
@@ -90,6 +98,16 @@ impl fmt::Display for SimStats {
             f,
             "crashes {}, restores {}, reboots {}, partitions {}",
             self.crashes, self.restores, self.reboots, self.partitions
+        )?;
+        writeln!(
+            f,
+            "log compactions {}, snapshots installed {}",
+            self.compactions, self.snapshots_installed
+        )?;
+        writeln!(
+            f,
+            "disk faults {}, recoveries from a simulated disk {}",
+            self.disk_faults, self.disk_recoveries
         )?;
         writeln!(
             f,
@@ -195,6 +213,10 @@ fn stats(w: &World, heal_ticks: u64) -> SimStats {
         restores: w.counters.restores,
         reboots: w.counters.reboots,
         partitions: w.counters.partitions,
+        compactions: w.counters.compactions,
+        snapshots_installed: w.counters.snapshots_installed,
+        disk_faults: w.counters.disk_faults,
+        disk_recoveries: w.counters.disk_recoveries,
         messages_sent: w.net.stats.sent,
         messages_dropped: w.net.stats.dropped,
         messages_duplicated: w.net.stats.duplicated,
@@ -246,6 +268,9 @@ fn faults(w: &mut World) -> Result<(), Violation> {
     if w.rng.gen_bool(mix.reboot) {
         let n = w.rng.gen_range(0..w.nodes.len()) as NodeId;
         w.reboot(n)?;
+    }
+    if w.plan.disk_segment_bytes.is_some() && w.rng.gen_bool(mix.disk_fault) {
+        w.arm_disk_fault();
     }
     if w.nodes.len() >= 3 && w.rng.gen_bool(mix.partition) {
         partition(w)?;

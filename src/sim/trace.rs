@@ -36,6 +36,12 @@ pub fn msg(m: &Message) -> String {
         MessageBody::RequestVoteResponse { granted } => {
             format!("Vote {}", if *granted { "granted" } else { "denied" })
         }
+        MessageBody::InstallSnapshot { snapshot } => format!(
+            "InstallSnapshot ({},t{}) {} bytes",
+            snapshot.index,
+            snapshot.term,
+            snapshot.data.len()
+        ),
     };
     format!("{}->{} t{} ctx={} {body}", m.from, m.to, m.term, m.ctx)
 }

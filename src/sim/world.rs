@@ -15,13 +15,15 @@ use super::options::Plan;
 use super::trace;
 use crate::node::raft::{
     Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, RaftError, Ready,
-    Role, Term,
+    Role, Snapshot, Term,
 };
 
 pub struct SimNode {
     pub raft: Raft,
-    /// The store: what survives a reboot.
+    /// The store: what survives a reboot. `log` holds the entries after
+    /// `snapshot.index` (index 0: no snapshot).
     pub hard_state: HardState,
+    pub snapshot: Snapshot,
     pub log: Vec<Entry>,
     /// The state machine: entries applied, index i at `[i - 1]`.
     pub applied: Vec<Entry>,
@@ -32,6 +34,9 @@ pub struct SimNode {
     /// A `Ready` that was persisted, sent and applied but whose `advance` the
     /// driver has not called yet (it is called before the next `ready()`).
     pub unadvanced: Option<Ready>,
+    /// In `Plan::disk` runs: the real write-ahead log on a simulated disk,
+    /// written before the model store above (which it must always match).
+    pub disk: Option<super::disk::SimDisk>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -44,6 +49,10 @@ pub struct Counters {
     pub restores: u64,
     pub reboots: u64,
     pub partitions: u64,
+    pub compactions: u64,
+    pub snapshots_installed: u64,
+    pub disk_faults: u64,
+    pub disk_recoveries: u64,
 }
 
 pub struct World {
@@ -86,17 +95,27 @@ impl World {
             next_request_ctx: 0,
         };
         for id in 0..n as NodeId {
-            let raft = Raft::new(w.config(id, 0), HardState::default(), Vec::new())
-                .expect("the sim's config is valid");
+            let raft = Raft::new(
+                w.config(id, 0),
+                HardState::default(),
+                Snapshot::default(),
+                Vec::new(),
+            )
+            .expect("the sim's config is valid");
             w.nodes.push(SimNode {
                 raft,
                 hard_state: HardState::default(),
+                snapshot: Snapshot::default(),
                 log: Vec::new(),
                 applied: Vec::new(),
                 apply_cursor: 0,
                 crashed: false,
                 boots: 0,
                 unadvanced: None,
+                disk: w
+                    .plan
+                    .disk_segment_bytes
+                    .map(|bytes| super::disk::SimDisk::new(id, n, bytes)),
             });
         }
         w
@@ -342,32 +361,50 @@ impl World {
         self.end_step()
     }
 
-    /// Step: node `n` restarts from its store, losing its memory.
+    /// Step: node `n` restarts from its store, losing its memory (with a
+    /// disk: the power is cut first, see `disk.rs`).
     pub fn reboot(&mut self, n: NodeId) -> Result<(), Violation> {
         self.begin_step();
         self.counters.reboots += 1;
+        self.restart_node(n, None)?;
+        self.process_ready(n, None)?;
+        self.end_step()
+    }
+
+    /// A new core for node `n` from its store; the state machine restarts
+    /// from the store's snapshot.
+    pub(super) fn rebuild_core(&mut self, n: NodeId) -> Result<(), Violation> {
         let node = &self.nodes[n as usize];
         let boot = node.boots + 1;
         let cfg = self.config(n, boot);
-        let raft = match Raft::new(cfg, node.hard_state, node.log.clone()) {
+        let raft = match Raft::new(
+            cfg,
+            node.hard_state,
+            node.snapshot.clone(),
+            node.log.clone(),
+        ) {
             Ok(r) => r,
             Err(e) => return violation("storage restores", format!("node {n}: {e}")),
         };
         self.log(|| {
             format!(
-                "REBOOT n{n} from {:?} + {} entries",
+                "REBOOT n{n} from {:?} + snapshot at {} + {} entries",
                 node.hard_state,
+                node.snapshot.index,
                 node.log.len()
             )
         });
+        let snap = node.snapshot.clone();
         let node = &mut self.nodes[n as usize];
         node.raft = raft;
         node.boots = boot;
         node.apply_cursor = 0;
         node.crashed = false;
         node.unadvanced = None;
-        self.process_ready(n, None)?;
-        self.end_step()
+        if snap.index > 0 {
+            self.load_snapshot(n, &snap)?;
+        }
+        Ok(())
     }
 
     /// Step: the partition changes.

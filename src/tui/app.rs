@@ -276,6 +276,8 @@ impl App {
             EventKind::Committed { .. } => Tone::Commit,
             EventKind::Blocked { .. } => Tone::Blocked,
             EventKind::Unblocked => Tone::Restore,
+            EventKind::SnapshotTaken { .. } | EventKind::SnapshotInstalled { .. } => Tone::Info,
+            EventKind::Failed { .. } => Tone::Error,
         };
         self.push_at(ev.at, Some(ev.node), ev.kind.to_string(), tone);
     }

@@ -3,7 +3,9 @@
 //! (right), the event log, the key help. Below 80x24 it draws only a message
 //! asking for a larger terminal (resizing back brings the dashboard back).
 //!
-//! The node table is a list of [`Column`]s: a new column is one more entry.
+//! The node table is a list of [`Column`]s: a new column is one more entry,
+//! as long as the widths, a space between columns, the selection marker and
+//! the borders still fit in `MIN_WIDTH` (a test checks it).
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -36,12 +38,12 @@ fn or_dash(v: Option<NodeId>) -> String {
 pub const COLUMNS: &[Column] = &[
     Column {
         title: "id",
-        width: Constraint::Length(3),
+        width: Constraint::Length(2),
         cell: |id, _| Cell::from(id.to_string()),
     },
     Column {
         title: "address",
-        width: Constraint::Length(21),
+        width: Constraint::Length(19),
         cell: |_, n| Cell::from(n.addr.clone()),
     },
     Column {
@@ -64,7 +66,7 @@ pub const COLUMNS: &[Column] = &[
     },
     Column {
         title: "last",
-        width: Constraint::Length(6),
+        width: Constraint::Length(5),
         cell: |_, n| Cell::from(n.status.raft.last_index.to_string()),
     },
     Column {
@@ -76,6 +78,15 @@ pub const COLUMNS: &[Column] = &[
         title: "applied",
         width: Constraint::Length(7),
         cell: |_, n| Cell::from(n.status.raft.applied_index.to_string()),
+    },
+    Column {
+        // The log is compacted through here; "-" before the first snapshot.
+        title: "snap",
+        width: Constraint::Length(5),
+        cell: |_, n| match n.status.raft.snapshot_index {
+            0 => Cell::from("-"),
+            i => Cell::from(i.to_string()),
+        },
     },
     Column {
         title: "files",

@@ -1,7 +1,8 @@
 //! The core's one error enum. Everything a caller of the Raft core can be told
 //! went wrong, by who can act on it: `NotLeader` (retry at the named leader),
 //! bad input (`UnknownPeer`, `Misaddressed`, `InvalidMessage`: log and drop),
-//! and setup mistakes (`InvalidConfig`, `InvalidStorage`: fatal at startup).
+//! and setup mistakes (`InvalidConfig`, `InvalidStorage`: fatal at startup;
+//! `Compaction`: the driver asked for an impossible snapshot).
 //! An `Err` from the core never leaves it in a changed state, except that a
 //! malformed *request* is still answered with a rejection (see `Raft::step`).
 
@@ -26,4 +27,7 @@ pub enum RaftError {
     /// `Raft::new` was handed a log/hard state that cannot have been written by Raft.
     #[error("inconsistent storage: {0}")]
     InvalidStorage(String),
+    /// `Raft::compact` was asked for an index it cannot snapshot at.
+    #[error("cannot compact the log: {0}")]
+    Compaction(String),
 }

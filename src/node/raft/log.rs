@@ -1,9 +1,16 @@
 //! `RaftLog`: the in-memory log of one core and the four cursors over it.
 //!
+//! The log may start after a snapshot: entries `1..=offset` are compacted
+//! (the state machine as of `offset` replaces them; only `offset_term`, the
+//! term of entry `offset`, is kept, so the entry after it can still be
+//! matched).
+//!
 //! Promises (checked; a violation panics naming the invariant):
-//! - `entries[k].index == k + 1`; terms never decrease along the log;
-//! - `applied <= commit <= last_index` (`applied` = last index handed out in
-//!   `Ready.committed_entries`), and `commit` never decreases;
+//! - `entries[k].index == offset + k + 1`; terms never decrease along the
+//!   log (starting from `offset_term`);
+//! - `offset <= applied <= commit <= last_index` (`applied` = last index
+//!   handed out in `Ready.committed_entries` or covered by a snapshot), and
+//!   `commit` never decreases;
 //! - a committed entry is never truncated;
 //! - `persisted < unstable <= last_index + 1`: entries below `unstable` have
 //!   been handed out in `Ready.entries`; entries through `persisted` were also
@@ -16,7 +23,10 @@ use super::types::{Entry, LogIndex, Term};
 
 #[derive(Debug)]
 pub struct RaftLog {
-    /// `entries[k].index == k + 1`.
+    /// The last compacted index (0: nothing compacted) and its term.
+    offset: LogIndex,
+    offset_term: Term,
+    /// `entries[k].index == offset + k + 1`.
     entries: Vec<Entry>,
     /// Highest index known committed. `applied <= commit <= last_index()`.
     commit: LogIndex,
@@ -38,14 +48,26 @@ pub struct ConflictHint {
 }
 
 impl RaftLog {
-    /// A log restored from storage: everything in it is durable, nothing applied.
-    pub fn restore(entries: Vec<Entry>, commit: LogIndex) -> Result<RaftLog, RaftError> {
-        let mut prev_term = 0;
+    /// A log restored from storage: everything in it is durable; nothing
+    /// after the snapshot (`offset`, `offset_term`) is applied yet.
+    pub fn restore(
+        offset: LogIndex,
+        offset_term: Term,
+        entries: Vec<Entry>,
+        commit: LogIndex,
+    ) -> Result<RaftLog, RaftError> {
+        if (offset == 0) != (offset_term == 0) {
+            return Err(RaftError::InvalidStorage(format!(
+                "snapshot at index {offset} has term {offset_term}"
+            )));
+        }
+        let mut prev_term = offset_term;
         for (k, e) in entries.iter().enumerate() {
-            if e.index != k as u64 + 1 {
+            if e.index != offset + k as u64 + 1 {
                 return Err(RaftError::InvalidStorage(format!(
-                    "entry at position {k} has index {} (log indexes start at 1, contiguous)",
-                    e.index
+                    "entry at position {k} has index {} (the log starts at {} and is contiguous)",
+                    e.index,
+                    offset + 1
                 )));
             }
             if e.term == 0 || e.term < prev_term {
@@ -56,42 +78,61 @@ impl RaftLog {
             }
             prev_term = e.term;
         }
-        let last = entries.len() as u64;
+        let last = offset + entries.len() as u64;
         if commit > last {
             return Err(RaftError::InvalidStorage(format!(
                 "commit {commit} is beyond the last log index {last}"
             )));
         }
         Ok(RaftLog {
+            offset,
+            offset_term,
             entries,
-            commit,
-            applied: 0,
+            commit: commit.max(offset),
+            applied: offset,
             unstable: last + 1,
             persisted: last,
         })
     }
 
     pub fn last_index(&self) -> LogIndex {
-        self.entries.len() as u64
+        self.offset + self.entries.len() as u64
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.offset_term, |e| e.term)
     }
 
-    /// The term at `index`; index 0 (before the log) has term 0.
+    /// The last compacted index (the snapshot's index; 0 if none).
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.offset
+    }
+
+    pub fn snapshot_term(&self) -> Term {
+        self.offset_term
+    }
+
+    /// The term at `index`: known for the snapshot's index (0 before any
+    /// snapshot) and every entry held; `None` when compacted or beyond.
     pub fn term(&self, index: LogIndex) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.offset {
+            return Some(self.offset_term);
         }
         self.entry(index).map(|e| e.term)
     }
 
+    /// The entry at `index`, if held (not compacted, not beyond the end).
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        if index == 0 {
+        if index <= self.offset {
             return None;
         }
-        self.entries.get(index as usize - 1)
+        self.entries.get((index - self.offset) as usize - 1)
+    }
+
+    /// Position of `index` in `entries` (`offset < index`).
+    fn pos(&self, index: LogIndex) -> usize {
+        debug_assert!(index > self.offset);
+        (index - self.offset) as usize - 1
     }
 
     pub fn commit(&self) -> LogIndex {
@@ -125,11 +166,12 @@ impl RaftLog {
         index
     }
 
-    /// The first entry of `entries` that is missing here or has another term.
+    /// The first entry of `entries` that is missing here or has another
+    /// term (compacted entries are committed, so they never conflict).
     pub fn find_conflict(&self, entries: &[Entry]) -> Option<LogIndex> {
         entries
             .iter()
-            .find(|e| self.term(e.index) != Some(e.term))
+            .find(|e| e.index > self.offset && self.term(e.index) != Some(e.term))
             .map(|e| e.index)
     }
 
@@ -145,7 +187,7 @@ impl RaftLog {
                 "invariant: committed entries are never truncated (conflict at {conflict}, commit {})",
                 self.commit
             );
-            let keep = conflict as usize - 1;
+            let keep = self.pos(conflict);
             if keep < self.entries.len() {
                 self.entries.truncate(keep);
                 self.unstable = self.unstable.min(conflict);
@@ -171,26 +213,34 @@ impl RaftLog {
         }
     }
 
-    /// First index holding `term` (terms are non-decreasing, so they form one run).
+    /// First index holding `term` (terms are non-decreasing, so they form
+    /// one run), or the snapshot's index if the run starts there.
     fn first_index_of_term(&self, term: Term) -> LogIndex {
-        self.entries.partition_point(|e| e.term < term) as u64 + 1
+        if self.offset > 0 && term <= self.offset_term {
+            return self.offset;
+        }
+        self.offset + self.entries.partition_point(|e| e.term < term) as u64 + 1
     }
 
-    /// Last index holding `term`, if any.
+    /// Last index holding `term`, if any (the snapshot's index counts).
     pub fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
         let n = self.entries.partition_point(|e| e.term <= term);
-        (n > 0 && self.entries[n - 1].term == term).then_some(n as u64)
+        if n > 0 && self.entries[n - 1].term == term {
+            return Some(self.offset + n as u64);
+        }
+        (n == 0 && self.offset > 0 && self.offset_term == term).then_some(self.offset)
     }
 
     /// Entries from `from` on, at most `max_entries` and `max_bytes` of data,
     /// but at least one entry if any exists.
+    /// Empty if `from` is compacted or beyond the end.
     pub fn slice(&self, from: LogIndex, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
-        if from == 0 || from > self.last_index() {
+        if from <= self.offset || from > self.last_index() {
             return Vec::new();
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for e in &self.entries[from as usize - 1..] {
+        for e in &self.entries[self.pos(from)..] {
             if out.len() >= max_entries
                 || (!out.is_empty() && bytes.saturating_add(e.data.len()) > max_bytes)
             {
@@ -222,7 +272,7 @@ impl RaftLog {
 
     /// Hand out the entries not yet given to the driver for persisting.
     pub fn take_unstable(&mut self) -> Vec<Entry> {
-        let from = self.unstable as usize - 1;
+        let from = self.pos(self.unstable);
         self.unstable = self.last_index() + 1;
         self.entries[from..].to_vec()
     }
@@ -248,9 +298,55 @@ impl RaftLog {
             self.applied,
             self.commit
         );
-        let out = self.entries[self.applied as usize..self.commit as usize].to_vec();
+        let (from, to) = (
+            (self.applied - self.offset) as usize,
+            (self.commit - self.offset) as usize,
+        );
+        let out = self.entries[from..to].to_vec();
         self.applied = self.commit;
         out
+    }
+
+    /// The state machine was snapshotted at `index` (applied, so committed
+    /// and held): drop the entries through it.
+    pub fn compact(&mut self, index: LogIndex) -> Result<(), RaftError> {
+        if index <= self.offset {
+            return Err(RaftError::Compaction(format!(
+                "index {index} is not past the current snapshot at {}",
+                self.offset
+            )));
+        }
+        if index > self.applied {
+            return Err(RaftError::Compaction(format!(
+                "index {index} is not applied yet (applied {})",
+                self.applied
+            )));
+        }
+        let term = self.term(index).expect("offset < index <= applied <= last");
+        self.entries.drain(..self.pos(index) + 1);
+        self.offset = index;
+        self.offset_term = term;
+        self.unstable = self.unstable.max(index + 1);
+        self.persisted = self.persisted.max(index);
+        Ok(())
+    }
+
+    /// A snapshot at (`index`, `term`) from the leader, past our commit,
+    /// whose entry our log does not hold: the log is replaced by it (empty
+    /// after `index`), committed and applied through `index`.
+    pub fn restore_snapshot(&mut self, index: LogIndex, term: Term) {
+        assert!(
+            index > self.commit && self.term(index) != Some(term),
+            "invariant: a snapshot replaces the log only past commit {} and on a mismatch at {index}",
+            self.commit
+        );
+        self.entries.clear();
+        self.offset = index;
+        self.offset_term = term;
+        self.commit = index;
+        self.applied = index;
+        self.unstable = index + 1;
+        self.persisted = index;
     }
 
     /// The last `n` entries.
@@ -286,18 +382,18 @@ mod tests {
 
     #[test]
     fn restore_validates() {
-        assert!(RaftLog::restore(ents(&[1, 1, 2]), 3).is_ok());
-        assert!(RaftLog::restore(ents(&[1, 1, 2]), 4).is_err());
-        assert!(RaftLog::restore(ents(&[2, 1]), 0).is_err());
-        assert!(RaftLog::restore(vec![at(2, 1)], 0).is_err());
-        let log = RaftLog::restore(ents(&[1, 2]), 1).unwrap();
+        assert!(RaftLog::restore(0, 0, ents(&[1, 1, 2]), 3).is_ok());
+        assert!(RaftLog::restore(0, 0, ents(&[1, 1, 2]), 4).is_err());
+        assert!(RaftLog::restore(0, 0, ents(&[2, 1]), 0).is_err());
+        assert!(RaftLog::restore(0, 0, vec![at(2, 1)], 0).is_err());
+        let log = RaftLog::restore(0, 0, ents(&[1, 2]), 1).unwrap();
         assert_eq!((log.persisted(), log.applied(), log.commit()), (2, 0, 1));
         assert!(!log.has_unstable());
     }
 
     #[test]
     fn up_to_date_compares_last_term_then_length() {
-        let log = RaftLog::restore(ents(&[1, 2, 2]), 0).unwrap();
+        let log = RaftLog::restore(0, 0, ents(&[1, 2, 2]), 0).unwrap();
         assert!(log.is_up_to_date(1, 3));
         assert!(log.is_up_to_date(3, 2));
         assert!(log.is_up_to_date(4, 2));
@@ -307,7 +403,7 @@ mod tests {
 
     #[test]
     fn append_after_keeps_matching_and_truncates_conflicts() {
-        let mut log = RaftLog::restore(ents(&[1, 1, 1, 1]), 1).unwrap();
+        let mut log = RaftLog::restore(0, 0, ents(&[1, 1, 1, 1]), 1).unwrap();
         // A stale, shorter message that agrees must not truncate anything.
         assert_eq!(log.append_after(1, &[at(2, 1)]), 2);
         assert_eq!(log.last_index(), 4);
@@ -322,13 +418,13 @@ mod tests {
     #[test]
     #[should_panic(expected = "committed entries are never truncated")]
     fn truncating_committed_panics() {
-        let mut log = RaftLog::restore(ents(&[1, 1]), 2).unwrap();
+        let mut log = RaftLog::restore(0, 0, ents(&[1, 1]), 2).unwrap();
         log.append_after(1, &[at(2, 2)]);
     }
 
     #[test]
     fn conflict_hints() {
-        let log = RaftLog::restore(ents(&[1, 2, 2, 2, 3]), 0).unwrap();
+        let log = RaftLog::restore(0, 0, ents(&[1, 2, 2, 2, 3]), 0).unwrap();
         assert_eq!(log.conflict_hint(9), ConflictHint { index: 6, term: 0 });
         assert_eq!(log.conflict_hint(4), ConflictHint { index: 2, term: 2 });
         assert_eq!(log.conflict_hint(5), ConflictHint { index: 5, term: 3 });
@@ -339,7 +435,7 @@ mod tests {
 
     #[test]
     fn slice_respects_caps_but_sends_one() {
-        let mut log = RaftLog::restore(Vec::new(), 0).unwrap();
+        let mut log = RaftLog::restore(0, 0, Vec::new(), 0).unwrap();
         for n in [10usize, 10, 100, 1] {
             log.append_new(1, Bytes::from(vec![0u8; n]));
         }
@@ -352,7 +448,7 @@ mod tests {
 
     #[test]
     fn persistence_and_apply_cursors() {
-        let mut log = RaftLog::restore(Vec::new(), 0).unwrap();
+        let mut log = RaftLog::restore(0, 0, Vec::new(), 0).unwrap();
         log.append_new(1, Bytes::new());
         log.append_new(1, Bytes::new());
         assert!(log.has_unstable());

@@ -1,10 +1,12 @@
 //! `Progress`: what the leader knows and has in flight for one follower.
 //!
-//! Two states, as in etcd: `Probe` (one AppendEntries at a time, searching for
-//! the point where the logs agree; entered on becoming leader, after a
+//! Three states, as in etcd: `Probe` (one AppendEntries at a time, searching
+//! for the point where the logs agree; entered on becoming leader, after a
 //! rejection, after `report_unreachable`, and when an ack is overdue, see
-//! `is_stalled`) and `Replicate` (the logs agree through `match_index`; up to
-//! `max_inflight` batches are pipelined). Only the leader's own bookkeeping
+//! `is_stalled`), `Replicate` (the logs agree through `match_index`; up to
+//! `max_inflight` batches are pipelined) and `Snapshot` (the entries the
+//! follower needs are compacted: an InstallSnapshot is on its way and nothing
+//! else is sent until it is acknowledged, reported unreachable or overdue). Only the leader's own bookkeeping
 //! lives here: safety never depends on it, since the follower checks every
 //! message. Stale, duplicate and reordered responses may arrive in any order;
 //! every update below is written to be harmless for them.
@@ -20,6 +22,7 @@ use super::types::LogIndex;
 pub enum ProgressState {
     Probe,
     Replicate,
+    Snapshot,
 }
 
 #[derive(Clone, Debug)]
@@ -31,6 +34,8 @@ pub struct Progress {
     pub state: ProgressState,
     /// Probe: a probe is outstanding; wait for its answer or the next heartbeat.
     pub probe_sent: bool,
+    /// Snapshot: the index of the snapshot being sent.
+    pub pending_snapshot: LogIndex,
     /// Replicate: last index of each unacknowledged batch, increasing.
     pub inflight: VecDeque<LogIndex>,
     /// Replicate: the leader tick since which an ack has been owed (the last
@@ -49,10 +54,20 @@ impl Progress {
             next_index,
             state: ProgressState::Probe,
             probe_sent: false,
+            pending_snapshot: 0,
             inflight: VecDeque::new(),
             waiting_since: 0,
             commit_sent: 0,
         }
+    }
+
+    /// A snapshot at `index` was sent at leader tick `now`.
+    pub fn become_snapshot(&mut self, index: LogIndex, now: u64) {
+        self.state = ProgressState::Snapshot;
+        self.pending_snapshot = index;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.waiting_since = now;
     }
 
     pub fn become_probe(&mut self) {
@@ -74,6 +89,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= max_inflight,
+            ProgressState::Snapshot => true,
         }
     }
 
@@ -81,6 +97,7 @@ impl Progress {
     pub fn sent_entries(&mut self, last: LogIndex, now: u64) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Snapshot => unreachable!("a paused progress sends no entries"),
             ProgressState::Replicate => {
                 debug_assert!(last >= self.next_index);
                 if self.inflight.is_empty() {
@@ -93,7 +110,9 @@ impl Progress {
     }
 
     /// A success response (at leader tick `now`) says the follower matches
-    /// through `index`. Returns whether `match_index` advanced.
+    /// through `index`. Returns whether `match_index` advanced. A follower
+    /// that now holds the pending snapshot goes back to probing (from just
+    /// past it).
     pub fn maybe_update(&mut self, index: LogIndex, now: u64) -> bool {
         if index <= self.match_index {
             return false;
@@ -104,16 +123,23 @@ impl Progress {
         while self.inflight.front().is_some_and(|&last| last <= index) {
             self.inflight.pop_front();
         }
+        if self.state == ProgressState::Snapshot && index >= self.pending_snapshot {
+            self.become_probe();
+        }
         true
     }
 
     /// Replicate: batches are in flight and no ack has come for `timeout`
     /// ticks, so one was probably lost (the network does not say). The caller
     /// falls back to probing from `match_index + 1`.
-    pub fn is_stalled(&self, now: u64, timeout: u64) -> bool {
-        self.state == ProgressState::Replicate
-            && !self.inflight.is_empty()
-            && now.saturating_sub(self.waiting_since) >= timeout
+    /// A snapshot is overdue after `snapshot_timeout` ticks.
+    pub fn is_stalled(&self, now: u64, timeout: u64, snapshot_timeout: u64) -> bool {
+        let waited = now.saturating_sub(self.waiting_since);
+        match self.state {
+            ProgressState::Replicate => !self.inflight.is_empty() && waited >= timeout,
+            ProgressState::Snapshot => waited >= snapshot_timeout,
+            ProgressState::Probe => false,
+        }
     }
 
     /// A rejection of the AppendEntries whose `prev_index` was `rejected`;
@@ -121,6 +147,8 @@ impl Progress {
     /// rejection was current (then the caller sends a new probe).
     pub fn maybe_decrease(&mut self, rejected: LogIndex, hint: LogIndex) -> bool {
         match self.state {
+            // Rejections of the heartbeats sent meanwhile say nothing new.
+            ProgressState::Snapshot => return false,
             ProgressState::Replicate => {
                 if rejected <= self.match_index {
                     return false; // stale: answers something older than what is acked
@@ -164,19 +192,19 @@ mod tests {
         assert!(pr.is_paused(2));
         assert_eq!(pr.next_index, 5);
         assert!(
-            pr.is_stalled(15, 5),
+            pr.is_stalled(15, 5, 50),
             "no ack for 5 ticks since the pipeline started"
         );
         assert!(pr.maybe_update(2, 14));
         assert!(!pr.is_paused(2));
-        assert!(!pr.is_stalled(15, 5));
+        assert!(!pr.is_stalled(15, 5, 50));
         assert!(!pr.maybe_update(2, 15), "duplicate ack changes nothing");
         assert!(!pr.maybe_update(1, 15), "stale ack changes nothing");
         assert_eq!(pr.match_index, 2);
-        assert!(pr.is_stalled(19, 5));
+        assert!(pr.is_stalled(19, 5, 50));
         assert!(pr.maybe_update(4, 20));
         assert!(pr.inflight.is_empty());
-        assert!(!pr.is_stalled(99, 5), "nothing owed");
+        assert!(!pr.is_stalled(99, 5, 50), "nothing owed");
     }
 
     #[test]
@@ -190,6 +218,26 @@ mod tests {
         assert!(pr.maybe_decrease(6, 2));
         assert_eq!(pr.state, ProgressState::Probe);
         assert_eq!(pr.next_index, 6, "never below match + 1");
+    }
+
+    #[test]
+    fn snapshot_pauses_until_acked_then_probes_past_it() {
+        let mut pr = Progress::new(3);
+        pr.become_snapshot(40, 7);
+        assert!(pr.is_paused(4));
+        assert!(!pr.maybe_decrease(2, 1), "heartbeat rejections are ignored");
+        assert_eq!(pr.state, ProgressState::Snapshot);
+        assert!(!pr.is_stalled(56, 5, 50));
+        assert!(
+            pr.is_stalled(57, 5, 50),
+            "overdue after the snapshot timeout"
+        );
+        assert!(pr.maybe_update(10, 8), "an older ack still counts");
+        assert_eq!(pr.state, ProgressState::Snapshot);
+        assert!(pr.maybe_update(40, 9));
+        assert_eq!(pr.state, ProgressState::Probe);
+        assert_eq!(pr.next_index, 41);
+        assert!(!pr.is_paused(4));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::progress::Progress;
 use super::read_only::ReadOnly;
 use super::types::{
     Entry, HardState, LogIndex, Message, MessageBody, NodeId, PeerProgress, ReadState, Role,
-    SoftState, Status, Term,
+    Snapshot, SoftState, Status, Term,
 };
 
 pub struct Raft {
@@ -35,6 +35,11 @@ pub struct Raft {
     /// The leader of `term`, once known (always `Some(id)` on the leader).
     pub(super) leader: Option<NodeId>,
     pub(super) log: RaftLog,
+    /// The latest snapshot (index 0: none), kept to send to followers that
+    /// need compacted entries. `snapshot.index == log.snapshot_index()`.
+    pub(super) snapshot: Snapshot,
+    /// A snapshot received from the leader, not yet handed out in a `Ready`.
+    pub(super) pending_snapshot: Option<Snapshot>,
     pub(super) rng: SmallRng,
     pub(super) election: ElectionTimer,
     /// Ticks since this core was created: the leader's clock for overdue acks.
@@ -69,12 +74,14 @@ impl std::fmt::Debug for Raft {
 }
 
 impl Raft {
-    /// Restore from what storage holds (empty log + default `HardState` for a
-    /// fresh node). Log indexes start at 1. Nothing is applied yet: the first
-    /// `Ready` hands out every committed entry from index 1.
+    /// Restore from what storage holds (no snapshot, an empty log and a
+    /// default `HardState` for a fresh node). The log starts just after the
+    /// snapshot (index 1 without one). The state machine is the snapshot's:
+    /// the first `Ready` hands out every committed entry after it.
     pub fn new(
         config: RaftConfig,
         hard_state: HardState,
+        snapshot: Snapshot,
         log: Vec<Entry>,
     ) -> Result<Raft, RaftError> {
         config.validate()?;
@@ -85,15 +92,22 @@ impl Raft {
                 )));
             }
         }
-        if let Some(last) = log.last() {
-            if last.term > hard_state.term {
-                return Err(RaftError::InvalidStorage(format!(
-                    "log has term {} beyond the hard state's term {}",
-                    last.term, hard_state.term
-                )));
-            }
+        let stored_hard_state = hard_state;
+        let log = RaftLog::restore(snapshot.index, snapshot.term, log, hard_state.commit)?;
+        // A commit below the snapshot (a crash before the hard state caught
+        // up with an installed snapshot) is the snapshot's index.
+        let mut hard_state = HardState {
+            commit: log.commit(),
+            ..hard_state
+        };
+        // A `Ready` is persisted entries first, then its hard state, so a
+        // crash mid-write can keep entries of a term whose hard state was
+        // lost. Nothing promised in that term was sent (persist comes before
+        // send), so the node resumes in that term without a vote.
+        if log.last_term() > hard_state.term {
+            hard_state.term = log.last_term();
+            hard_state.vote = None;
         }
-        let log = RaftLog::restore(log, hard_state.commit)?;
         let mut rng = SmallRng::seed_from_u64(config.seed);
         let election = ElectionTimer::new(
             config.election_ticks_min,
@@ -114,6 +128,8 @@ impl Raft {
             role: Role::Follower,
             leader: None,
             log,
+            snapshot,
+            pending_snapshot: None,
             rng,
             election,
             now: 0,
@@ -123,7 +139,9 @@ impl Raft {
             read_only: ReadOnly::default(),
             msgs: Vec::new(),
             read_states: Vec::new(),
-            prev_hard: hard_state,
+            // What storage holds: any lifting above is persisted by the
+            // first `Ready`, before anything is sent in the new term.
+            prev_hard: stored_hard_state,
             prev_soft: SoftState {
                 role: Role::Follower,
                 leader: None,
@@ -195,6 +213,28 @@ impl Raft {
         }
     }
 
+    /// The driver has made `snapshot` (the state machine as of an applied
+    /// index) durable: drop the log through its index and keep it to send to
+    /// followers that fall behind the compacted log. `Err` (and no change) if
+    /// the index is not applied, not past the current snapshot, or the term
+    /// is not the log's at that index.
+    pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
+        if snapshot.index > self.log.snapshot_index()
+            && snapshot.index <= self.log.applied()
+            && self.log.term(snapshot.index) != Some(snapshot.term)
+        {
+            return Err(RaftError::Compaction(format!(
+                "snapshot at {} has term {}, the log has {:?}",
+                snapshot.index,
+                snapshot.term,
+                self.log.term(snapshot.index)
+            )));
+        }
+        self.log.compact(snapshot.index)?;
+        self.snapshot = snapshot;
+        Ok(())
+    }
+
     /// Simulated crash: stop leading or campaigning at once (follower in the
     /// same term with the same vote, log and commit), forget the leader, drop
     /// pending reads and any output not yet handed out (a crashed node sends
@@ -219,6 +259,7 @@ impl Raft {
             leader: self.leader,
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
+            snapshot_index: self.log.snapshot_index(),
             commit_index: self.log.commit(),
             applied_index: self.log.applied(),
             progress: self
@@ -259,6 +300,14 @@ impl Raft {
     }
     pub fn last_index(&self) -> LogIndex {
         self.log.last_index()
+    }
+    /// The log is compacted through here (0: never).
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.log.snapshot_index()
+    }
+    /// The term of the entry at `index`, if known (held or the snapshot's).
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index)
     }
     /// The entry at `index`, if the log holds one.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {

@@ -1,7 +1,7 @@
 //! Handing output to the driver: `has_ready`, `ready`, `advance`.
 //!
-//! Contract (see `types::Ready`): the driver persists `hard_state` and
-//! `entries`, then sends `messages`, then applies `committed_entries` and
+//! Contract (see `types::Ready`): the driver persists `snapshot` (and loads
+//! it into the state machine), `hard_state` and `entries`, then sends `messages`, then applies `committed_entries` and
 //! serves `read_states`, then calls `advance`. Because every vote and every
 //! append ack is created after the state it promises and is only ever handed
 //! out in a `Ready` that also carries (or follows) that state, nothing is
@@ -13,7 +13,8 @@ use super::types::{Ready, Role};
 
 impl Raft {
     pub fn has_ready(&self) -> bool {
-        !self.msgs.is_empty()
+        self.pending_snapshot.is_some()
+            || !self.msgs.is_empty()
             || !self.read_states.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed_to_apply()
@@ -25,6 +26,7 @@ impl Raft {
         let soft = self.soft_state();
         let hard = self.hard_state();
         let ready = Ready {
+            snapshot: self.pending_snapshot.take(),
             soft_state: (soft != self.prev_soft).then_some(soft),
             hard_state: (hard != self.prev_hard).then_some(hard),
             entries: if self.log.has_unstable() {

@@ -10,6 +10,10 @@
 //! an ack for `election_ticks_min` ticks (longer than any round trip Raft can
 //! live with) is re-probed from `match_index + 1`. A lost probe is resent on
 //! every heartbeat.
+//!
+//! A follower that needs entries the leader has compacted gets the leader's
+//! snapshot instead (`send_snapshot`); its progress pauses until the snapshot
+//! is acknowledged, reported unreachable, or overdue (`snapshot_stall_ticks`).
 
 use super::progress::ProgressState;
 use super::raft::Raft;
@@ -27,10 +31,11 @@ impl Raft {
             return false;
         }
         let prev_index = pr.next_index - 1;
-        let prev_term = self
-            .log
-            .term(prev_index)
-            .expect("invariant: next_index <= last_index + 1");
+        let Some(prev_term) = self.log.term(prev_index) else {
+            // Compacted: only the snapshot can bring this follower forward.
+            self.send_snapshot(to);
+            return true;
+        };
         let entries = self.log.slice(
             pr.next_index,
             self.cfg.max_entries_per_message,
@@ -58,6 +63,18 @@ impl Raft {
         true
     }
 
+    /// Send our snapshot to `to` and pause its progress until it is acked.
+    pub(super) fn send_snapshot(&mut self, to: NodeId) {
+        assert!(
+            self.snapshot.index > 0 && self.snapshot.index == self.log.snapshot_index(),
+            "invariant: a compacted log has its snapshot at hand"
+        );
+        let pr = self.progress.get_mut(&to).expect("checked by the caller");
+        pr.become_snapshot(self.snapshot.index, self.now);
+        let snapshot = self.snapshot.clone();
+        self.send(to, MessageBody::InstallSnapshot { snapshot });
+    }
+
     /// Send batches to `to` until its progress pauses or it is caught up.
     pub(super) fn send_append_all(&mut self, to: NodeId) -> usize {
         let mut n = 0;
@@ -69,21 +86,26 @@ impl Raft {
 
     /// An AppendEntries without entries: heartbeat, commit notice, ReadIndex
     /// round. Anchored at `match_index` in replicate state (so it cannot be
-    /// rejected while batches are in flight) and at the probe point otherwise.
+    /// rejected while batches are in flight), at the probe point in probe
+    /// state, and at the snapshot's index while a snapshot is on its way (it
+    /// keeps the follower from campaigning; a rejection is ignored). An
+    /// anchor that is compacted means the follower needs the snapshot.
     pub(super) fn send_empty(&mut self, to: NodeId) {
-        let Some(pr) = self.progress.get_mut(&to) else {
+        let Some(pr) = self.progress.get(&to) else {
             return;
         };
         let prev_index = match pr.state {
             ProgressState::Replicate => pr.match_index,
             ProgressState::Probe => pr.next_index - 1,
+            ProgressState::Snapshot => self.log.snapshot_index(),
+        };
+        let Some(prev_term) = self.log.term(prev_index) else {
+            self.send_snapshot(to);
+            return;
         };
         let commit = self.log.commit();
+        let pr = self.progress.get_mut(&to).expect("checked above");
         pr.commit_sent = pr.commit_sent.max(commit.min(prev_index));
-        let prev_term = self
-            .log
-            .term(prev_index)
-            .expect("invariant: match_index < next_index <= last_index + 1");
         let read_seq = self.read_only.seq();
         self.send(
             to,
@@ -100,12 +122,13 @@ impl Raft {
     /// Every `heartbeat_ticks`: one AppendEntries to every follower.
     pub(super) fn heartbeat(&mut self) {
         let stall_ticks = u64::from(self.cfg.election_ticks_min);
+        let snapshot_stall_ticks = self.snapshot_stall_ticks();
         for peer in self.peers.clone() {
             let pr = self
                 .progress
                 .get_mut(&peer)
                 .expect("invariant: a leader tracks every peer");
-            if pr.is_stalled(self.now, stall_ticks) {
+            if pr.is_stalled(self.now, stall_ticks, snapshot_stall_ticks) {
                 // Something was lost on the way: resend from match_index + 1.
                 pr.become_probe();
             }
@@ -173,6 +196,12 @@ impl Raft {
             }
         }
         self.release_reads();
+    }
+
+    /// How long a snapshot may go unacknowledged before it is sent again: ten
+    /// election timeouts (a large map takes many chunks to transfer).
+    pub(super) fn snapshot_stall_ticks(&self) -> u64 {
+        10 * u64::from(self.cfg.election_ticks_max)
     }
 
     /// Raise the commit index to the highest current-term index a quorum

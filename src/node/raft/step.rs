@@ -4,7 +4,12 @@
 //! response from one is dropped), then handles the follower's side of
 //! AppendEntries and RequestVote and the candidate's side of the vote count.
 //!
-//! Every AppendEntries and RequestVote that passes the envelope check is
+//! InstallSnapshot (from the leader, when we need entries it has compacted)
+//! is answered like an AppendEntries: a success whose `match_index` says how
+//! far our log now matches. An AppendEntries whose `prev_index` is below our
+//! own snapshot is cut to the part after it (the rest is committed here).
+//!
+//! Every AppendEntries, InstallSnapshot and RequestVote that passes the envelope check is
 //! answered by exactly one response carrying its `ctx`, placed in the outbox and
 //! so only sent after the vote or entries it promises are durable. A rejected
 //! AppendEntries is answered with `match_index` = the rejected `prev_index`
@@ -13,7 +18,7 @@
 use super::election::VoteResult;
 use super::error::RaftError;
 use super::raft::Raft;
-use super::types::{Message, MessageBody, Role};
+use super::types::{LogIndex, Message, MessageBody, NodeId, Role};
 
 impl Raft {
     /// Feed one message in. `Err` without any state change for a message not
@@ -40,7 +45,11 @@ impl Raft {
             });
         }
         if msg.term > self.term {
-            let leader = matches!(msg.body, MessageBody::AppendEntries { .. }).then_some(msg.from);
+            let leader = matches!(
+                msg.body,
+                MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+            )
+            .then_some(msg.from);
             self.become_follower(msg.term, leader);
         } else if msg.term < self.term {
             // Stale: tell a requester our term (it will step down); drop responses.
@@ -49,6 +58,7 @@ impl Raft {
         }
         match msg.body {
             MessageBody::AppendEntries { .. } => self.handle_append_entries(&msg),
+            MessageBody::InstallSnapshot { .. } => self.handle_install_snapshot(&msg),
             MessageBody::AppendEntriesResponse { .. } => self.handle_append_response(&msg),
             MessageBody::RequestVote { .. } => self.handle_request_vote(&msg),
             MessageBody::RequestVoteResponse { granted } => {
@@ -93,7 +103,7 @@ impl Raft {
                     if let Some(e) = entries
                         .iter()
                         .take_while(|e| e.index <= self.log.commit())
-                        .find(|e| self.log.term(e.index) != Some(e.term))
+                        .find(|e| self.log.term(e.index).is_some_and(|t| t != e.term))
                     {
                         return Err(format!(
                             "entry {} (term {}) contradicts a committed entry",
@@ -101,16 +111,28 @@ impl Raft {
                         ));
                     }
                 }
-                if msg.term == self.term {
-                    let other_leader = match self.role {
-                        Role::Leader => true,
-                        _ => self.leader.is_some_and(|l| l != msg.from),
-                    };
-                    if other_leader {
-                        return Err(format!("a second leader in term {}", msg.term));
-                    }
+                self.check_sole_leader(msg)
+            }
+            MessageBody::InstallSnapshot { snapshot } => {
+                if snapshot.index == 0 || snapshot.term == 0 || snapshot.term > msg.term {
+                    return Err(format!(
+                        "snapshot at index {} of term {} in term {}",
+                        snapshot.index, snapshot.term, msg.term
+                    ));
                 }
-                Ok(())
+                if msg.term >= self.term
+                    && snapshot.index <= self.log.commit()
+                    && self
+                        .log
+                        .term(snapshot.index)
+                        .is_some_and(|t| t != snapshot.term)
+                {
+                    return Err(format!(
+                        "snapshot at {} (term {}) contradicts a committed entry",
+                        snapshot.index, snapshot.term
+                    ));
+                }
+                self.check_sole_leader(msg)
             }
             MessageBody::AppendEntriesResponse { match_index, .. } => {
                 if msg.term == self.term
@@ -137,9 +159,33 @@ impl Raft {
         }
     }
 
+    /// A leader's request in our term must come from the one leader we know.
+    fn check_sole_leader(&self, msg: &Message) -> Result<(), String> {
+        if msg.term == self.term {
+            let other_leader = match self.role {
+                Role::Leader => true,
+                _ => self.leader.is_some_and(|l| l != msg.from),
+            };
+            if other_leader {
+                return Err(format!("a second leader in term {}", msg.term));
+            }
+        }
+        Ok(())
+    }
+
     /// Answer a request we will not act on, in our own term. Responses: nothing.
     fn reject_request(&mut self, msg: &Message) {
         match &msg.body {
+            MessageBody::InstallSnapshot { snapshot } => {
+                let body = MessageBody::AppendEntriesResponse {
+                    success: false,
+                    match_index: snapshot.index,
+                    conflict_index: 0,
+                    conflict_term: 0,
+                    read_seq: 0,
+                };
+                self.respond(msg, body);
+            }
             MessageBody::AppendEntries {
                 prev_index,
                 read_seq,
@@ -173,12 +219,21 @@ impl Raft {
         else {
             unreachable!("dispatched on the body")
         };
-        if self.role == Role::Candidate {
-            self.become_follower(self.term, Some(msg.from));
+        self.follow(msg.from);
+        let offset = self.log.snapshot_index();
+        let (prev_index, prev_term, entries) = if *prev_index < offset {
+            // Our snapshot covers the start: everything through it is
+            // committed, so only what follows it needs matching.
+            let skip = (offset - prev_index) as usize;
+            if skip >= entries.len() {
+                self.ack_append(msg, self.log.commit(), *read_seq);
+                return;
+            }
+            (offset, self.log.snapshot_term(), &entries[skip..])
         } else {
-            self.leader = Some(msg.from);
-            self.election.reset(&mut self.rng);
-        }
+            (*prev_index, *prev_term, &entries[..])
+        };
+        let (prev_index, prev_term) = (&prev_index, &prev_term);
         if self.log.term(*prev_index) != Some(*prev_term) {
             let hint = self.log.conflict_hint(*prev_index);
             let body = MessageBody::AppendEntriesResponse {
@@ -193,14 +248,52 @@ impl Raft {
         }
         let last_verified = self.log.append_after(*prev_index, entries);
         self.log.commit_to((*commit).min(last_verified));
+        self.ack_append(msg, last_verified, *read_seq);
+    }
+
+    /// A leader of our term spoke: follow it and put off campaigning.
+    fn follow(&mut self, leader: NodeId) {
+        if self.role == Role::Candidate {
+            self.become_follower(self.term, Some(leader));
+        } else {
+            self.leader = Some(leader);
+            self.election.reset(&mut self.rng);
+        }
+    }
+
+    fn ack_append(&mut self, msg: &Message, match_index: LogIndex, read_seq: u64) {
         let body = MessageBody::AppendEntriesResponse {
             success: true,
-            match_index: last_verified,
+            match_index,
             conflict_index: 0,
             conflict_term: 0,
-            read_seq: *read_seq,
+            read_seq,
         };
         self.respond(msg, body);
+    }
+
+    /// InstallSnapshot from the leader of our term. A snapshot we are already
+    /// past (committed) or whose last entry our log holds only moves the
+    /// commit index; otherwise it replaces the log and the state machine
+    /// (handed to the driver in the next `Ready`, before the ack leaves).
+    fn handle_install_snapshot(&mut self, msg: &Message) {
+        let MessageBody::InstallSnapshot { snapshot } = &msg.body else {
+            unreachable!("dispatched on the body")
+        };
+        self.follow(msg.from);
+        if snapshot.index <= self.log.commit() {
+            self.ack_append(msg, self.log.commit(), 0);
+            return;
+        }
+        if self.log.term(snapshot.index) == Some(snapshot.term) {
+            self.log.commit_to(snapshot.index);
+            self.ack_append(msg, snapshot.index, 0);
+            return;
+        }
+        self.log.restore_snapshot(snapshot.index, snapshot.term);
+        self.snapshot = snapshot.clone();
+        self.pending_snapshot = Some(snapshot.clone());
+        self.ack_append(msg, snapshot.index, 0);
     }
 
     /// RequestVote in our term: at most one vote per term, only for a candidate

@@ -18,6 +18,17 @@ pub struct Entry {
     pub data: Bytes,
 }
 
+/// The state machine as of log entry `index` (of term `term`): what replaces
+/// the log prefix `1..=index` once it is compacted, and what a follower too far
+/// behind is sent. `data` is opaque to the core (the driver's encoding of the
+/// metadata map); `index == 0` means "no snapshot".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub index: LogIndex,
+    pub term: Term,
+    pub data: Bytes,
+}
+
 /// What Raft requires to be durable before a vote or an append ack is sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HardState {
@@ -75,6 +86,13 @@ pub enum MessageBody {
     RequestVoteResponse {
         granted: bool,
     },
+    /// The leader no longer holds the entries the follower needs: here is the
+    /// state machine through `snapshot.index`. Answered with an
+    /// `AppendEntriesResponse` (success, `match_index` = the index the
+    /// follower's log now matches through).
+    InstallSnapshot {
+        snapshot: Snapshot,
+    },
 }
 
 /// A linearizable read became safe: once the state machine has applied
@@ -92,12 +110,17 @@ pub struct SoftState {
     pub leader: Option<NodeId>,
 }
 
-/// Everything the core wants done, in order: persist `hard_state` and
+/// Everything the core wants done, in order: persist `snapshot` (if any) and
+/// restore the state machine from it, persist `hard_state` and
 /// `entries` (appending; an entry at an index already stored replaces it and
 /// everything after it), then send `messages`, then apply `committed_entries`
 /// and serve `read_states`, then call `advance`.
 #[derive(Debug, Default)]
 pub struct Ready {
+    /// A snapshot received from the leader: persist it (replacing the log
+    /// through its index) and load it into the state machine before anything
+    /// else in this `Ready`; `committed_entries` continue after it.
+    pub snapshot: Option<Snapshot>,
     /// The role/leader if it changed since the last `Ready`.
     pub soft_state: Option<SoftState>,
     /// The hard state if it changed since the last `Ready`.
@@ -113,7 +136,8 @@ pub struct Ready {
 
 impl Ready {
     pub fn is_empty(&self) -> bool {
-        self.soft_state.is_none()
+        self.snapshot.is_none()
+            && self.soft_state.is_none()
             && self.hard_state.is_none()
             && self.entries.is_empty()
             && self.committed_entries.is_empty()
@@ -142,6 +166,8 @@ pub struct Status {
     pub leader: Option<NodeId>,
     pub last_index: LogIndex,
     pub last_term: Term,
+    /// The log is compacted through here (0: never compacted).
+    pub snapshot_index: LogIndex,
     pub commit_index: LogIndex,
     /// Last index handed out in `committed_entries` (what the driver applies).
     pub applied_index: LogIndex,

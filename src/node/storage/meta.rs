@@ -3,9 +3,9 @@
 //! directory is new; checked on every later start, so a directory is never
 //! silently reused by another cluster or another node id.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use super::fs::{read_if_exists, FileSystem, RealFs};
 
 pub const META_FILE: &str = "cluster";
 const MAGIC: &str = "surfstore-data-dir 1";
@@ -100,9 +100,15 @@ impl ClusterMeta {
 
     /// Checks `dir` belongs to `self`, or claims it when it has no identity yet.
     pub fn claim(&self, dir: &Path) -> Result<(), MetaError> {
+        self.claim_in(&RealFs, dir)
+    }
+
+    /// `claim`, through `fs`.
+    pub fn claim_in(&self, fs: &dyn FileSystem, dir: &Path) -> Result<(), MetaError> {
         let path = dir.join(META_FILE);
-        match fs::read_to_string(&path) {
-            Ok(text) => {
+        match read_if_exists(fs, &path).map_err(io(&path))? {
+            Some(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
                 let found = ClusterMeta::parse(&path, &text)?;
                 if found != *self {
                     return Err(MetaError::Mismatch {
@@ -113,35 +119,35 @@ impl ClusterMeta {
                 }
                 Ok(())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_atomically(dir, META_FILE, self.render().as_bytes()).map_err(io(&path))
+            None => {
+                write_atomically(fs, dir, META_FILE, self.render().as_bytes()).map_err(io(&path))
             }
-            Err(e) => Err(io(&path)(e)),
         }
     }
 }
 
 /// Writes `DIR/name` so that a crash leaves either the old file or the whole
 /// new one: temp file, fsync, rename, fsync the directory.
-pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+pub fn write_atomically(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    name: &str,
+    data: &[u8],
+) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = fs.create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        f.sync_data()?;
     }
-    fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
-}
-
-/// Makes a directory's entries (created, renamed, removed files) durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
+    fs.rename(&tmp, &dir.join(name))?;
+    fs.sync_dir(dir)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("surfstore-meta-{name}-{}", std::process::id()));

@@ -5,31 +5,63 @@
 //!
 //! Two stores sit behind the one trait: `MemStore` (the assignment's
 //! behaviour, `--in-memory`) and `DiskStore`, a write-ahead log of checksummed
-//! records in append-only segment files under the node's data directory.
+//! records in append-only segment files under the node's data directory,
+//! with the state machine's snapshot beside it (`snapshot`). Both reach the
+//! disk through the `fs::FileSystem` trait: `RealFs`, or the simulation's
+//! crashable `SimFs`.
 
+pub mod fs;
 pub mod mem;
 pub mod meta;
+pub mod snapshot;
 pub mod wal;
 
+pub use fs::{CrashMode, FileSystem, RealFs, SimFs};
 pub use mem::MemStore;
 pub use meta::{ClusterMeta, MetaError};
+pub use snapshot::{PreparedSnapshot, SnapshotPreparer};
 pub use wal::{DiskOptions, DiskStore, FsyncPolicy, Recovery, WalError, WalStats};
 
-use crate::node::raft::{Entry, HardState};
+use crate::node::raft::{Entry, HardState, Snapshot};
+
+/// What a store holds: what a restarting node hands to the core.
+/// Invariant: `entries` start at `snapshot.index + 1` and are contiguous
+/// (`snapshot.index == 0`: no snapshot, the log starts at 1).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub hard_state: HardState,
+    pub snapshot: Snapshot,
+    pub entries: Vec<Entry>,
+}
 
 pub trait LogStore: Send + 'static {
     /// Makes `hard_state` (if any) and `entries` durable. An entry at an index
     /// already stored replaces it and everything after it. When this returns
     /// `Ok`, everything passed is durable (under the store's fsync policy).
     fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()>;
+    /// Makes `snapshot` durable and the start of the log: entries through
+    /// `snapshot.index` are dropped; if the log holds (`index`, `term`) the
+    /// entries after it are kept (local compaction), otherwise every entry is
+    /// discarded (a snapshot installed from the leader over a log that
+    /// conflicts or is too short). An older snapshot than the one held is
+    /// ignored. `prepared` is the snapshot already written off the driver
+    /// task by `SnapshotPreparer::prepare` (then only the cheap steps remain).
+    fn save_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        prepared: Option<PreparedSnapshot>,
+    ) -> std::io::Result<()>;
+    /// A `Send` handle that can write a snapshot's file (temp file + fsync)
+    /// on another thread; `None` when there is nothing slow to do (memory).
+    fn snapshot_preparer(&self) -> Option<SnapshotPreparer>;
     /// What a restarting node hands to the core.
-    fn load(&self) -> (HardState, Vec<Entry>);
+    fn load(&self) -> Stored;
 }
 
 /// A node's store, chosen at start: memory or a data directory.
 pub enum AnyStore {
     Mem(MemStore),
-    Disk(DiskStore),
+    Disk(Box<DiskStore>),
 }
 
 impl LogStore for AnyStore {
@@ -40,7 +72,25 @@ impl LogStore for AnyStore {
         }
     }
 
-    fn load(&self) -> (HardState, Vec<Entry>) {
+    fn save_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        prepared: Option<PreparedSnapshot>,
+    ) -> std::io::Result<()> {
+        match self {
+            AnyStore::Mem(s) => s.save_snapshot(snapshot, prepared),
+            AnyStore::Disk(s) => s.save_snapshot(snapshot, prepared),
+        }
+    }
+
+    fn snapshot_preparer(&self) -> Option<SnapshotPreparer> {
+        match self {
+            AnyStore::Mem(s) => s.snapshot_preparer(),
+            AnyStore::Disk(s) => s.snapshot_preparer(),
+        }
+    }
+
+    fn load(&self) -> Stored {
         match self {
             AnyStore::Mem(s) => s.load(),
             AnyStore::Disk(s) => s.load(),

@@ -1,10 +1,12 @@
 //! `DiskStore`: the log and hard state in a write-ahead log under a node's
-//! data directory.
+//! data directory, and the state machine's snapshot beside it.
 //!
 //! Layout of `DIR`:
 //! - `cluster`: the member list and node id this directory belongs to (`meta`)
 //! - `LOCK`: held (advisory lock) while a process uses the directory
-//! - `wal/<seq>.wal`: segments of records (`record`), replayed in order
+//! - `snapshot`: the latest snapshot (`storage::snapshot`), if any
+//! - `wal/<seq>.wal`: segments of records (`record`, `segment`), replayed in
+//!   order
 //!
 //! `persist` writes one batch (entries, then the hard state) with one
 //! `write` and, under `FsyncPolicy::Always`, one `fdatasync`: the driver calls
@@ -13,23 +15,35 @@
 //! Entries go before the hard state so a torn batch never leaves a commit
 //! index pointing past the log.
 //!
-//! `open` recovers: it replays every segment, truncates a torn tail of the
-//! last one (with a warning) and refuses corruption anywhere else with the
-//! file and offset.
+//! `save_snapshot` makes the snapshot file durable first, then compacts: a
+//! new segment headed by [hard state, base marker, retained entries] is
+//! written, fsynced and renamed into place, and every older segment is
+//! deleted. Both steps are fsynced whatever the `FsyncPolicy` (they are rare,
+//! and deleting segments on the strength of unsynced data would lose them).
+//!
+//! `open` recovers (`recover`): it replays the segments from the last
+//! compaction on, truncates a torn tail of the last one (with a warning),
+//! finishes a compaction a crash interrupted, and refuses corruption
+//! anywhere else with the file and offset.
+//!
+//! After any I/O error the store is failed: the files may hold part of a
+//! batch, so every later call returns an error and the node must restart
+//! (recovery sorts out what is durable).
 
 pub mod record;
+mod recover;
 pub mod segment;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-
-use super::meta::{sync_dir, ClusterMeta, MetaError};
-use super::{LogStore, MemStore};
-use crate::node::raft::{Entry, HardState, LogIndex};
+use super::fs::{DirLock, FileSystem, FsFile, RealFs};
+use super::meta::{ClusterMeta, MetaError};
+use super::snapshot::{PreparedSnapshot, SnapshotPreparer};
+use super::{LogStore, MemStore, Stored};
+use crate::node::raft::{Entry, HardState, LogIndex, Snapshot, Term};
 
 /// When `persist` forces data to the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,6 +98,8 @@ pub enum WalError {
         offset: u64,
         reason: String,
     },
+    #[error("{path}: unreadable snapshot file: {reason}; refusing to start (the log it replaced is gone)")]
+    Snapshot { path: PathBuf, reason: String },
     #[error("data directory {dir} is in use by another process (lock {dir}/LOCK is held)")]
     Locked { dir: PathBuf },
     #[error(transparent)]
@@ -100,11 +116,22 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
 /// What `open` found, for the startup log line and for tests.
 #[derive(Clone, Debug, Default)]
 pub struct Recovery {
+    /// Segments replayed (from the last compaction on).
     pub segments: usize,
     pub records: usize,
+    /// Entries held after the snapshot.
     pub entries: u64,
+    /// The snapshot the log starts after (0: none).
+    pub snapshot_index: LogIndex,
+    /// Time to read and check the snapshot file.
+    pub snapshot_took: Duration,
     /// A torn tail that was cut off: file, offset, why.
     pub truncated: Option<(PathBuf, u64, String)>,
+    /// Segments a compaction had made obsolete and a crash left; removed.
+    pub obsolete_segments: usize,
+    /// The snapshot file was installed but its marker never written (a crash
+    /// inside `save_snapshot`); `open` applied it and compacted.
+    pub finished_snapshot: bool,
     pub took: Duration,
 }
 
@@ -115,22 +142,28 @@ pub struct WalStats {
     pub records: u64,
     pub bytes: u64,
     pub fsyncs: u64,
+    pub compactions: u64,
 }
 
 pub struct DiskStore {
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
     wal_dir: PathBuf,
     opts: DiskOptions,
     /// The segment being appended to, its sequence number and size.
-    file: File,
+    file: Box<dyn FsFile>,
     seq: u64,
     size: u64,
-    /// Mirrors what the log holds (what `load` hands to a restarting core).
+    /// Mirrors what the log and snapshot hold (what `load` hands to a
+    /// restarting core).
     mirror: MemStore,
     buf: Vec<u8>,
     stats: WalStats,
+    preparer: SnapshotPreparer,
+    /// Set by the first I/O error; then every call fails (restart to recover).
+    failed: Option<String>,
     /// Held for the store's lifetime; the OS drops it if the process dies.
-    _lock: File,
+    _lock: DirLock,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -139,7 +172,9 @@ impl std::fmt::Debug for DiskStore {
             .field("dir", &self.dir)
             .field("seq", &self.seq)
             .field("size", &self.size)
+            .field("snapshot_index", &self.mirror.snapshot().index)
             .field("last_index", &self.mirror.last_index())
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
@@ -152,123 +187,17 @@ impl DiskStore {
         meta: &ClusterMeta,
         opts: DiskOptions,
     ) -> Result<(DiskStore, Recovery), WalError> {
-        let started = Instant::now();
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(WalError::Locked {
-                    dir: dir.to_owned(),
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
-        }
-        meta.claim(dir)?;
-        let wal_dir = dir.join("wal");
-        if !wal_dir.exists() {
-            fs::create_dir_all(&wal_dir).map_err(io(&wal_dir))?;
-            sync_dir(dir).map_err(io(dir))?;
-        }
-        let segments = segment::list(&wal_dir).map_err(io(&wal_dir))?;
-        let mut rec = Recovery {
-            segments: segments.len(),
-            ..Default::default()
-        };
-        let mut hard_state = HardState::default();
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut tail_size = 0;
-        for (k, (_, path)) in segments.iter().enumerate() {
-            let is_last = k + 1 == segments.len();
-            let data = Bytes::from(fs::read(path).map_err(io(path))?);
-            let scan = record::scan(&data).map_err(|c| WalError::Corrupt {
-                path: path.clone(),
-                offset: c.offset as u64,
-                reason: c.reason,
-            })?;
-            if let Some(torn) = &scan.torn {
-                if !is_last {
-                    return Err(WalError::Corrupt {
-                        path: path.clone(),
-                        offset: torn.offset as u64,
-                        reason: format!("{} in a segment that is not the last", torn.reason),
-                    });
-                }
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = torn.offset,
-                    dropped_bytes = data.len() - scan.valid_len,
-                    "write-ahead log ends in a torn record ({}); truncating it",
-                    torn.reason
-                );
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(io(path))?;
-                f.set_len(scan.valid_len as u64).map_err(io(path))?;
-                f.sync_all().map_err(io(path))?;
-                rec.truncated = Some((path.clone(), torn.offset as u64, torn.reason.clone()));
-            }
-            rec.records += scan.records.len();
-            for (r, off) in scan.records.into_iter().zip(scan.offsets) {
-                match r {
-                    record::Record::HardState(hs) => hard_state = hs,
-                    record::Record::Entry(e) => {
-                        let last = entries.len() as LogIndex;
-                        if e.index == 0 || e.index > last + 1 {
-                            return Err(WalError::Corrupt {
-                                path: path.clone(),
-                                offset: off as u64,
-                                reason: format!(
-                                    "entry {} does not follow the log (last index {last})",
-                                    e.index
-                                ),
-                            });
-                        }
-                        entries.truncate((e.index - 1) as usize);
-                        entries.push(e);
-                    }
-                }
-            }
-            if is_last {
-                tail_size = scan.valid_len as u64;
-            }
-        }
-        let (seq, path) = match segments.last() {
-            Some((seq, path)) => (*seq, path.clone()),
-            None => (1, wal_dir.join(segment::name(1))),
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        if segments.is_empty() {
-            sync_dir(&wal_dir).map_err(io(&wal_dir))?;
-        }
-        rec.entries = entries.len() as u64;
-        rec.took = started.elapsed();
-        Ok((
-            DiskStore {
-                dir: dir.to_owned(),
-                wal_dir,
-                opts,
-                file,
-                seq,
-                size: tail_size,
-                mirror: MemStore::from_parts(hard_state, entries),
-                buf: Vec::new(),
-                stats: WalStats::default(),
-                _lock: lock,
-            },
-            rec,
-        ))
+        Self::open_in(Arc::new(RealFs), dir, meta, opts)
+    }
+
+    /// `open`, on the file system `fs` (the simulation's `SimFs`).
+    pub fn open_in(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        meta: &ClusterMeta,
+        opts: DiskOptions,
+    ) -> Result<(DiskStore, Recovery), WalError> {
+        recover::open(fs, dir, meta, opts)
     }
 
     pub fn dir(&self) -> &Path {
@@ -279,34 +208,110 @@ impl DiskStore {
         self.mirror.last_index()
     }
 
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.mirror.snapshot().index
+    }
+
     pub fn stats(&self) -> WalStats {
         self.stats
     }
 
-    fn roll(&mut self) -> std::io::Result<()> {
+    fn check_failed(&self) -> io::Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(io::Error::other(format!(
+                "{}: store failed after an earlier I/O error ({why}); restart to recover",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// Records the first I/O error: the files' state is unknown from here on.
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        if self.failed.is_none() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "write-ahead log I/O failed; the store refuses further writes");
+            self.failed = Some(e.to_string());
+        }
+        e
+    }
+
+    fn sync_file(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.stats.fsyncs += 1;
+        Ok(())
+    }
+
+    /// Starts the next segment because the current one is full, and puts
+    /// its head before the pending batch in `buf`. The head repeats the hard
+    /// state and the log's start, so that segments before a compaction can
+    /// be deleted without losing them.
+    fn roll(&mut self) -> io::Result<()> {
         if self.opts.fsync == FsyncPolicy::Always {
-            self.file.sync_data()?;
+            self.sync_file()?;
         }
         let seq = self.seq + 1;
         let path = self.wal_dir.join(segment::name(seq));
-        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
-        sync_dir(&self.wal_dir)?;
+        let start = self.mirror.snapshot();
+        let marker = (start.index > 0).then_some(record::Marker {
+            index: start.index,
+            term: start.term,
+            base: false,
+        });
+        let mut head = Vec::new();
+        encode_head(&mut head, self.mirror.hard_state(), marker);
+        self.file = self.fs.open_append(&path)?;
+        self.fs.sync_dir(&self.wal_dir)?;
         self.seq = seq;
         self.size = 0;
+        self.buf.splice(0..0, head);
         Ok(())
     }
-}
 
-impl LogStore for DiskStore {
-    fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()> {
-        if let Some(first) = entries.first() {
-            assert!(
-                first.index >= 1 && first.index <= self.last_index() + 1,
-                "log contiguity invariant: persisting index {} after last {}",
-                first.index,
-                self.last_index()
-            );
+    /// Replaces the log by a new segment holding [hard state, base marker
+    /// (`index`, `term`), the entries `retained_after(index, term)`], durably,
+    /// then deletes every older segment. The mirror is not touched.
+    fn compact(&mut self, index: LogIndex, term: Term) -> io::Result<()> {
+        let seq = self.seq + 1;
+        self.buf.clear();
+        let marker = record::Marker {
+            index,
+            term,
+            base: true,
+        };
+        encode_head(&mut self.buf, self.mirror.hard_state(), Some(marker));
+        for e in self.mirror.retained_after(index, term) {
+            record::encode_entry(&mut self.buf, e);
         }
+        let tmp = self.wal_dir.join(segment::temp_name(seq));
+        let path = self.wal_dir.join(segment::name(seq));
+        {
+            let mut f = self.fs.create(&tmp)?;
+            f.write_all(&self.buf)?;
+            f.sync_data()?;
+            self.stats.fsyncs += 1;
+        }
+        self.fs.rename(&tmp, &path)?;
+        self.fs.sync_dir(&self.wal_dir)?;
+        self.file = self.fs.open_append(&path)?;
+        self.seq = seq;
+        self.size = self.buf.len() as u64;
+        self.stats.bytes += self.buf.len() as u64;
+        self.stats.compactions += 1;
+        let old = segment::list(&*self.fs, &self.wal_dir)?.segments;
+        let mut removed = 0;
+        for (s, p) in old {
+            if s < seq {
+                self.fs.remove_file(&p)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.fs.sync_dir(&self.wal_dir)?;
+        }
+        Ok(())
+    }
+
+    fn persist_io(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> io::Result<()> {
         self.buf.clear();
         for e in entries {
             record::encode_entry(&mut self.buf, e);
@@ -317,25 +322,113 @@ impl LogStore for DiskStore {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let records = entries.len() as u64 + hard_state.is_some() as u64;
         if self.size > 0 && self.size + self.buf.len() as u64 > self.opts.segment_bytes {
             self.roll()?;
         }
         self.file.write_all(&self.buf)?;
         self.size += self.buf.len() as u64;
         self.stats.batches += 1;
-        self.stats.records += entries.len() as u64 + hard_state.is_some() as u64;
+        self.stats.records += records;
         self.stats.bytes += self.buf.len() as u64;
         if self.opts.fsync == FsyncPolicy::Always {
-            self.file.sync_data()?;
-            self.stats.fsyncs += 1;
+            self.sync_file()?;
         }
+        Ok(())
+    }
+
+    /// The snapshot file step and the WAL step of `save_snapshot`, for a
+    /// snapshot newer than the one held.
+    fn save_snapshot_io(
+        &mut self,
+        snapshot: &Snapshot,
+        prepared: PreparedSnapshot,
+    ) -> io::Result<()> {
+        self.preparer.install(prepared)?;
+        self.compact(snapshot.index, snapshot.term)
+    }
+}
+
+/// Appends a segment head to `out`: the hard state (its commit raised to the
+/// marker's index: what a snapshot holds is committed) and the marker.
+fn encode_head(out: &mut Vec<u8>, mut hs: HardState, marker: Option<record::Marker>) {
+    if let Some(m) = marker {
+        hs.commit = hs.commit.max(m.index);
+    }
+    record::encode_hard_state(out, &hs);
+    if let Some(m) = marker {
+        record::encode_marker(out, &m);
+    }
+}
+
+impl LogStore for DiskStore {
+    fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> io::Result<()> {
+        self.check_failed()?;
+        if let Some(first) = entries.first() {
+            let start = self.mirror.snapshot().index;
+            assert!(
+                first.index > start && first.index <= self.last_index() + 1,
+                "log contiguity invariant: persisting index {} after last {} (snapshot {start})",
+                first.index,
+                self.last_index()
+            );
+        }
+        self.persist_io(hard_state, entries)
+            .map_err(|e| self.fail(e))?;
         self.mirror.persist(hard_state, entries)
     }
 
-    fn load(&self) -> (HardState, Vec<Entry>) {
+    fn save_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        prepared: Option<PreparedSnapshot>,
+    ) -> io::Result<()> {
+        self.check_failed()?;
+        if let Some(p) = &prepared {
+            assert_eq!(
+                (p.index(), p.term()),
+                (snapshot.index, snapshot.term),
+                "prepared snapshot invariant: the prepared file is the snapshot being saved"
+            );
+        }
+        if !self.mirror.is_newer(snapshot.index) {
+            if let Some(p) = prepared {
+                // Not worth failing over: open removes stray temp files.
+                let _ = self.preparer.discard(p);
+            }
+            return Ok(());
+        }
+        let prepared = match prepared {
+            Some(p) => p,
+            // Nothing is installed yet when this fails: no need to fail.
+            None => self.preparer.prepare(snapshot)?,
+        };
+        self.save_snapshot_io(snapshot, prepared)
+            .map_err(|e| self.fail(e))?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            index = snapshot.index,
+            term = snapshot.term,
+            bytes = snapshot.data.len(),
+            retained = self.mirror.retained_after(snapshot.index, snapshot.term).len(),
+            "saved a snapshot and compacted the log"
+        );
+        self.mirror.apply_snapshot(snapshot.clone());
+        Ok(())
+    }
+
+    fn snapshot_preparer(&self) -> Option<SnapshotPreparer> {
+        Some(self.preparer.clone())
+    }
+
+    fn load(&self) -> Stored {
         self.mirror.load()
     }
 }
 
+#[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

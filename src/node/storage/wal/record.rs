@@ -6,9 +6,16 @@
 //! a one-byte kind and its fields, integers little-endian:
 //! - `1` hard state: `term: u64 | vote: u64 (0 = none, else id + 1) | commit: u64`
 //! - `2` entry: `term: u64 | index: u64 | data (the rest)`
+//! - `3` snapshot marker: `index: u64 | term: u64 | base: u8 (0 or 1)`
 //!
 //! Replaying records in order rebuilds the store: an entry at index `i`
-//! replaces whatever was at `i` and after it.
+//! replaces whatever was at `i` and after it; a marker for a snapshot newer
+//! than the log's start applies the `save_snapshot` rule (entries through
+//! `index` are dropped; the ones after it are kept if the log holds
+//! (`index`, `term`), else all are discarded) and moves the log's start to
+//! (`index`, `term`). `base = 1` marks the head of a segment a compaction
+//! wrote: that segment holds the whole log from the marker on, and every
+//! earlier segment is obsolete.
 //!
 //! The scanner tells a torn tail (what a crash mid-write leaves: a partial
 //! header, a record running past the end of the file, a bad checksum on the
@@ -18,7 +25,7 @@
 
 use bytes::Bytes;
 
-use crate::node::raft::{Entry, HardState};
+use crate::node::raft::{Entry, HardState, LogIndex, Term};
 
 pub const HEADER_LEN: usize = 8;
 /// No record is larger than this; a longer length in a header is corruption.
@@ -26,11 +33,22 @@ pub const MAX_BODY_LEN: usize = 256 << 20;
 
 const KIND_HARD_STATE: u8 = 1;
 const KIND_ENTRY: u8 = 2;
+const KIND_MARKER: u8 = 3;
+
+/// A snapshot marker: the log starts after (`index`, `term`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub index: LogIndex,
+    pub term: Term,
+    /// The head of a compaction's segment: earlier segments are obsolete.
+    pub base: bool,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     HardState(HardState),
     Entry(Entry),
+    Marker(Marker),
 }
 
 fn push_record(out: &mut Vec<u8>, body_len: usize, body: impl FnOnce(&mut Vec<u8>)) {
@@ -66,10 +84,21 @@ pub fn encode_entry(out: &mut Vec<u8>, e: &Entry) {
     });
 }
 
+/// Appends the encoding of `m` to `out`.
+pub fn encode_marker(out: &mut Vec<u8>, m: &Marker) {
+    push_record(out, 1 + 17, |b| {
+        b.push(KIND_MARKER);
+        b.extend_from_slice(&m.index.to_le_bytes());
+        b.extend_from_slice(&m.term.to_le_bytes());
+        b.push(m.base as u8);
+    });
+}
+
 pub fn encode(out: &mut Vec<u8>, r: &Record) {
     match r {
         Record::HardState(hs) => encode_hard_state(out, hs),
         Record::Entry(e) => encode_entry(out, e),
+        Record::Marker(m) => encode_marker(out, m),
     }
 }
 
@@ -94,6 +123,16 @@ fn decode_body(body: &Bytes) -> Result<Record, String> {
             data: body.slice(17..),
         })),
         Some(&KIND_ENTRY) => Err(format!("entry record of {} bytes", body.len())),
+        Some(&KIND_MARKER) if body.len() == 18 && body[17] <= 1 => Ok(Record::Marker(Marker {
+            index: u64_at(body, 1),
+            term: u64_at(body, 9),
+            base: body[17] == 1,
+        })),
+        Some(&KIND_MARKER) => Err(format!(
+            "snapshot marker record of {} bytes (base byte {:?})",
+            body.len(),
+            body.get(17)
+        )),
         Some(k) => Err(format!("unknown record kind {k}")),
         None => Err("empty record".into()),
     }
@@ -209,7 +248,29 @@ mod tests {
                 commit: 2,
             }),
             entry(3, 300),
+            Record::Marker(Marker {
+                index: 2,
+                term: 3,
+                base: true,
+            }),
+            entry(3, 20),
         ]
+    }
+
+    /// A log whose last record is a segment head's marker.
+    fn ending_in_marker() -> Vec<Record> {
+        let mut rs = sample();
+        rs.push(Record::HardState(HardState {
+            term: 4,
+            vote: Some(1),
+            commit: 3,
+        }));
+        rs.push(Record::Marker(Marker {
+            index: 3,
+            term: 3,
+            base: false,
+        }));
+        rs
     }
 
     fn encode_all(rs: &[Record]) -> (Vec<u8>, Vec<usize>) {
@@ -234,7 +295,12 @@ mod tests {
 
     #[test]
     fn torn_tail_at_every_byte_of_the_last_record() {
-        let rs = sample();
+        for rs in [sample(), ending_in_marker()] {
+            torn_tail_at_every_byte(rs);
+        }
+    }
+
+    fn torn_tail_at_every_byte(rs: Vec<Record>) {
         let (bytes, ends) = encode_all(&rs);
         let last_start = ends[ends.len() - 2];
         for cut in last_start..bytes.len() {
@@ -252,7 +318,12 @@ mod tests {
 
     #[test]
     fn flipped_bit_in_the_checksum_or_body_of_the_last_record_is_a_torn_tail() {
-        let rs = sample();
+        for rs in [sample(), ending_in_marker()] {
+            flipped_bit_in_the_last_record(rs);
+        }
+    }
+
+    fn flipped_bit_in_the_last_record(rs: Vec<Record>) {
         let (bytes, ends) = encode_all(&rs);
         let last_start = ends[ends.len() - 2];
         // (A flipped length makes the record end before or after the file
@@ -287,6 +358,17 @@ mod tests {
                     assert_eq!(s.records, rs[..1]);
                 }
             }
+        }
+        // The same for a marker in the middle (the fifth record).
+        let (start, end) = (ends[4], ends[5]);
+        for at in start + 4..end {
+            let mut b = bytes.clone();
+            b[at] ^= 0x10;
+            assert_eq!(
+                scan(&Bytes::from(b)).unwrap_err().offset,
+                start,
+                "flip at {at}"
+            );
         }
         // A flip in the body is always corruption.
         let mut b = bytes.clone();

@@ -2,6 +2,9 @@
 //! and a crash at every byte of every write.
 
 use super::*;
+use crate::node::storage::Stored;
+use bytes::Bytes;
+use std::fs::{self, OpenOptions};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -32,13 +35,22 @@ fn hs(term: u64, vote: Option<u64>, commit: u64) -> HardState {
     HardState { term, vote, commit }
 }
 
+fn stored(hard_state: HardState, entries: Vec<Entry>) -> Stored {
+    Stored {
+        hard_state,
+        snapshot: Snapshot::default(),
+        entries,
+    }
+}
+
 fn open(dir: &Path) -> (DiskStore, Recovery) {
     DiskStore::open(dir, &meta(), DiskOptions::default()).unwrap()
 }
 
 fn segment_paths(dir: &Path) -> Vec<PathBuf> {
-    segment::list(&dir.join("wal"))
+    segment::list(&RealFs, &dir.join("wal"))
         .unwrap()
+        .segments
         .into_iter()
         .map(|(_, p)| p)
         .collect()
@@ -57,7 +69,10 @@ fn survives_reopen_with_overwrites() {
     }
     let (s, rec) = open(&dir);
     assert!(rec.truncated.is_none());
-    assert_eq!(s.load(), (hs(2, None, 1), vec![e(1, 1), e(2, 2), e(2, 3)]));
+    assert_eq!(
+        s.load(),
+        stored(hs(2, None, 1), vec![e(1, 1), e(2, 2), e(2, 3)])
+    );
     drop(s);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -80,7 +95,7 @@ fn rolls_segments_and_reads_them_all_back() {
     assert!(segment_paths(&dir).len() > 5);
     let (s, rec) = DiskStore::open(&dir, &meta(), opts).unwrap();
     assert_eq!(rec.segments, segment_paths(&dir).len());
-    assert_eq!(s.load(), (hs(1, Some(0), 39), want));
+    assert_eq!(s.load(), stored(hs(1, Some(0), 39), want));
     drop(s);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -111,13 +126,13 @@ fn torn_tail_is_truncated_and_appending_continues() {
         let (mut s, rec) = open(&dir);
         let (path, offset, _) = rec.truncated.clone().expect("a torn tail");
         assert_eq!((path, offset), (seg.clone(), good));
-        assert_eq!(s.load().1, vec![e(1, 1), e(1, 2)]);
+        assert_eq!(s.load().entries, vec![e(1, 1), e(1, 2)]);
         assert_eq!(fs::metadata(&seg).unwrap().len(), good);
         s.persist(None, &[e(2, 3)]).unwrap();
     }
     let (s, rec) = open(&dir);
     assert!(rec.truncated.is_none());
-    assert_eq!(s.load().1, vec![e(1, 1), e(1, 2), e(2, 3)]);
+    assert_eq!(s.load().entries, vec![e(1, 1), e(1, 2), e(2, 3)]);
     drop(s);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -211,6 +226,7 @@ impl Model {
                 self.log.truncate((en.index - 1) as usize);
                 self.log.push(en.clone());
             }
+            record::Record::Marker(_) => unreachable!("no snapshots in this test"),
         }
     }
 }
@@ -264,8 +280,11 @@ fn crash_at_every_write_and_fsync_point_loses_nothing_acknowledged() {
             fs::copy(dir.join("cluster"), d.join("cluster")).unwrap();
             fs::write(d.join("wal").join(segment::name(1)), &full[..cut as usize]).unwrap();
             let (s, _) = open(&d);
-            let (rh, rl) = s.load();
-            let got = Model { hs: rh, log: rl };
+            let st = s.load();
+            let got = Model {
+                hs: st.hard_state,
+                log: st.entries,
+            };
             assert!(
                 allowed.contains(&got),
                 "crash in batch {k} at byte {cut}: recovered {got:?}"
