@@ -116,9 +116,28 @@ async fn follower() -> Follower {
 
 /// The leader's side: a peer sender to `addr`, and what it tells its driver.
 fn sender(addr: &str) -> (mpsc::UnboundedSender<Message>, mpsc::Receiver<Request>) {
+    let (tx, rx, _) = sender_with_status(addr);
+    (tx, rx)
+}
+
+/// Like `sender`, with the leader's status (not crashed) under the test's control.
+fn sender_with_status(
+    addr: &str,
+) -> (
+    mpsc::UnboundedSender<Message>,
+    mpsc::Receiver<Request>,
+    watch::Sender<NodeStatus>,
+) {
     let (driver_tx, driver_rx) = mpsc::channel(64);
-    let tx = peers::spawn_sender(FOLLOWER, addr, Duration::from_secs(5), driver_tx);
-    (tx, driver_rx)
+    let (status_tx, status_rx) = watch::channel(status(false));
+    let tx = peers::spawn_sender(
+        FOLLOWER,
+        addr,
+        Duration::from_secs(5),
+        driver_tx,
+        status_rx,
+    );
+    (tx, driver_rx, status_tx)
 }
 
 fn snapshot(index: u64, len: usize) -> Message {
@@ -349,4 +368,24 @@ async fn the_single_chunk_form_is_served_too() {
     let v = answer.await.unwrap();
     let resp = peer_wire::decode_response(peer_wire::INSTALL_SNAPSHOT, &v).unwrap();
     assert_eq!(resp, success(&msg, 5));
+}
+
+/// A crashed leader sends no chunk of a snapshot (the transfer reports the
+/// peer unreachable at once); after a restore calls flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_leader_sends_no_snapshot_chunk() {
+    let mut f = follower().await;
+    let (tx, mut driver, leader) = sender_with_status(&f.addr);
+    leader.send_modify(|s| s.crashed = true);
+    tx.send(snapshot(60, peers::SNAPSHOT_CHUNK_BYTES * 2)).unwrap();
+    assert!(matches!(told(&mut driver).await, Request::Unreachable(FOLLOWER)));
+    // Restored: the next heartbeat is the first call the follower sees.
+    leader.send_modify(|s| s.crashed = false);
+    tx.send(heartbeat(42)).unwrap();
+    assert_eq!(match_index(told(&mut driver).await), 42);
+    assert_eq!(f.stats.requests(), 1, "nothing was sent while crashed");
+    tx.send(snapshot(61, 10)).unwrap();
+    let (got, reply) = next(&mut f.snapshots).await;
+    reply.send(Ok(success(&got, 61))).unwrap();
+    assert_eq!(match_index(told(&mut driver).await), 61);
 }

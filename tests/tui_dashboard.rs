@@ -128,6 +128,16 @@ mod render {
     use super::*;
 
     #[test]
+    fn a_node_stopped_by_a_failed_disk_write_shows_failed() {
+        let mut app = three_nodes();
+        app.nodes[2].status.failed = Some("writing the log failed: disk full".into());
+        let buf = draw(&app, 80, 24);
+        let (y2, row2) = line_with(&buf, "localhost:9003");
+        assert!(row2.contains("FAILED"), "{row2}");
+        assert_eq!(cell_of(&buf, y2, "FAILED").bg, Color::Red);
+    }
+
+    #[test]
     fn the_node_table_shows_roles_terms_indexes_and_the_selection() {
         let mut app = three_nodes();
         app.select(2);

@@ -209,8 +209,12 @@ pub async fn start_on(
     let stored = store.load();
     let metadata = if stored.snapshot.index > 0 {
         Metadata::from_snapshot(stored.snapshot.index, &stored.snapshot.data).map_err(|e| {
+            let file = opts.data_dir.as_ref().map_or_else(
+                || "the in-memory snapshot".to_owned(),
+                |d| d.join("snapshot").display().to_string(),
+            );
             StartError::Snapshot(format!(
-                "the snapshot at index {} does not decode: {e}",
+                "{file}: the metadata map of the snapshot at index {} does not decode: {e}",
                 stored.snapshot.index
             ))
         })?
@@ -220,6 +224,12 @@ pub async fn start_on(
     let raft = Raft::new(config, stored.hard_state, stored.snapshot, stored.entries)?;
     let block_store = blocks::BlockStore::open(opts.data_dir.as_deref())?;
 
+    let (status_tx, status_rx) = watch::channel(NodeStatus {
+        raft: raft.status(),
+        crashed: false,
+        files: metadata.len(),
+        failed: None,
+    });
     let (req_tx, req_rx) = mpsc::channel(4096);
     let peers = opts
         .members
@@ -227,17 +237,17 @@ pub async fn start_on(
         .enumerate()
         .map(|(i, addr)| {
             (i as u64 != opts.id).then(|| {
-                peers::spawn_sender(i as u64, addr, opts.timing.peer_timeout, req_tx.clone())
+                peers::spawn_sender(
+                    i as u64,
+                    addr,
+                    opts.timing.peer_timeout,
+                    req_tx.clone(),
+                    status_rx.clone(),
+                )
             })
         })
         .collect();
     let members: Arc<[String]> = opts.members.clone().into();
-    let (status_tx, status_rx) = watch::channel(NodeStatus {
-        raft: raft.status(),
-        crashed: false,
-        files: metadata.len(),
-        failed: None,
-    });
     let (events, _) = broadcast::channel(1024);
     let driver = Driver::new(
         opts.id,

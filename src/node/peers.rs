@@ -12,13 +12,17 @@
 //! snapshot for the peer replaces the one being sent, which is abandoned.
 //! Any failed chunk reports the peer unreachable; the last chunk's answer is
 //! the core's response.
+//!
+//! A crashed (or stopped) node sends nothing: both lanes watch the node's
+//! status, drop what is queued while it is crashed, and a transfer stops at
+//! the next chunk.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::node::driver::Request;
+use crate::node::driver::{NodeStatus, Request};
 use crate::node::peer_wire::{self, INSTALL_SNAPSHOT};
 use crate::node::raft::{Message, MessageBody, NodeId};
 use crate::xmlrpc::client::{CallError, Client};
@@ -28,11 +32,14 @@ use crate::xmlrpc::Value;
 /// of body, well inside the server's 16 MiB limit and quick to answer.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
+/// Starts the sender for `peer`. `status` is the sending node's: nothing is
+/// sent while it says crashed or failed.
 pub fn spawn_sender(
     peer: NodeId,
     addr: &str,
     timeout: Duration,
     driver: mpsc::Sender<Request>,
+    status: watch::Receiver<NodeStatus>,
 ) -> mpsc::UnboundedSender<Message> {
     let (tx, rx) = mpsc::unbounded_channel();
     let client = Client::new(addr, timeout);
@@ -41,10 +48,17 @@ pub fn spawn_sender(
         addr: addr.to_owned(),
         timeout,
         driver: driver.clone(),
+        status: status.clone(),
         tx: None,
     };
-    tokio::spawn(run(peer, client, lane, rx, driver));
+    tokio::spawn(run(peer, client, lane, rx, driver, status));
     tx
+}
+
+/// A crashed or stopped node sends no RPC.
+fn halted(status: &watch::Receiver<NodeStatus>) -> bool {
+    let s = status.borrow();
+    s.crashed || s.failed.is_some()
 }
 
 fn is_heartbeat(msg: &Message) -> bool {
@@ -61,6 +75,7 @@ async fn run(
     mut lane: SnapshotLane,
     mut rx: mpsc::UnboundedReceiver<Message>,
     driver: mpsc::Sender<Request>,
+    status: watch::Receiver<NodeStatus>,
 ) {
     let mut queue = VecDeque::new();
     let mut route = |m: Message, queue: &mut VecDeque<Message>| {
@@ -83,6 +98,12 @@ async fn run(
         let Some(msg) = queue.pop_front() else {
             continue;
         };
+        if halted(&status) {
+            // Made before the crash; the core has forgotten them (and will
+            // probe again after a restore).
+            queue.clear();
+            continue;
+        }
         if is_heartbeat(&msg) && !queue.is_empty() {
             continue;
         }
@@ -132,6 +153,7 @@ struct SnapshotLane {
     addr: String,
     timeout: Duration,
     driver: mpsc::Sender<Request>,
+    status: watch::Receiver<NodeStatus>,
     /// `None` until the first snapshot; the lane's task ends when this drops.
     tx: Option<mpsc::UnboundedSender<Message>>,
 }
@@ -141,7 +163,13 @@ impl SnapshotLane {
         let tx = self.tx.get_or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let client = Client::new(&self.addr, self.timeout);
-            tokio::spawn(run_snapshots(self.peer, client, rx, self.driver.clone()));
+            tokio::spawn(run_snapshots(
+                self.peer,
+                client,
+                rx,
+                self.driver.clone(),
+                self.status.clone(),
+            ));
             tx
         });
         // A closed lane means the driver is gone; nothing is waiting for this.
@@ -154,6 +182,7 @@ async fn run_snapshots(
     client: Client,
     mut rx: mpsc::UnboundedReceiver<Message>,
     driver: mpsc::Sender<Request>,
+    status: watch::Receiver<NodeStatus>,
 ) {
     let mut next = None;
     loop {
@@ -177,7 +206,7 @@ async fn run_snapshots(
                 }
                 None => return,
             },
-            answer = send_snapshot(peer, &client, &msg) => {
+            answer = send_snapshot(peer, &client, &msg, &status) => {
                 if driver.send(answer).await.is_err() {
                     return;
                 }
@@ -188,7 +217,12 @@ async fn run_snapshots(
 
 /// Sends `msg` (an `InstallSnapshot`) in chunks, one call at a time; the
 /// driver's answer: the core's response or the peer unreachable.
-async fn send_snapshot(peer: NodeId, client: &Client, msg: &Message) -> Request {
+async fn send_snapshot(
+    peer: NodeId,
+    client: &Client,
+    msg: &Message,
+    status: &watch::Receiver<NodeStatus>,
+) -> Request {
     let chunks = peer_wire::snapshot_chunks(msg, SNAPSHOT_CHUNK_BYTES)
         .expect("lane invariant: only InstallSnapshot messages reach the snapshot lane");
     if let MessageBody::InstallSnapshot { snapshot } = &msg.body {
@@ -202,6 +236,10 @@ async fn send_snapshot(peer: NodeId, client: &Client, msg: &Message) -> Request 
         }
     }
     for chunk in chunks {
+        if halted(status) {
+            tracing::debug!(peer, "crashed: the snapshot transfer stops");
+            return Request::Unreachable(peer);
+        }
         let result = client
             .call(INSTALL_SNAPSHOT, &[peer_wire::encode_chunk(&chunk)])
             .await;

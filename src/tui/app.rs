@@ -28,8 +28,12 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// What the role column shows: the Raft role, or crashed.
+    /// What the role column shows: the Raft role, crashed, or stopped for
+    /// good (a disk write failed).
     pub fn role(&self) -> RoleView {
+        if self.status.failed.is_some() {
+            return RoleView::Failed;
+        }
         if self.status.crashed {
             return RoleView::Crashed;
         }
@@ -47,6 +51,8 @@ pub enum RoleView {
     Follower,
     Candidate,
     Crashed,
+    /// Stopped by a failed disk write; `k` restarts it from its data dir.
+    Failed,
 }
 
 impl RoleView {
@@ -56,6 +62,7 @@ impl RoleView {
             RoleView::Follower => "Follower",
             RoleView::Candidate => "Candidate",
             RoleView::Crashed => "CRASHED",
+            RoleView::Failed => "FAILED",
         }
     }
 }

@@ -100,7 +100,7 @@ pub fn role_style(role: RoleView) -> Style {
         RoleView::Leader => Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
         RoleView::Follower => Style::new().fg(Color::Cyan),
         RoleView::Candidate => Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
-        RoleView::Crashed => Style::new()
+        RoleView::Crashed | RoleView::Failed => Style::new()
             .fg(Color::White)
             .bg(Color::Red)
             .add_modifier(Modifier::BOLD),
