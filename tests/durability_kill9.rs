@@ -2,7 +2,9 @@
 //! directories under concurrent writers, killed with SIGKILL mid-write and
 //! restarted from their directories. Every write a client saw acknowledged
 //! (`updatefile` returned true) must be in every node's applied map after the
-//! restart. Also: a data directory refuses a different cluster config.
+//! restart. Snapshots are taken every 50 entries, so nodes also restart from
+//! snapshot files and catch up through `installSnapshot`. Also: a data
+//! directory refuses a different cluster config.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,9 @@ use surfstore::xmlrpc::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_surfstore");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const M: usize = 3;
+/// Small enough that a node killed for 100 writes falls behind the leader's
+/// compacted log and must be sent a snapshot.
+const SNAPSHOT_EVERY: usize = 50;
 
 /// One cluster run at a time: they share the machine's two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -79,6 +84,8 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.data_dir(i))
             .args(["--election-min-ms", "300", "--election-max-ms", "600"])
+            // Snapshots and compactions happen between (and during) kills.
+            .args(["--snapshot-threshold", &SNAPSHOT_EVERY.to_string()])
             .env("SURFSTORE_BIN", BIN)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -283,6 +290,15 @@ async fn one_node_killed_repeatedly_while_the_others_serve() {
     w.await.unwrap();
     let acked = acked.lock().unwrap().clone();
     all_present(&c, &acked, Duration::from_secs(30)).await;
+    // Each victim missed 100 writes while the others compacted every 50.
+    let logs: String = (0..M)
+        .map(|i| std::fs::read_to_string(c.dir.join(format!("node{i}.log"))).unwrap())
+        .collect();
+    assert!(
+        logs.contains("installed a snapshot from the leader"),
+        "a restarted node caught up through installSnapshot"
+    );
+    assert!(logs.contains("snapshot taken; log compacted"));
 }
 
 #[test]
