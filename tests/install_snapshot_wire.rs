@@ -130,13 +130,7 @@ fn sender_with_status(
 ) {
     let (driver_tx, driver_rx) = mpsc::channel(64);
     let (status_tx, status_rx) = watch::channel(status(false));
-    let tx = peers::spawn_sender(
-        FOLLOWER,
-        addr,
-        Duration::from_secs(5),
-        driver_tx,
-        status_rx,
-    );
+    let tx = peers::spawn_sender(FOLLOWER, addr, Duration::from_secs(5), driver_tx, status_rx);
     (tx, driver_rx, status_tx)
 }
 
@@ -377,8 +371,12 @@ async fn a_crashed_leader_sends_no_snapshot_chunk() {
     let mut f = follower().await;
     let (tx, mut driver, leader) = sender_with_status(&f.addr);
     leader.send_modify(|s| s.crashed = true);
-    tx.send(snapshot(60, peers::SNAPSHOT_CHUNK_BYTES * 2)).unwrap();
-    assert!(matches!(told(&mut driver).await, Request::Unreachable(FOLLOWER)));
+    tx.send(snapshot(60, peers::SNAPSHOT_CHUNK_BYTES * 2))
+        .unwrap();
+    assert!(matches!(
+        told(&mut driver).await,
+        Request::Unreachable(FOLLOWER)
+    ));
     // Restored: the next heartbeat is the first call the follower sees.
     leader.send_modify(|s| s.crashed = false);
     tx.send(heartbeat(42)).unwrap();

@@ -9,29 +9,10 @@ use crate::node::storage::Stored;
 use bytes::Bytes;
 use std::fs;
 
+use super::test_support::{e, meta};
+
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "surfstore-snap-{name}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-fn meta() -> ClusterMeta {
-    ClusterMeta {
-        id: 0,
-        members: vec!["localhost:9001".into(), "localhost:9002".into()],
-    }
-}
-
-fn e(term: u64, index: u64) -> Entry {
-    Entry {
-        term,
-        index,
-        data: Bytes::from(format!("entry {index} of term {term}")),
-    }
+    super::test_support::tmp(&format!("snap-{name}"))
 }
 
 fn hs(term: u64, commit: u64) -> HardState {
