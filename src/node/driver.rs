@@ -341,15 +341,17 @@ impl<S: LogStore> Driver<S> {
         started: std::time::Instant,
         prepared: Option<PreparedSnapshot>,
     ) {
-        if snapshot.index <= self.raft.snapshot_index() {
-            // A snapshot from the leader got there first; this one is older.
-            return;
-        }
+        // A snapshot from the leader may have got there first; the store then
+        // ignores this older one (and removes its prepared file).
+        let newer = snapshot.index > self.raft.snapshot_index();
         if let Err(e) = self.store.save_snapshot(&snapshot, prepared) {
             self.fail(format!(
                 "saving the snapshot at index {} failed: {e}",
                 snapshot.index
             ));
+            return;
+        }
+        if !newer {
             return;
         }
         let (index, bytes) = (snapshot.index, snapshot.data.len());
