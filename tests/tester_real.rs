@@ -1,7 +1,8 @@
 //! The full tester against real clusters, the way a user runs it:
 //! `run-tester.sh HOST:PORT` against 5 `run-server.sh` processes, and against
 //! one `run-cluster.sh --headless` process. Every scenario must pass and the
-//! tester must exit 0. The scripts exec the binary this test build produced
+//! tester must exit 0 (with nodes compacting their logs every 25 entries, so
+//! crashed nodes catch up through snapshots). The scripts exec the binary this test build produced
 //! (SURFSTORE_BIN), so no second cargo build starts. Processes are killed by a
 //! guard, also when an assertion fails.
 
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_surfstore");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const M: usize = 5;
+/// Nodes snapshot and compact every 25 entries, so the tester's crash
+/// scenarios run over compacted logs and snapshot installs too.
+const SNAPSHOT_EVERY: &str = "25";
 
 /// The two tests start 5 nodes each; one at a time keeps a 2-core machine
 /// from missing election timeouts.
@@ -159,7 +163,7 @@ fn the_tester_passes_five_run_server_processes() {
     for i in 0..M {
         procs.spawn(
             "run-server.sh",
-            &[&config, &i.to_string()],
+            &[&config, &i.to_string(), "--snapshot-threshold", SNAPSHOT_EVERY],
             &format!("node{i}.log"),
         );
     }
@@ -174,6 +178,10 @@ fn the_tester_passes_run_cluster_headless() {
     let mut procs = Procs::new("tester-headless");
     let (config, addrs) = procs.config();
     let config = config.to_str().unwrap().to_owned();
-    procs.spawn("run-cluster.sh", &[&config, "--headless"], "cluster.log");
+    procs.spawn(
+        "run-cluster.sh",
+        &[&config, "--headless", "--snapshot-threshold", SNAPSHOT_EVERY],
+        "cluster.log",
+    );
     tester_passes(&procs, &addrs[0]);
 }
