@@ -163,7 +163,12 @@ fn the_tester_passes_five_run_server_processes() {
     for i in 0..M {
         procs.spawn(
             "run-server.sh",
-            &[&config, &i.to_string(), "--snapshot-threshold", SNAPSHOT_EVERY],
+            &[
+                &config,
+                &i.to_string(),
+                "--snapshot-threshold",
+                SNAPSHOT_EVERY,
+            ],
             &format!("node{i}.log"),
         );
     }
@@ -180,7 +185,12 @@ fn the_tester_passes_run_cluster_headless() {
     let config = config.to_str().unwrap().to_owned();
     procs.spawn(
         "run-cluster.sh",
-        &[&config, "--headless", "--snapshot-threshold", SNAPSHOT_EVERY],
+        &[
+            &config,
+            "--headless",
+            "--snapshot-threshold",
+            SNAPSHOT_EVERY,
+        ],
         "cluster.log",
     );
     tester_passes(&procs, &addrs[0]);
