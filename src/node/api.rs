@@ -13,6 +13,7 @@ use crate::node::command::Command;
 use crate::node::driver::{LogLine, NodeStatus, Request};
 use crate::node::error::NodeError;
 use crate::node::events::NodeEvent;
+use crate::node::metadata::MapView;
 use crate::node::peer_wire;
 use crate::node::raft::NodeId;
 use crate::xmlrpc::codec::MethodCall;
@@ -125,8 +126,17 @@ impl NodeHandle {
         self.ask(|reply| Request::Update { cmd, reply }).await?
     }
 
+    /// `getfileinfomap`: linearizable; the `Value` is built here, off the
+    /// driver task.
     pub async fn file_info_map(&self) -> Result<Value, NodeError> {
-        self.ask(|reply| Request::ReadMap { reply }).await?
+        let view = self.ask(|reply| Request::ReadMap { reply }).await??;
+        Ok(view.to_value())
+    }
+
+    /// This node's applied map as it is now (not linearizable; any node,
+    /// crashed or not).
+    pub async fn local_map(&self) -> Result<MapView, NodeError> {
+        self.ask(|reply| Request::LocalMap { reply }).await
     }
 
     pub async fn get_version(&self, filename: String) -> Result<i64, NodeError> {

@@ -9,9 +9,10 @@
 //! proposals they complete, serve reads whose index is applied, `advance`.
 //!
 //! Snapshots: once `snapshot_threshold` entries are applied past the last
-//! snapshot, the metadata map is encoded, its file is written off this task
-//! (`spawn_blocking`), and when that is done the store and the core drop the
-//! covered log (one snapshot in flight at a time). A snapshot installed by
+//! snapshot, a copy-on-write view of the metadata map is taken, encoded and
+//! its file written off this task (`spawn_blocking`), and when that is done
+//! the store and the core drop the covered log (one snapshot in flight at a
+//! time). A snapshot installed by
 //! the leader arrives in a `Ready` and replaces the map.
 //!
 //! A failed disk write takes the node down cleanly: nothing promised by the
@@ -25,13 +26,12 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::node::command::Command;
 use crate::node::error::NodeError;
 use crate::node::events::{EventKind, NodeEvent};
-use crate::node::metadata::Metadata;
+use crate::node::metadata::{MapView, Metadata};
 use crate::node::peer_wire;
 use crate::node::raft::{
     Entry, LogIndex, Message, NodeId, Raft, RaftError, Ready, Role, Snapshot, Status, Term,
 };
 use crate::node::storage::{LogStore, PreparedSnapshot};
-use crate::xmlrpc::Value;
 
 /// Replies travel on oneshots; a dropped receiver (the client hung up) is fine.
 pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -44,9 +44,15 @@ pub enum Request {
         cmd: Command,
         reply: Reply<bool>,
     },
-    /// `getfileinfomap`: answered after a ReadIndex round, from the applied map.
+    /// `getfileinfomap`: answered after a ReadIndex round with a view of the
+    /// applied map (turned into a `Value` by the caller, off this task).
     ReadMap {
-        reply: Reply<Value>,
+        reply: Reply<MapView>,
+    },
+    /// A view of this node's applied map as it is now, crashed or not (the
+    /// block store's repair reads it).
+    LocalMap {
+        reply: oneshot::Sender<MapView>,
     },
     /// `tester_getversion`: this node's applied map, crashed or not.
     GetVersion {
@@ -74,11 +80,12 @@ pub enum Request {
         n: usize,
         reply: oneshot::Sender<Vec<LogLine>>,
     },
-    /// A snapshot's file was written off the driver task (or failed to be).
+    /// A snapshot was encoded, and its file written (`Some`; `None`: the
+    /// store has no file to write), off the driver task, or that failed.
     SnapshotPrepared {
         snapshot: Snapshot,
         started: std::time::Instant,
-        result: std::io::Result<PreparedSnapshot>,
+        result: std::io::Result<Option<PreparedSnapshot>>,
     },
 }
 
@@ -139,9 +146,9 @@ pub struct Driver<S: LogStore> {
     /// Proposals waiting to be applied: index -> (term proposed in, reply).
     pending_updates: BTreeMap<LogIndex, (Term, Reply<bool>)>,
     /// Reads waiting for their ReadIndex round, by ctx.
-    pending_reads: HashMap<u64, Reply<Value>>,
+    pending_reads: HashMap<u64, Reply<MapView>>,
     /// Reads whose round succeeded, waiting for `applied >= index`.
-    ready_reads: Vec<(LogIndex, Reply<Value>)>,
+    ready_reads: Vec<(LogIndex, Reply<MapView>)>,
     /// Peer calls waiting for the core's response, by ctx.
     responders: HashMap<u64, Reply<Message>>,
     next_ctx: u64,
@@ -309,28 +316,34 @@ impl<S: LogStore> Driver<S> {
             return;
         };
         let started = std::time::Instant::now();
-        let snapshot = Snapshot {
-            index: applied,
-            term,
-            data: self.metadata.encode_snapshot(),
+        let Some(inbox) = self.inbox.as_ref().and_then(|w| w.upgrade()) else {
+            // No way back to this task (a driver run without `with_inbox`):
+            // do it all here.
+            let snapshot = Snapshot {
+                index: applied,
+                term,
+                data: self.metadata.encode_snapshot(),
+            };
+            return self.finish_snapshot(snapshot, started, None);
         };
-        match (
-            self.store.snapshot_preparer(),
-            self.inbox.as_ref().and_then(|w| w.upgrade()),
-        ) {
-            (Some(preparer), Some(inbox)) => {
-                self.snapshot_in_flight = true;
-                tokio::task::spawn_blocking(move || {
-                    let result = preparer.prepare(&snapshot);
-                    let _ = inbox.blocking_send(Request::SnapshotPrepared {
-                        snapshot,
-                        started,
-                        result,
-                    });
-                });
-            }
-            _ => self.finish_snapshot(snapshot, started, None),
-        }
+        // The view costs a few hundred reference counts; encoding it and
+        // writing the file happen on a blocking thread.
+        let view = self.metadata.view();
+        let preparer = self.store.snapshot_preparer();
+        self.snapshot_in_flight = true;
+        tokio::task::spawn_blocking(move || {
+            let snapshot = Snapshot {
+                index: applied,
+                term,
+                data: view.encode(),
+            };
+            let result = preparer.map(|p| p.prepare(&snapshot)).transpose();
+            let _ = inbox.blocking_send(Request::SnapshotPrepared {
+                snapshot,
+                started,
+                result,
+            });
+        });
     }
 
     /// The snapshot's file is durable (or there is none to write): make it
@@ -456,6 +469,9 @@ impl<S: LogStore> Driver<S> {
                     }
                 }
             }
+            Request::LocalMap { reply } => {
+                let _ = reply.send(self.metadata.view());
+            }
             Request::GetVersion { filename, reply } => {
                 let _ = reply.send(self.metadata.version(&filename));
             }
@@ -520,7 +536,7 @@ impl<S: LogStore> Driver<S> {
             } => {
                 self.snapshot_in_flight = false;
                 match result {
-                    Ok(prepared) => self.finish_snapshot(snapshot, started, Some(prepared)),
+                    Ok(prepared) => self.finish_snapshot(snapshot, started, prepared),
                     Err(e) => self.fail(format!(
                         "writing the snapshot at index {} failed: {e}",
                         snapshot.index
@@ -730,7 +746,7 @@ impl<S: LogStore> Driver<S> {
             if self.ready_reads[i].0 <= applied {
                 let (_, reply) = self.ready_reads.swap_remove(i);
                 self.answered += 1;
-                let value = map.get_or_insert_with(|| self.metadata.to_value()).clone();
+                let value = map.get_or_insert_with(|| self.metadata.view()).clone();
                 let _ = reply.send(Ok(value));
             } else {
                 i += 1;

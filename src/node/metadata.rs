@@ -4,12 +4,20 @@
 //! time, identically everywhere: racing updates resolve first-write-wins and the
 //! apply result is what `updatefile` returns.
 //!
+//! The map is split into shards behind `Arc`s, copied on write: a
+//! `MapView` (`Metadata::view`) is the map as of now for the price of a few
+//! hundred reference counts, so a snapshot is encoded on another thread while
+//! the driver keeps applying (a shard is copied only if it is written while a
+//! view still holds it).
+//!
 //! A snapshot of the map (`encode_snapshot` / `from_snapshot`) is a compact,
 //! deterministic binary: equal maps give equal bytes, whatever order their
 //! files were written in, and decoding hostile bytes returns an error, never
 //! panics or allocates more than the input could hold.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -45,16 +53,122 @@ pub struct FileInfo {
     pub hashlist: Vec<Value>,
 }
 
-#[derive(Debug, Default)]
+/// Shards of the map; a power of two.
+const SHARDS: usize = 256;
+
+type Shard = HashMap<String, FileInfo>;
+
+/// Which shard a name lives in (a fixed hash: the same on every run).
+fn shard_of(name: &str) -> usize {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(name) as usize & (SHARDS - 1)
+}
+
+fn empty_shards() -> Vec<Arc<Shard>> {
+    (0..SHARDS).map(|_| Arc::new(Shard::new())).collect()
+}
+
+#[derive(Debug)]
 pub struct Metadata {
-    files: HashMap<String, FileInfo>,
+    /// `SHARDS` shards; a file lives in `shards[shard_of(name)]`.
+    shards: Vec<Arc<Shard>>,
+    /// Files in all shards.
+    len: usize,
     /// Index of the last log entry applied (commands and no-ops alike).
     applied_index: LogIndex,
+}
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            shards: empty_shards(),
+            len: 0,
+            applied_index: 0,
+        }
+    }
+}
+
+/// The map as it was when `Metadata::view` was called, unaffected by later
+/// applies; `Send`, so it can be encoded off the driver.
+#[derive(Clone, Debug)]
+pub struct MapView {
+    shards: Vec<Arc<Shard>>,
+    len: usize,
+    pub applied_index: LogIndex,
+}
+
+impl MapView {
+    /// Every file in the view, in no particular order.
+    pub fn files(&self) -> impl Iterator<Item = (&String, &FileInfo)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `getfileinfomap` answer: `{filename: [version, hashlist]}`.
+    pub fn to_value(&self) -> Value {
+        let map: BTreeMap<String, Value> = self
+            .files()
+            .map(|(name, info)| {
+                let version = match i32::try_from(info.version) {
+                    Ok(v) => Value::Int(v),
+                    Err(_) => Value::I8(info.version),
+                };
+                (
+                    name.clone(),
+                    Value::Array(vec![version, Value::Array(info.hashlist.clone())]),
+                )
+            })
+            .collect();
+        Value::Struct(map)
+    }
+
+    /// The snapshot bytes of this map (see `Metadata::encode_snapshot`).
+    pub fn encode(&self) -> Bytes {
+        let mut files: Vec<(&String, &FileInfo)> = self.files().collect();
+        debug_assert_eq!(files.len(), self.len);
+        files.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // A guess (names and a few short hashes each); the buffer grows if short.
+        let mut out = BytesMut::with_capacity(13 + files.len() * 64);
+        out.put_slice(SNAPSHOT_MAGIC);
+        out.put_u8(SNAPSHOT_FORMAT);
+        out.put_u64_le(files.len() as u64);
+        for (name, info) in files {
+            command::put_str(&mut out, name);
+            out.put_i64_le(info.version);
+            out.put_u32_le(info.hashlist.len() as u32);
+            for v in &info.hashlist {
+                command::encode_value(v, &mut out);
+            }
+        }
+        out.freeze()
+    }
 }
 
 impl Metadata {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The map as of now, for a snapshot: O(shards), not O(files).
+    pub fn view(&self) -> MapView {
+        MapView {
+            shards: self.shards.clone(),
+            len: self.len,
+            applied_index: self.applied_index,
+        }
+    }
+
+    fn insert(&mut self, name: String, info: FileInfo) {
+        let shard = Arc::make_mut(&mut self.shards[shard_of(&name)]);
+        if shard.insert(name, info).is_none() {
+            self.len += 1;
+        }
     }
 
     /// Applies the command at log `index`; returns whether the update took effect.
@@ -71,7 +185,7 @@ impl Metadata {
                 if current.checked_add(1) != Some(*version) {
                     return false;
                 }
-                self.files.insert(
+                self.insert(
                     filename.clone(),
                     FileInfo {
                         version: *version,
@@ -99,41 +213,26 @@ impl Metadata {
 
     /// The version in this node's applied map, 0 if unknown.
     pub fn version(&self, filename: &str) -> i64 {
-        self.files.get(filename).map_or(0, |f| f.version)
+        self.get(filename).map_or(0, |f| f.version)
     }
 
     pub fn get(&self, filename: &str) -> Option<&FileInfo> {
-        self.files.get(filename)
+        self.shards[shard_of(filename)].get(filename)
     }
 
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.len == 0
     }
 
     /// The map as snapshot bytes (the applied index travels beside them, in
     /// the Raft snapshot). Files are written sorted by name, so equal maps give
     /// equal bytes.
     pub fn encode_snapshot(&self) -> Bytes {
-        let mut files: Vec<(&String, &FileInfo)> = self.files.iter().collect();
-        files.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        // A guess (names and a few short hashes each); the buffer grows if short.
-        let mut out = BytesMut::with_capacity(13 + files.len() * 64);
-        out.put_slice(SNAPSHOT_MAGIC);
-        out.put_u8(SNAPSHOT_FORMAT);
-        out.put_u64_le(files.len() as u64);
-        for (name, info) in files {
-            command::put_str(&mut out, name);
-            out.put_i64_le(info.version);
-            out.put_u32_le(info.hashlist.len() as u32);
-            for v in &info.hashlist {
-                command::encode_value(v, &mut out);
-            }
-        }
-        out.freeze()
+        self.view().encode()
     }
 
     /// The map `encode_snapshot` wrote, as applied through log `index`.
@@ -149,7 +248,9 @@ impl Metadata {
         let count = r.u64()?;
         // Bound the allocation by what the input could hold, not by its claim.
         let cap = (count.min(usize::MAX as u64) as usize).min(r.remaining() / MIN_FILE_BYTES);
-        let mut files = HashMap::with_capacity(cap);
+        let mut shards: Vec<Shard> = (0..SHARDS)
+            .map(|_| Shard::with_capacity(cap / SHARDS))
+            .collect();
         let mut previous: Option<&[u8]> = None;
         for _ in 0..count {
             let start = r.pos();
@@ -166,34 +267,21 @@ impl Metadata {
             for _ in 0..n {
                 hashlist.push(r.value(0)?);
             }
-            files.insert(name.to_owned(), FileInfo { version, hashlist });
+            shards[shard_of(name)].insert(name.to_owned(), FileInfo { version, hashlist });
         }
         if r.remaining() != 0 {
             return Err(SnapshotDecodeError::Trailing(r.remaining()));
         }
         Ok(Metadata {
-            files,
+            shards: shards.into_iter().map(Arc::new).collect(),
+            len: count as usize,
             applied_index: index,
         })
     }
 
     /// The `getfileinfomap` answer: `{filename: [version, hashlist]}`.
     pub fn to_value(&self) -> Value {
-        let map: BTreeMap<String, Value> = self
-            .files
-            .iter()
-            .map(|(name, info)| {
-                let version = match i32::try_from(info.version) {
-                    Ok(v) => Value::Int(v),
-                    Err(_) => Value::I8(info.version),
-                };
-                (
-                    name.clone(),
-                    Value::Array(vec![version, Value::Array(info.hashlist.clone())]),
-                )
-            })
-            .collect();
-        Value::Struct(map)
+        self.view().to_value()
     }
 }
 
@@ -207,6 +295,26 @@ mod tests {
             version,
             hashlist: vec![Value::String(format!("h{version}"))],
         }
+    }
+
+    #[test]
+    fn a_view_is_the_map_as_of_when_it_was_taken() {
+        let mut m = Metadata::new();
+        for i in 0..1000 {
+            m.apply(i + 1, &upd(&format!("f{i}"), 1));
+        }
+        let before = m.encode_snapshot();
+        let view = m.view();
+        // Later applies touch every shard (copying it) and add files.
+        for i in 0..1000 {
+            m.apply(1001 + i, &upd(&format!("f{i}"), 2));
+        }
+        m.apply(2001, &upd("new", 1));
+        assert_eq!(view.encode(), before, "the view did not move");
+        assert_eq!(view.applied_index, 1000);
+        let back = Metadata::from_snapshot(1000, &view.encode()).unwrap();
+        assert_eq!((back.len(), back.version("f7")), (1000, 1));
+        assert_eq!((m.len(), m.version("f7"), m.version("new")), (1001, 2, 1));
     }
 
     #[test]
@@ -269,7 +377,7 @@ mod tests {
     fn assert_same_map(a: &Metadata, b: &Metadata) {
         assert_eq!(a.len(), b.len());
         assert_eq!(a.applied_index(), b.applied_index());
-        for (name, info) in &a.files {
+        for (name, info) in a.shards.iter().flat_map(|s| s.iter()) {
             assert_eq!(b.get(name), Some(info), "{name}");
         }
     }
