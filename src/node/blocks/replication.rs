@@ -72,10 +72,6 @@ impl BlockService {
         self.id
     }
 
-    pub fn peer(&self, id: u64) -> Option<&Client> {
-        self.peers.get(id as usize).and_then(|p| p.as_ref())
-    }
-
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
     }
