@@ -457,7 +457,7 @@ mod tests {
     #[test]
     fn hostile_snapshots_are_refused_without_over_allocating() {
         assert_eq!(
-            Metadata::from_snapshot(1, b"XXXX\x01").unwrap_err(),
+            Metadata::from_snapshot(1, b"NOPE\x01").unwrap_err(),
             SnapshotDecodeError::Magic
         );
         assert_eq!(
