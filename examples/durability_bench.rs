@@ -126,12 +126,7 @@ async fn throughput(data: Option<(&Path, FsyncPolicy)>, clients: usize, secs: u6
 /// Writes a one-node log of `n` committed `updatefile` entries, then times
 /// recovery and a full start (applied map rebuilt).
 async fn restart(dir: &Path, n: u64) -> (Duration, Duration, u64) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let members = vec![listener.local_addr().unwrap().to_string()];
-    let meta = ClusterMeta {
-        id: 0,
-        members: members.clone(),
-    };
+    let (listener, meta) = one_node().await;
     let node_dir = dir.join("restart");
     let bytes;
     {
@@ -167,10 +162,27 @@ async fn restart(dir: &Path, n: u64) -> (Duration, Duration, u64) {
     assert_eq!(store.load().entries.len() as u64, n);
     drop(store);
 
+    let start = time_start(listener, meta, &node_dir, n).await;
+    (recover, start, bytes)
+}
+
+/// A one-node cluster on a loopback port: its listener and identity.
+async fn one_node() -> (TcpListener, ClusterMeta) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let meta = ClusterMeta {
+        id: 0,
+        members: vec![listener.local_addr().unwrap().to_string()],
+    };
+    (listener, meta)
+}
+
+/// Starts the node from `node_dir` and times it until all `n` files are in
+/// its map, then stops it.
+async fn time_start(listener: TcpListener, meta: ClusterMeta, node_dir: &Path, n: u64) -> Duration {
     let (tx, rx) = watch::channel(false);
-    let mut opts = NodeOptions::new(0, members);
-    opts.data_dir = Some(node_dir.clone());
-    // Measure replaying the whole log, not a snapshot taken on the way.
+    let mut opts = NodeOptions::new(0, meta.members);
+    opts.data_dir = Some(node_dir.to_owned());
+    // Measure loading what is stored, not a snapshot taken on the way.
     opts.snapshot_threshold = 0;
     let t = Instant::now();
     let running = node::start_on(opts, listener, rx).await.unwrap();
@@ -178,7 +190,7 @@ async fn restart(dir: &Path, n: u64) -> (Duration, Duration, u64) {
     let start = t.elapsed();
     let _ = tx.send(true);
     let _ = running.driver.await;
-    (recover, start, bytes)
+    start
 }
 
 /// What `restart_from_snapshot` measured.
@@ -193,12 +205,7 @@ struct SnapshotRestart {
 /// Writes a one-node store holding only a snapshot of an `n`-file map, then
 /// times recovery and a full start (map loaded from the snapshot).
 async fn restart_from_snapshot(dir: &Path, n: u64) -> SnapshotRestart {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let members = vec![listener.local_addr().unwrap().to_string()];
-    let meta = ClusterMeta {
-        id: 0,
-        members: members.clone(),
-    };
+    let (listener, meta) = one_node().await;
     let node_dir = dir.join("restart-snapshot");
     let mut map = Metadata::new();
     for i in 1..=n {
@@ -240,15 +247,7 @@ async fn restart_from_snapshot(dir: &Path, n: u64) -> SnapshotRestart {
     assert_eq!(store.load().snapshot.index, n);
     drop(store);
 
-    let (tx, rx) = watch::channel(false);
-    let mut opts = NodeOptions::new(0, members);
-    opts.data_dir = Some(node_dir.clone());
-    let t = Instant::now();
-    let running = node::start_on(opts, listener, rx).await.unwrap();
-    wait_for(&running.handle, |s| s.files as u64 == n).await;
-    let start = t.elapsed();
-    let _ = tx.send(true);
-    let _ = running.driver.await;
+    let start = time_start(listener, meta, &node_dir, n).await;
     SnapshotRestart {
         bytes,
         encode,

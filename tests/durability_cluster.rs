@@ -6,24 +6,20 @@
 //! compacts its log catches up through `installSnapshot` over the wire, and
 //! comes back from its snapshot file after a kill.
 
+mod common;
+
 use std::time::Duration;
 
 use surfstore::cluster::{Cluster, ClusterError, ClusterOptions};
 use surfstore::node::events::EventKind;
 use surfstore::node::storage::FsyncPolicy;
-use surfstore::node::{NodeHandle, NodeStatus, Timing};
+use surfstore::node::{NodeHandle, NodeStatus};
 use surfstore::xmlrpc::Value;
 use tokio::net::TcpListener;
 
 fn options(data_dir: Option<std::path::PathBuf>) -> ClusterOptions {
     ClusterOptions {
-        timing: Timing {
-            tick: Duration::from_millis(5),
-            election_min: Duration::from_millis(100),
-            election_max: Duration::from_millis(200),
-            heartbeat: Duration::from_millis(25),
-            peer_timeout: Duration::from_millis(500),
-        },
+        timing: common::fast_timing(),
         seed: Some(11),
         data_dir,
         ..Default::default()

@@ -58,9 +58,7 @@ fn ack_of(rd_msgs: &[Message]) -> (bool, u64) {
 fn compacting_the_leader_does_not_disturb_caught_up_followers() {
     let mut c = Cluster::new(3);
     c.elect(0);
-    for k in 0..10 {
-        c.propose(0, &format!("a{k}"));
-    }
+    c.propose_n(0, "a", 10);
     c.deliver_all();
     let applied = c.node(0).applied_index();
     c.compact(0);
@@ -84,9 +82,7 @@ fn a_follower_behind_the_compacted_log_catches_up_through_the_snapshot() {
     let mut c = Cluster::new(3);
     c.elect(0);
     c.down.insert(2);
-    for k in 0..20 {
-        c.propose(0, &format!("b{k}"));
-    }
+    c.propose_n(0, "b", 20);
     c.deliver_all();
     let s = c.node(0).applied_index();
     c.compact(0);
@@ -177,16 +173,12 @@ fn install_matching_or_behind_the_log_only_commits() {
 fn append_entries_reaching_into_the_snapshot_is_cut_at_it() {
     let mut c = Cluster::new(3);
     c.elect(0);
-    for k in 0..6 {
-        c.propose(0, &format!("c{k}"));
-    }
+    c.propose_n(0, "c", 6);
     c.deliver_all();
     c.compact(1);
     let s = c.node(1).snapshot_index();
     // Three more that node 1 does not get yet.
-    for k in 0..3 {
-        c.propose(0, &format!("late{k}"));
-    }
+    c.propose_n(0, "late", 3);
     c.take(|m| m.to == 1);
     let term = c.node(0).term();
     let last = c.node(0).last_index();
@@ -306,9 +298,7 @@ fn a_lost_snapshot_is_sent_again() {
     let mut c = Cluster::new(3);
     c.elect(0);
     c.down.insert(2);
-    for k in 0..5 {
-        c.propose(0, &format!("d{k}"));
-    }
+    c.propose_n(0, "d", 5);
     c.deliver_all();
     c.compact(0);
     c.down.remove(&2);
@@ -356,9 +346,7 @@ fn a_lost_snapshot_is_sent_again() {
 fn a_new_leader_sends_its_own_snapshot() {
     let mut c = Cluster::new(3);
     c.elect(0);
-    for k in 0..8 {
-        c.propose(0, &format!("e{k}"));
-    }
+    c.propose_n(0, "e", 8);
     c.deliver_all();
     c.heartbeat(0);
     for id in 0..2 {

@@ -446,9 +446,7 @@ fn duplicate_and_reordered_messages_are_harmless() {
     );
     c.elect(0);
     c.heartbeat(0);
-    for k in 0..4 {
-        c.propose(0, &format!("v{k}"));
-    }
+    c.propose_n(0, "v", 4);
     // Appends to node 1 arrive in reverse order, each twice.
     let mut appends = c.take(|m| m.to == 1 && is_append(m));
     appends.reverse();
@@ -1096,9 +1094,7 @@ fn bad_input_is_refused_without_state_change() {
 fn restart_from_storage_replays_committed_entries() {
     let mut c = Cluster::new(3);
     c.elect(0);
-    for k in 0..5 {
-        c.propose(0, &format!("r{k}"));
-    }
+    c.propose_n(0, "r", 5);
     c.deliver_all();
     c.heartbeat(0);
     let commit = c.node(2).commit_index();

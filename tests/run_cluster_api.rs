@@ -4,12 +4,13 @@
 //! outside, a port in use refused with nothing left bound, and `shutdown`
 //! freeing every port.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use surfstore::cluster::{Cluster, ClusterError, ClusterOptions, Feed, FeedItem};
 use surfstore::node::events::EventKind;
-use surfstore::node::Timing;
 use surfstore::xmlrpc::client::Client;
 use surfstore::xmlrpc::Value;
 
@@ -33,13 +34,7 @@ fn config(addrs: &[String]) -> surfstore::config::ClusterConfig {
 
 fn options() -> ClusterOptions {
     ClusterOptions {
-        timing: Timing {
-            tick: Duration::from_millis(5),
-            election_min: Duration::from_millis(100),
-            election_max: Duration::from_millis(200),
-            heartbeat: Duration::from_millis(25),
-            peer_timeout: Duration::from_millis(500),
-        },
+        timing: common::fast_timing(),
         seed: Some(7),
         ..Default::default()
     }

@@ -235,10 +235,11 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Command {
+    /// An update of an awkward name with a hashlist of every value type.
+    pub(crate) fn sample() -> Command {
         let mut m = BTreeMap::new();
         m.insert("k".to_owned(), Value::Double(1.5));
         Command::UpdateFile {

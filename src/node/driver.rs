@@ -134,6 +134,17 @@ impl NodeStatus {
     }
 }
 
+/// When and how a driver snapshots.
+struct Snapshots {
+    /// Snapshot once this many entries are applied past the last one.
+    threshold: u64,
+    /// Where `SnapshotPrepared` comes back (weak: the driver must not keep
+    /// its own inbox open).
+    inbox: mpsc::WeakSender<Request>,
+    /// A snapshot is being encoded and written off this task.
+    in_flight: bool,
+}
+
 pub struct Driver<S: LogStore> {
     id: NodeId,
     members: Vec<String>,
@@ -165,13 +176,8 @@ pub struct Driver<S: LogStore> {
     /// Ticks of stall after which `Blocked` is reported (an election timeout).
     block_after_ticks: u32,
     blocked: bool,
-    /// Snapshot once this many entries are applied past the last one (0: never).
-    snapshot_threshold: u64,
-    /// A snapshot is being written off this task.
-    snapshot_in_flight: bool,
-    /// Where `SnapshotPrepared` comes back (weak: the driver must not keep
-    /// its own inbox open).
-    inbox: Option<mpsc::WeakSender<Request>>,
+    /// `None`: this driver never snapshots.
+    snapshots: Option<Snapshots>,
     /// Set when a disk write failed; the run loop then ends.
     failed: Option<String>,
 }
@@ -215,16 +221,20 @@ impl<S: LogStore> Driver<S> {
             stalled_ticks: 0,
             block_after_ticks,
             blocked: false,
-            snapshot_threshold: 0,
-            snapshot_in_flight: false,
-            inbox: None,
+            snapshots: None,
             failed: None,
         }
     }
 
-    /// Snapshot every `threshold` applied entries (0: never).
-    pub fn with_snapshot_threshold(mut self, threshold: u64) -> Self {
-        self.snapshot_threshold = threshold;
+    /// Snapshot every `threshold` applied entries (0: never). `inbox` is the
+    /// sender of the requests this driver will run on: a finished snapshot
+    /// comes back through it.
+    pub fn with_snapshots(mut self, threshold: u64, inbox: &mpsc::Sender<Request>) -> Self {
+        self.snapshots = (threshold > 0).then(|| Snapshots {
+            threshold,
+            inbox: inbox.downgrade(),
+            in_flight: false,
+        });
         self
     }
 
@@ -282,12 +292,6 @@ impl<S: LogStore> Driver<S> {
         });
     }
 
-    /// Lets the driver send `SnapshotPrepared` to itself.
-    pub fn with_inbox(mut self, inbox: &mpsc::Sender<Request>) -> Self {
-        self.inbox = Some(inbox.downgrade());
-        self
-    }
-
     /// Storage failed: stop for good. Nothing the failed write promised has
     /// left (persist comes before send), the waiting calls are failed by the
     /// run loop, and the status tells everyone why.
@@ -299,15 +303,18 @@ impl<S: LogStore> Driver<S> {
         self.failed = Some(what);
     }
 
-    /// Start a snapshot when enough is applied past the last one: encode the
-    /// map here (it is the state as of `applied`), write the file off this
-    /// task, finish in `snapshot_prepared`.
+    /// Start a snapshot when enough is applied past the last one: take a
+    /// view of the map here (it is the state as of `applied`; a few hundred
+    /// reference counts), encode it and write the file on a blocking thread,
+    /// finish when `SnapshotPrepared` comes back.
     fn maybe_snapshot(&mut self) {
         let applied = self.metadata.applied_index();
-        if self.snapshot_threshold == 0
-            || self.snapshot_in_flight
+        let Some(snaps) = self.snapshots.as_mut() else {
+            return;
+        };
+        if snaps.in_flight
             || self.failed.is_some()
-            || applied < self.raft.snapshot_index() + self.snapshot_threshold
+            || applied < self.raft.snapshot_index() + snaps.threshold
         {
             return;
         }
@@ -315,22 +322,14 @@ impl<S: LogStore> Driver<S> {
         let Some(term) = self.raft.term_at(applied) else {
             return;
         };
-        let started = std::time::Instant::now();
-        let Some(inbox) = self.inbox.as_ref().and_then(|w| w.upgrade()) else {
-            // No way back to this task (a driver run without `with_inbox`):
-            // do it all here.
-            let snapshot = Snapshot {
-                index: applied,
-                term,
-                data: self.metadata.encode_snapshot(),
-            };
-            return self.finish_snapshot(snapshot, started, None);
+        // Every sender gone: the node is shutting down.
+        let Some(inbox) = snaps.inbox.upgrade() else {
+            return;
         };
-        // The view costs a few hundred reference counts; encoding it and
-        // writing the file happen on a blocking thread.
+        snaps.in_flight = true;
+        let started = std::time::Instant::now();
         let view = self.metadata.view();
         let preparer = self.store.snapshot_preparer();
-        self.snapshot_in_flight = true;
         tokio::task::spawn_blocking(move || {
             let snapshot = Snapshot {
                 index: applied,
@@ -534,7 +533,9 @@ impl<S: LogStore> Driver<S> {
                 started,
                 result,
             } => {
-                self.snapshot_in_flight = false;
+                if let Some(snaps) = self.snapshots.as_mut() {
+                    snaps.in_flight = false;
+                }
                 match result {
                     Ok(prepared) => self.finish_snapshot(snapshot, started, prepared),
                     Err(e) => self.fail(format!(

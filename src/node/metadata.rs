@@ -278,11 +278,6 @@ impl Metadata {
             applied_index: index,
         })
     }
-
-    /// The `getfileinfomap` answer: `{filename: [version, hashlist]}`.
-    pub fn to_value(&self) -> Value {
-        self.view().to_value()
-    }
 }
 
 #[cfg(test)]
@@ -345,7 +340,7 @@ mod tests {
     fn map_value_shape() {
         let mut m = Metadata::new();
         m.apply(1, &upd("f", 1));
-        let v = m.to_value();
+        let v = m.view().to_value();
         let f = &v.as_struct().unwrap()["f"];
         assert_eq!(
             f,
@@ -385,25 +380,17 @@ mod tests {
     #[test]
     fn snapshot_round_trips_every_value_type() {
         let mut m = Metadata::new();
-        let mut s = BTreeMap::new();
-        s.insert("k".to_owned(), Value::Double(-0.5));
-        m.apply(
+        let Command::UpdateFile {
+            filename, hashlist, ..
+        } = crate::node::command::tests::sample();
+        assert!(m.apply(
             3,
             &Command::UpdateFile {
-                filename: "dir/ünï <&> 😀".into(),
+                filename,
                 version: 1,
-                hashlist: vec![
-                    Value::String("abc".into()),
-                    Value::Int(-3),
-                    Value::I8(1 << 40),
-                    Value::Bool(true),
-                    Value::Base64(vec![0, 255]),
-                    Value::DateTime("20260101T00:00:00".into()),
-                    Value::Array(vec![Value::Nil]),
-                    Value::Struct(s),
-                ],
+                hashlist,
             },
-        );
+        ));
         m.apply(4, &upd("gone", 1));
         m.apply(
             9,
@@ -415,7 +402,7 @@ mod tests {
         );
         let back = Metadata::from_snapshot(9, &m.encode_snapshot()).unwrap();
         assert_same_map(&m, &back);
-        assert_eq!(back.to_value(), m.to_value());
+        assert_eq!(back.view().to_value(), m.view().to_value());
         let empty = Metadata::from_snapshot(7, &Metadata::new().encode_snapshot()).unwrap();
         assert!(empty.is_empty());
         assert_eq!(empty.applied_index(), 7);

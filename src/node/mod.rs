@@ -259,8 +259,7 @@ pub async fn start_on(
         status_tx,
         events.clone(),
     )
-    .with_snapshot_threshold(opts.snapshot_threshold)
-    .with_inbox(&req_tx);
+    .with_snapshots(opts.snapshot_threshold, &req_tx);
     let driver = tokio::spawn(driver.run(req_rx, opts.timing.tick, shutdown.clone()));
     let block_service = blocks::BlockService::new(
         opts.id,

@@ -226,6 +226,13 @@ impl Cluster {
         placed
     }
 
+    /// Propose `n` entries at leader `id`, named `prefix0`, `prefix1`, ...
+    pub fn propose_n(&mut self, id: NodeId, prefix: &str, n: usize) {
+        for k in 0..n {
+            self.propose(id, &format!("{prefix}{k}"));
+        }
+    }
+
     /// One heartbeat round from leader `id`, delivered.
     pub fn heartbeat(&mut self, id: NodeId) {
         for _ in 0..self.node(id).config().heartbeat_ticks {

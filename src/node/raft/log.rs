@@ -307,9 +307,11 @@ impl RaftLog {
         out
     }
 
-    /// The state machine was snapshotted at `index` (applied, so committed
-    /// and held): drop the entries through it.
-    pub fn compact(&mut self, index: LogIndex) -> Result<(), RaftError> {
+    /// The state machine was snapshotted at (`index`, `term`) (applied, so
+    /// committed and held): drop the entries through it. `Err`, changing
+    /// nothing, unless `index` is applied, past the current snapshot, and of
+    /// `term` here.
+    pub fn compact(&mut self, index: LogIndex, term: Term) -> Result<(), RaftError> {
         if index <= self.offset {
             return Err(RaftError::Compaction(format!(
                 "index {index} is not past the current snapshot at {}",
@@ -322,7 +324,12 @@ impl RaftLog {
                 self.applied
             )));
         }
-        let term = self.term(index).expect("offset < index <= applied <= last");
+        let held = self.term(index).expect("offset < index <= applied <= last");
+        if held != term {
+            return Err(RaftError::Compaction(format!(
+                "snapshot at {index} has term {term}, the log has term {held}"
+            )));
+        }
         self.entries.drain(..self.pos(index) + 1);
         self.offset = index;
         self.offset_term = term;

@@ -219,18 +219,7 @@ impl Raft {
     /// the index is not applied, not past the current snapshot, or the term
     /// is not the log's at that index.
     pub fn compact(&mut self, snapshot: Snapshot) -> Result<(), RaftError> {
-        if snapshot.index > self.log.snapshot_index()
-            && snapshot.index <= self.log.applied()
-            && self.log.term(snapshot.index) != Some(snapshot.term)
-        {
-            return Err(RaftError::Compaction(format!(
-                "snapshot at {} has term {}, the log has {:?}",
-                snapshot.index,
-                snapshot.term,
-                self.log.term(snapshot.index)
-            )));
-        }
-        self.log.compact(snapshot.index)?;
+        self.log.compact(snapshot.index, snapshot.term)?;
         self.snapshot = snapshot;
         Ok(())
     }

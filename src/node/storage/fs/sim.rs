@@ -209,6 +209,36 @@ impl SimFs {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A handle on the file at `path`, created (in an existing parent
+    /// directory) if missing; `truncate` empties an existing one.
+    fn open(&self, path: &Path, what: &str, truncate: bool) -> io::Result<Box<dyn FsFile>> {
+        let mut st = self.lock();
+        st.point(what, path)?;
+        let ino = match st.file(path) {
+            Ok(ino) => {
+                if truncate {
+                    let inode = st.inode(ino);
+                    if !inode.durable.is_empty() {
+                        inode.appended_only = false;
+                    }
+                    inode.data.clear();
+                }
+                ino
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                st.parent_exists(path)?;
+                st.new_file(path)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Box::new(SimFile {
+            fs: self.clone(),
+            ino,
+            path: path.to_owned(),
+            epoch: st.epoch,
+        }))
+    }
+
     /// Mutating calls (write and sync points) so far.
     pub fn points(&self) -> u64 {
         self.lock().points
@@ -444,48 +474,11 @@ impl FileSystem for SimFs {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let mut st = self.lock();
-        st.point("open", path)?;
-        let ino = match st.file(path) {
-            Ok(ino) => ino,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                st.parent_exists(path)?;
-                st.new_file(path)
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(Box::new(SimFile {
-            fs: self.clone(),
-            ino,
-            path: path.to_owned(),
-            epoch: st.epoch,
-        }))
+        self.open(path, "open", false)
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let mut st = self.lock();
-        st.point("create", path)?;
-        let ino = match st.file(path) {
-            Ok(ino) => {
-                let inode = st.inode(ino);
-                if !inode.durable.is_empty() {
-                    inode.appended_only = false;
-                }
-                inode.data.clear();
-                ino
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                st.parent_exists(path)?;
-                st.new_file(path)
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(Box::new(SimFile {
-            fs: self.clone(),
-            ino,
-            path: path.to_owned(),
-            epoch: st.epoch,
-        }))
+        self.open(path, "create", true)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

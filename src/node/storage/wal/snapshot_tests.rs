@@ -9,7 +9,7 @@ use crate::node::storage::Stored;
 use bytes::Bytes;
 use std::fs;
 
-use super::test_support::{e, meta};
+use super::test_support::{e, meta, segment_paths};
 
 fn tmp(name: &str) -> PathBuf {
     super::test_support::tmp(&format!("snap-{name}"))
@@ -40,15 +40,6 @@ fn small() -> DiskOptions {
 
 fn open(dir: &Path) -> (DiskStore, Recovery) {
     DiskStore::open(dir, &meta(), small()).unwrap()
-}
-
-fn segment_paths(dir: &Path) -> Vec<PathBuf> {
-    segment::list(&RealFs, &dir.join("wal"))
-        .unwrap()
-        .segments
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect()
 }
 
 /// Reopens `dir` and checks it holds `want`; returns the recovery report.

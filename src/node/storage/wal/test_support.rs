@@ -1,12 +1,14 @@
 //! What the on-disk store tests share: a fresh scratch directory per test and
-//! thread, the cluster identity they claim, and entries whose data names them.
+//! thread, the cluster identity they claim, entries whose data names them,
+//! and the segment files a directory holds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::segment;
 use crate::node::raft::Entry;
-use crate::node::storage::ClusterMeta;
+use crate::node::storage::{ClusterMeta, RealFs};
 
 /// A fresh, empty directory under the system temp dir for test `name`.
 pub fn tmp(name: &str) -> PathBuf {
@@ -32,4 +34,14 @@ pub fn e(term: u64, index: u64) -> Entry {
         index,
         data: Bytes::from(format!("entry {index} of term {term}")),
     }
+}
+
+/// The segment files under `dir/wal`, in order.
+pub fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    segment::list(&RealFs, &dir.join("wal"))
+        .unwrap()
+        .segments
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
 }

@@ -5,7 +5,7 @@ use super::*;
 use crate::node::storage::Stored;
 use std::fs::{self, OpenOptions};
 
-use super::test_support::{e, meta, tmp};
+use super::test_support::{e, meta, segment_paths, tmp};
 
 fn hs(term: u64, vote: Option<u64>, commit: u64) -> HardState {
     HardState { term, vote, commit }
@@ -21,15 +21,6 @@ fn stored(hard_state: HardState, entries: Vec<Entry>) -> Stored {
 
 fn open(dir: &Path) -> (DiskStore, Recovery) {
     DiskStore::open(dir, &meta(), DiskOptions::default()).unwrap()
-}
-
-fn segment_paths(dir: &Path) -> Vec<PathBuf> {
-    segment::list(&RealFs, &dir.join("wal"))
-        .unwrap()
-        .segments
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect()
 }
 
 #[test]
