@@ -10,9 +10,11 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use surfstore::node::command::Command;
-use surfstore::node::driver::{Driver, NodeStatus, Request};
+use surfstore::node::driver::{self, NodeStatus, Request};
 use surfstore::node::metadata::Metadata;
 use surfstore::node::raft::{Entry, HardState, Raft, RaftConfig, Snapshot};
+use surfstore::node::runtime::io::{InlineWriter, PeerLanes};
+use surfstore::node::runtime::{Publisher, Runtime};
 use surfstore::node::storage::{LogStore, PreparedSnapshot, SnapshotPreparer, Stored};
 use surfstore::node::NodeError;
 
@@ -22,7 +24,10 @@ struct FailingStore {
 }
 
 impl LogStore for FailingStore {
-    fn persist(&mut self, _hs: Option<HardState>, _entries: &[Entry]) -> std::io::Result<()> {
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&mut self, _hs: Option<HardState>, _entries: &[Entry]) -> std::io::Result<()> {
         let left = self.ok_writes.load(Ordering::SeqCst);
         if left == 0 {
             return Err(std::io::Error::other("No space left on device (injected)"));
@@ -88,18 +93,18 @@ async fn a_failed_write_stops_the_node_and_fails_the_waiting_call() {
     });
     let (events, mut events_rx) = broadcast::channel(64);
     let (tx, rx) = mpsc::channel(64);
-    let driver = Driver::new(
+    let rt = Runtime::new(
         0,
         vec!["127.0.0.1:1".into()],
         raft,
         Metadata::new(),
-        store,
-        vec![None],
-        status_tx,
-        events,
+        InlineWriter::new(store),
+        PeerLanes { lanes: vec![None] },
+        Publisher::new(0, status_tx, events),
+        0,
     );
     let (_shutdown_tx, shutdown) = watch::channel(false);
-    let task = tokio::spawn(driver.run(rx, Duration::from_millis(5), shutdown));
+    let task = tokio::spawn(driver::run(rt, rx, Duration::from_millis(5), shutdown));
     // A single node elects itself; a first write succeeds.
     status
         .wait_for(|s| s.is_leader())

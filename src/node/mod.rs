@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod peer_wire;
 pub mod peers;
 pub mod raft;
+pub mod runtime;
 pub mod storage;
 
 use std::sync::Arc;
@@ -24,9 +25,10 @@ pub use api::NodeHandle;
 pub use driver::NodeStatus;
 pub use error::NodeError;
 
-use crate::node::driver::Driver;
 use crate::node::metadata::Metadata;
 use crate::node::raft::{Raft, RaftConfig};
+use crate::node::runtime::io::{InlineWriter, PeerLanes, ThreadWriter};
+use crate::node::runtime::{Publisher, Runtime};
 use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, LogStore, MemStore};
 use crate::xmlrpc::server::{self, ServerOptions};
 
@@ -249,18 +251,33 @@ pub async fn start_on(
         .collect();
     let members: Arc<[String]> = opts.members.clone().into();
     let (events, _) = broadcast::channel(1024);
-    let driver = Driver::new(
-        opts.id,
-        opts.members.clone(),
-        raft,
-        metadata,
-        store,
-        peers,
-        status_tx,
-        events.clone(),
-    )
-    .with_snapshots(opts.snapshot_threshold, &req_tx);
-    let driver = tokio::spawn(driver.run(req_rx, opts.timing.tick, shutdown.clone()));
+    let lanes = PeerLanes { lanes: peers };
+    let publisher = Publisher::new(opts.id, status_tx, events.clone());
+    let (id, tick, threshold) = (opts.id, opts.timing.tick, opts.snapshot_threshold);
+    let members_v = opts.members.clone();
+    let driver = match store {
+        // Memory writes are instant: no thread.
+        store @ AnyStore::Mem(_) => {
+            let rt = Runtime::new(
+                id,
+                members_v,
+                raft,
+                metadata,
+                InlineWriter::new(store),
+                lanes,
+                publisher,
+                threshold,
+            );
+            tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone()))
+        }
+        store @ AnyStore::Disk(_) => {
+            let writer = ThreadWriter::spawn(id, store, &req_tx);
+            let rt = Runtime::new(
+                id, members_v, raft, metadata, writer, lanes, publisher, threshold,
+            );
+            tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone()))
+        }
+    };
     let block_service = blocks::BlockService::new(
         opts.id,
         members.clone(),

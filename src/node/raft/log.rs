@@ -286,11 +286,18 @@ impl RaftLog {
         }
     }
 
-    pub fn has_committed_to_apply(&self) -> bool {
-        self.applied < self.commit
+    /// Only durable entries are applied: on a follower the commit index
+    /// can run ahead of what its own disk holds.
+    fn applicable(&self) -> LogIndex {
+        self.commit.min(self.persisted.max(self.applied))
     }
 
-    /// Hand out the committed entries not yet handed out; they count as applied.
+    pub fn has_committed_to_apply(&self) -> bool {
+        self.applied < self.applicable()
+    }
+
+    /// Hand out the committed and durable entries not yet handed out; they
+    /// count as applied.
     pub fn take_committed(&mut self) -> Vec<Entry> {
         assert!(
             self.applied <= self.commit,
@@ -298,12 +305,13 @@ impl RaftLog {
             self.applied,
             self.commit
         );
+        let upto = self.applicable();
         let (from, to) = (
             (self.applied - self.offset) as usize,
-            (self.commit - self.offset) as usize,
+            (upto - self.offset) as usize,
         );
         let out = self.entries[from..to].to_vec();
-        self.applied = self.commit;
+        self.applied = upto;
         out
     }
 

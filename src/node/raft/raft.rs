@@ -57,6 +57,11 @@ pub struct Raft {
     /// What the last `Ready` reported (or what storage held at start).
     pub(super) prev_hard: HardState,
     pub(super) prev_soft: SoftState,
+    /// Number of the last `Ready` handed out.
+    pub(super) ready_number: u64,
+    /// Readies whose entries are not known durable yet: (number, last index,
+    /// last term), in order.
+    pub(super) unpersisted: std::collections::VecDeque<(u64, LogIndex, Term)>,
 }
 
 impl std::fmt::Debug for Raft {
@@ -146,6 +151,8 @@ impl Raft {
                 role: Role::Follower,
                 leader: None,
             },
+            ready_number: 0,
+            unpersisted: std::collections::VecDeque::new(),
             cfg: config,
         })
     }

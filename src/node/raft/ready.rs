@@ -1,4 +1,5 @@
-//! Handing output to the driver: `has_ready`, `ready`, `advance`.
+//! Handing output to the driver: `has_ready`, `ready`, `advance` (a
+//! synchronous driver) or `on_persisted` (an asynchronous one).
 //!
 //! Contract (see `types::Ready`): the driver persists `snapshot` (and loads
 //! it into the state machine), `hard_state` and `entries`, then sends `messages`, then applies `committed_entries` and
@@ -25,15 +26,28 @@ impl Raft {
     pub fn ready(&mut self) -> Ready {
         let soft = self.soft_state();
         let hard = self.hard_state();
+        self.ready_number += 1;
+        let number = self.ready_number;
+        let entries = if self.log.has_unstable() {
+            self.log.take_unstable()
+        } else {
+            Vec::new()
+        };
+        if let Some(last) = entries.last() {
+            self.unpersisted.push_back((number, last.index, last.term));
+        }
+        let snapshot = self.pending_snapshot.take();
+        let must_sync = snapshot.is_some()
+            || !entries.is_empty()
+            || hard.term != self.prev_hard.term
+            || hard.vote != self.prev_hard.vote;
         let ready = Ready {
-            snapshot: self.pending_snapshot.take(),
+            number,
+            snapshot,
             soft_state: (soft != self.prev_soft).then_some(soft),
             hard_state: (hard != self.prev_hard).then_some(hard),
-            entries: if self.log.has_unstable() {
-                self.log.take_unstable()
-            } else {
-                Vec::new()
-            },
+            entries,
+            must_sync,
             committed_entries: self.log.take_committed(),
             messages: std::mem::take(&mut self.msgs),
             read_states: std::mem::take(&mut self.read_states),
@@ -43,14 +57,34 @@ impl Raft {
         ready
     }
 
-    /// The driver has done everything `ready` asked. The entries are durable
-    /// now, which may let a leader commit (and so produce a new `Ready`).
+    /// A synchronous driver has done everything `ready` asked: its writes
+    /// are durable, which may let a leader commit (and so produce a new
+    /// `Ready`).
     pub fn advance(&mut self, ready: Ready) {
-        if let Some(last) = ready.entries.last() {
-            self.log.persisted_to(last.index, last.term);
+        self.on_persisted(ready.number);
+    }
+
+    /// The writes of every `Ready` through `number` are durable. Entries
+    /// since overwritten (a follower's conflicting suffix) do not count.
+    pub fn on_persisted(&mut self, number: u64) {
+        let mut last = None;
+        while let Some(&(n, index, term)) = self.unpersisted.front() {
+            if n > number {
+                break;
+            }
+            self.unpersisted.pop_front();
+            last = Some((index, term));
+        }
+        if let Some((index, term)) = last {
+            self.log.persisted_to(index, term);
         }
         if self.role == Role::Leader && self.maybe_commit() {
             self.on_commit_advanced();
         }
+    }
+
+    /// The number of the last `Ready` handed out.
+    pub fn last_ready(&self) -> u64 {
+        self.ready_number
     }
 }

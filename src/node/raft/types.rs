@@ -110,13 +110,24 @@ pub struct SoftState {
     pub leader: Option<NodeId>,
 }
 
-/// Everything the core wants done, in order: persist `snapshot` (if any) and
-/// restore the state machine from it, persist `hard_state` and
-/// `entries` (appending; an entry at an index already stored replaces it and
-/// everything after it), then send `messages`, then apply `committed_entries`
-/// and serve `read_states`, then call `advance`.
+/// Everything the core wants done. Two ways to drive it:
+///
+/// - **Synchronously**: persist `snapshot` (if any, and restore the state
+///   machine from it), `hard_state` and `entries` (appending; an entry at an
+///   index already stored replaces it and everything after it), then send
+///   `messages`, apply `committed_entries`, serve `read_states`, then call
+///   `advance`.
+/// - **Asynchronously** (the node runtime): send the messages for which
+///   [`Message::may_precede_persist`] holds at once, hand the writes to a
+///   storage thread, apply `committed_entries` and serve `read_states` (they
+///   only cover entries already durable), and once the writes of Ready
+///   `number` (and of every earlier one) are durable, send the other messages
+///   and call `on_persisted(number)`. Readies are numbered 1, 2, … in the
+///   order they are handed out; writes must become durable in that order.
 #[derive(Debug, Default)]
 pub struct Ready {
+    /// 1 for the first Ready a core hands out, then 2, 3, …
+    pub number: u64,
     /// A snapshot received from the leader: persist it (replacing the log
     /// through its index) and load it into the state machine before anything
     /// else in this `Ready`; `committed_entries` continue after it.
@@ -125,11 +136,17 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// The hard state if it changed since the last `Ready`.
     pub hard_state: Option<HardState>,
-    /// Entries to make durable before `messages` are sent.
+    /// Entries to make durable before the messages that promise them leave.
     pub entries: Vec<Entry>,
-    /// Entries known committed and not yet handed out, contiguous and in order.
+    /// Whether the writes must be fsynced before anything that waits for
+    /// them (etcd's MustSync): a snapshot, entries, or a new term or vote.
+    /// A hard state whose only change is the commit index need not be: a
+    /// commit index lost in a crash is learned again from the leader.
+    pub must_sync: bool,
+    /// Entries known committed (and durable here) not yet handed out,
+    /// contiguous and in order.
     pub committed_entries: Vec<Entry>,
-    /// Outgoing messages; only to be sent after the above is durable.
+    /// Outgoing messages, in the order the core made them.
     pub messages: Vec<Message>,
     pub read_states: Vec<ReadState>,
 }
@@ -143,6 +160,26 @@ impl Ready {
             && self.committed_entries.is_empty()
             && self.messages.is_empty()
             && self.read_states.is_empty()
+    }
+
+    /// Whether anything must be written to storage.
+    pub fn has_writes(&self) -> bool {
+        self.snapshot.is_some() || self.hard_state.is_some() || !self.entries.is_empty()
+    }
+}
+
+impl Message {
+    /// May this message leave before the sender's own writes of the same
+    /// `Ready` are durable? Only a leader's replication requests may (Raft
+    /// thesis §10.2.1: the leader writes its log in parallel with its
+    /// followers, and counts itself toward a majority only once durable).
+    /// Everything else promises state of the sender (a vote, an ack, a term)
+    /// and waits.
+    pub fn may_precede_persist(&self) -> bool {
+        matches!(
+            self.body,
+            MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+        )
     }
 }
 

@@ -104,7 +104,11 @@ impl MemStore {
 }
 
 impl LogStore for MemStore {
-    fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()> {
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()> {
         if let Some(hs) = hard_state {
             self.hard_state = hs;
         }

@@ -35,10 +35,18 @@ pub struct Stored {
 }
 
 pub trait LogStore: Send + 'static {
-    /// Makes `hard_state` (if any) and `entries` durable. An entry at an index
-    /// already stored replaces it and everything after it. When this returns
-    /// `Ok`, everything passed is durable (under the store's fsync policy).
-    fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()>;
+    /// Writes `hard_state` (if any) and `entries`; they are durable once
+    /// `sync` returns. An entry at an index already stored replaces it and
+    /// everything after it. Several writes may share one `sync` (group
+    /// commit).
+    fn write(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()>;
+    /// Makes every write so far durable (under the store's fsync policy).
+    fn sync(&mut self) -> std::io::Result<()>;
+    /// `write` then `sync`.
+    fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()> {
+        self.write(hard_state, entries)?;
+        self.sync()
+    }
     /// Makes `snapshot` durable and the start of the log: entries through
     /// `snapshot.index` are dropped; if the log holds (`index`, `term`) the
     /// entries after it are kept (local compaction), otherwise every entry is
@@ -65,10 +73,17 @@ pub enum AnyStore {
 }
 
 impl LogStore for AnyStore {
-    fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()> {
+    fn write(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> std::io::Result<()> {
         match self {
-            AnyStore::Mem(s) => s.persist(hard_state, entries),
-            AnyStore::Disk(s) => s.persist(hard_state, entries),
+            AnyStore::Mem(s) => s.write(hard_state, entries),
+            AnyStore::Disk(s) => s.write(hard_state, entries),
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        match self {
+            AnyStore::Mem(s) => s.sync(),
+            AnyStore::Disk(s) => s.sync(),
         }
     }
 

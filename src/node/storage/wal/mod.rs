@@ -8,10 +8,12 @@
 //! - `wal/<seq>.wal`: segments of records (`record`, `segment`), replayed in
 //!   order
 //!
-//! `persist` writes one batch (entries, then the hard state) with one
-//! `write` and, under `FsyncPolicy::Always`, one `fdatasync`: the driver calls
-//! it once per `Ready`, and a `Ready` carries everything proposed or received
-//! since the previous one, so one fsync covers a whole burst (group commit).
+//! `write` appends one batch (entries, then the hard state) with one
+//! `write(2)`; `sync` makes every batch since the last one durable with one
+//! `fdatasync` under `FsyncPolicy::Always` (nothing if nothing was written).
+//! The node's storage thread writes every `Ready` queued while the last
+//! fsync ran and then syncs once (group commit); a `Ready` that only moves
+//! the commit index is written but needs no sync of its own.
 //! Entries go before the hard state so a torn batch never leaves a commit
 //! index pointing past the log.
 //!
@@ -162,6 +164,8 @@ pub struct DiskStore {
     preparer: SnapshotPreparer,
     /// Set by the first I/O error; then every call fails (restart to recover).
     failed: Option<String>,
+    /// Bytes were written to the current segment since its last fsync.
+    unsynced: bool,
     /// Held for the store's lifetime; the OS drops it if the process dies.
     _lock: DirLock,
 }
@@ -238,6 +242,7 @@ impl DiskStore {
     fn sync_file(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         self.stats.fsyncs += 1;
+        self.unsynced = false;
         Ok(())
     }
 
@@ -331,9 +336,7 @@ impl DiskStore {
         self.stats.batches += 1;
         self.stats.records += records;
         self.stats.bytes += self.buf.len() as u64;
-        if self.opts.fsync == FsyncPolicy::Always {
-            self.sync_file()?;
-        }
+        self.unsynced = true;
         Ok(())
     }
 
@@ -362,7 +365,15 @@ fn encode_head(out: &mut Vec<u8>, mut hs: HardState, marker: Option<record::Mark
 }
 
 impl LogStore for DiskStore {
-    fn persist(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> io::Result<()> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.check_failed()?;
+        if self.unsynced && self.opts.fsync == FsyncPolicy::Always {
+            self.sync_file().map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> io::Result<()> {
         self.check_failed()?;
         if let Some(first) = entries.first() {
             let start = self.mirror.snapshot().index;

@@ -253,6 +253,7 @@ pub(super) fn open(
         buf: Vec::new(),
         stats: WalStats::default(),
         failed: None,
+        unsynced: false,
         _lock: lock,
     };
     if finish_snapshot {

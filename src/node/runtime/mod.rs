@@ -1,0 +1,512 @@
+//! The node runtime: the one owner of a node's Raft core and metadata map,
+//! and the only code that turns the core's `Ready`s into I/O. It is written
+//! once and run three ways: by `run-server.sh` and `run-cluster.sh` (inside
+//! the tokio shell in `driver.rs`, with the storage thread and the peer
+//! senders) and by the simulation (with simulated disks, a lossy network
+//! and a tick clock). It never blocks, sleeps or reads a clock to decide
+//! anything: the shell feeds it requests and ticks, and it answers through
+//! oneshots, the `Writer` and the `Transport`.
+//!
+//! One `Ready`, asynchronously (Raft thesis §10.2.1; raft-rs
+//! `on_persist_ready`):
+//! 1. the leader's replication messages leave at once;
+//! 2. the writes (a snapshot from the leader, hard state, entries) go to the
+//!    `Writer`, fsynced only when they must be (a new term, vote or
+//!    entries), and the other messages (votes, acks) wait for them;
+//! 3. committed entries (only ever durable ones) are applied, answering the
+//!    proposals they complete, and reads whose index is applied are served;
+//! 4. when the writer reports Ready `n` durable, the messages waiting for it
+//!    leave and the core learns it (`on_persisted`), which may commit.
+//!
+//! A failed write takes the node down cleanly: nothing promised by it
+//! leaves, every waiting call is failed, the status says `failed`, and the
+//! shell stops.
+
+pub mod io;
+mod pending;
+pub mod request;
+mod snapshots;
+pub mod status;
+
+use std::collections::VecDeque;
+
+use crate::node::command::Command;
+use crate::node::error::NodeError;
+use crate::node::events::EventKind;
+use crate::node::metadata::Metadata;
+use crate::node::peer_wire;
+use crate::node::raft::{Entry, HardState, Message, NodeId, Raft, RaftError, Ready, Role, Term};
+
+pub use io::{Transport, Write, Writer};
+pub use request::{describe, LogLine, Reply, Request};
+pub use status::{NodeStatus, Publisher};
+
+use pending::Pending;
+use snapshots::Snapshots;
+use status::StallWatch;
+
+/// Writes submitted and not yet durable, at most: past this the runtime
+/// takes no new `Ready` (the core gathers everything into the next one).
+pub const MAX_OUTSTANDING_WRITES: usize = 64;
+
+pub struct Runtime<W: Writer, T: Transport> {
+    id: NodeId,
+    members: Vec<String>,
+    raft: Raft,
+    metadata: Metadata,
+    writer: W,
+    transport: T,
+    crashed: bool,
+    pending: Pending,
+    /// Numbers of the Readies whose writes were submitted and are not yet
+    /// reported durable, increasing.
+    outstanding: VecDeque<u64>,
+    /// Messages waiting for the writes of every Ready through their number.
+    waiting: VecDeque<(u64, Vec<Message>)>,
+    /// Role, term and vote as of the last Ready (for the events).
+    role: Role,
+    term: Term,
+    vote: Option<NodeId>,
+    publisher: Publisher,
+    stall: StallWatch,
+    snapshots: Snapshots,
+    /// Set when a write failed; the shell then stops.
+    failed: Option<String>,
+}
+
+impl<W: Writer, T: Transport> Runtime<W, T> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: NodeId,
+        members: Vec<String>,
+        raft: Raft,
+        metadata: Metadata,
+        writer: W,
+        transport: T,
+        publisher: Publisher,
+        snapshot_threshold: u64,
+    ) -> Self {
+        let role = raft.role();
+        let term = raft.term();
+        let vote = raft.status().vote;
+        let stall = StallWatch::new(raft.config().election_ticks_max);
+        Runtime {
+            id,
+            members,
+            raft,
+            metadata,
+            writer,
+            transport,
+            crashed: false,
+            pending: Pending::default(),
+            outstanding: VecDeque::new(),
+            waiting: VecDeque::new(),
+            role,
+            term,
+            vote,
+            publisher,
+            stall,
+            snapshots: Snapshots::new(snapshot_threshold),
+            failed: None,
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            raft: self.raft.status(),
+            crashed: self.crashed,
+            files: self.metadata.len(),
+            failed: self.failed.clone(),
+        }
+    }
+
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    pub fn is_crashed(&self) -> bool {
+        self.crashed
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    pub fn writer_mut(&mut self) -> &mut W {
+        &mut self.writer
+    }
+
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// One tick of the Raft clock.
+    pub fn tick(&mut self) {
+        if self.crashed || self.failed.is_some() {
+            return;
+        }
+        self.raft.tick();
+        let waiting = self.pending.client_calls();
+        if let Some(event) = self.stall.tick(self.role, waiting) {
+            self.publisher.emit(event);
+        }
+    }
+
+    /// Ends a turn (after a batch of requests or a tick): drains the core's
+    /// Readies, starts a snapshot if one is due, publishes the status.
+    pub fn end_turn(&mut self) {
+        self.process_ready();
+        self.maybe_snapshot();
+        self.publish();
+    }
+
+    pub fn publish(&self) {
+        self.publisher.publish(self.status());
+    }
+
+    /// The shell is stopping: answer everything still waiting.
+    pub fn shut_down(&mut self) {
+        let why = self.failed.clone();
+        self.pending.fail_all(self.id, || match &why {
+            Some(e) => NodeError::Unavailable(format!("node stopped: {e}")),
+            None => NodeError::Unavailable("node shutting down".into()),
+        });
+    }
+
+    /// Storage failed: stop for good. Nothing the failed write promised has
+    /// left (its messages wait for it), the waiting calls are failed, and
+    /// the status tells everyone why.
+    fn fail(&mut self, what: String) {
+        if self.failed.is_some() {
+            return;
+        }
+        tracing::error!(node = self.id, "{what}; stopping the node");
+        self.publisher.emit(EventKind::Failed {
+            reason: what.clone(),
+        });
+        self.failed = Some(what);
+        self.waiting.clear();
+        self.shut_down();
+    }
+
+    fn leader_addr(&self, leader: Option<NodeId>) -> Option<String> {
+        leader.and_then(|l| self.members.get(l as usize).cloned())
+    }
+
+    fn not_leader(&self, err: RaftError) -> NodeError {
+        match err {
+            RaftError::NotLeader { leader } => NodeError::NotLeader(self.leader_addr(leader)),
+            other => NodeError::Unavailable(other.to_string()),
+        }
+    }
+
+    /// Why a client call cannot be taken now, if it cannot.
+    fn refuse(&self) -> Option<NodeError> {
+        if let Some(e) = &self.failed {
+            return Some(NodeError::Unavailable(format!("node stopped: {e}")));
+        }
+        self.crashed.then_some(NodeError::Crashed(self.id))
+    }
+
+    pub fn handle(&mut self, req: Request) {
+        match req {
+            Request::Update { cmd, reply } => {
+                if let Some(e) = self.refuse() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                match self.raft.propose(cmd.encode()) {
+                    Ok((index, term)) => {
+                        self.pending.updates.insert(index, (term, reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.not_leader(e)));
+                    }
+                }
+            }
+            Request::ReadMap { reply } => {
+                if let Some(e) = self.refuse() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let ctx = self.pending.take_ctx();
+                match self.raft.read_index(ctx) {
+                    Ok(()) => {
+                        self.pending.reads.insert(ctx, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(self.not_leader(e)));
+                    }
+                }
+            }
+            Request::LocalMap { reply } => {
+                let _ = reply.send(self.metadata.view());
+            }
+            Request::GetVersion { filename, reply } => {
+                let _ = reply.send(self.metadata.version(&filename));
+            }
+            Request::Peer { mut msg, reply } => {
+                if self.crashed || self.failed.is_some() {
+                    let _ = reply.send(Err(NodeError::Crashed(self.id)));
+                    return;
+                }
+                let ctx = self.pending.take_ctx();
+                msg.ctx = ctx;
+                self.pending.responders.insert(ctx, reply);
+                if let Err(e) = self.raft.step(msg) {
+                    if let Some(reply) = self.pending.responders.remove(&ctx) {
+                        let _ = reply.send(Err(NodeError::BadRequest(e.to_string())));
+                    }
+                }
+            }
+            Request::PeerResponse(msg) => {
+                if !self.crashed && self.failed.is_none() {
+                    if let Err(e) = self.raft.step(msg) {
+                        tracing::warn!(node = self.id, "dropping bad peer response: {e}");
+                    }
+                }
+            }
+            Request::Unreachable(peer) => {
+                if !self.crashed && self.failed.is_none() {
+                    self.raft.report_unreachable(peer);
+                }
+            }
+            Request::Crash { reply } => {
+                self.crash();
+                self.publish();
+                let _ = reply.send(());
+            }
+            Request::Restore { reply } => {
+                if self.crashed {
+                    self.crashed = false;
+                    self.raft.restore();
+                    tracing::info!(node = self.id, "restored");
+                    self.publisher.emit(EventKind::Restored);
+                }
+                self.publish();
+                let _ = reply.send(());
+            }
+            Request::LogTail { n, reply } => {
+                let lines = self
+                    .raft
+                    .log_tail(n)
+                    .iter()
+                    .map(|e| LogLine {
+                        index: e.index,
+                        term: e.term,
+                        command: describe(&e.data),
+                    })
+                    .collect();
+                let _ = reply.send(lines);
+            }
+            Request::Persisted { upto, result } => self.on_persisted(upto, result),
+            Request::SnapshotPrepared {
+                snapshot,
+                started,
+                result,
+            } => self.on_snapshot_prepared(snapshot, started, result),
+        }
+    }
+
+    fn crash(&mut self) {
+        if self.crashed {
+            return;
+        }
+        self.crashed = true;
+        self.raft.crash();
+        self.pending.fail_all(self.id, || {
+            NodeError::Unavailable("the node crashed".into())
+        });
+        tracing::info!(node = self.id, "crashed");
+        if self.role == Role::Leader {
+            self.publisher
+                .emit(EventKind::LeadershipLost { term: self.term });
+        }
+        self.role = Role::Follower;
+        self.publisher.emit(EventKind::Crashed);
+    }
+
+    /// The writer finished every write through Ready `upto`.
+    fn on_persisted(&mut self, upto: u64, result: Result<(), String>) {
+        if let Err(e) = result {
+            self.fail(format!("writing the log failed: {e}"));
+            return;
+        }
+        while self.outstanding.front().is_some_and(|&n| n <= upto) {
+            self.outstanding.pop_front();
+        }
+        self.release_waiting();
+        self.raft.on_persisted(upto);
+    }
+
+    /// Sends the messages whose writes are all durable now. A crashed node
+    /// sends nothing (what it made before the crash is forgotten, as the
+    /// core forgot it).
+    fn release_waiting(&mut self) {
+        let durable_below = self.outstanding.front().copied().unwrap_or(u64::MAX);
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(n, _)| *n < durable_below)
+        {
+            let (_, msgs) = self.waiting.pop_front().expect("checked");
+            if self.crashed {
+                continue;
+            }
+            for msg in msgs {
+                self.send(msg);
+            }
+        }
+    }
+
+    /// Drains the core's Readies (a crashed node's wait for restore).
+    fn process_ready(&mut self) {
+        while !self.crashed
+            && self.failed.is_none()
+            && self.outstanding.len() < MAX_OUTSTANDING_WRITES
+            && self.raft.has_ready()
+        {
+            let rd = self.raft.ready();
+            self.handle_ready(rd);
+        }
+        let applied = self.metadata.applied_index();
+        let metadata = &self.metadata;
+        self.stall.answered += self.pending.serve_reads(applied, || metadata.view());
+    }
+
+    fn handle_ready(&mut self, mut rd: Ready) {
+        self.note_roles(&rd);
+        if let Some(snapshot) = &rd.snapshot {
+            if let Err(e) = self.install_snapshot(snapshot) {
+                self.fail(e);
+                return;
+            }
+        }
+        // 1. The leader's replication requests leave at once.
+        let (now, later): (Vec<Message>, Vec<Message>) = std::mem::take(&mut rd.messages)
+            .into_iter()
+            .partition(Message::may_precede_persist);
+        for msg in now {
+            self.send(msg);
+        }
+        // 2. The writes; everything else waits for them.
+        if rd.has_writes() {
+            self.outstanding.push_back(rd.number);
+            let write = Write::Ready {
+                number: rd.number,
+                snapshot: rd.snapshot.take(),
+                hard_state: rd.hard_state,
+                entries: std::mem::take(&mut rd.entries),
+                sync: rd.must_sync,
+            };
+            if !later.is_empty() {
+                self.waiting.push_back((rd.number, later));
+            }
+            if let Some(result) = self.writer.submit(write) {
+                self.on_persisted(rd.number, result);
+                if self.failed.is_some() {
+                    return;
+                }
+            }
+        } else if !later.is_empty() {
+            self.waiting.push_back((rd.number, later));
+            self.release_waiting();
+        }
+        // 3. Apply (only durable entries are handed out) and note reads.
+        for entry in &rd.committed_entries {
+            self.apply(entry);
+        }
+        for rs in &rd.read_states {
+            if let Some(reply) = self.pending.reads.remove(&rs.ctx) {
+                self.pending.ready_reads.push((rs.index, reply));
+            }
+        }
+    }
+
+    /// Role, term and vote changes: events, and failing the calls pending
+    /// on a leader that lost leadership (their outcome is unknown).
+    fn note_roles(&mut self, rd: &Ready) {
+        let term = rd.hard_state.map_or(self.term, |hs: HardState| hs.term);
+        if let Some(ss) = rd.soft_state {
+            if self.role == Role::Leader && ss.role != Role::Leader {
+                self.pending.fail_all(self.id, || {
+                    NodeError::Unavailable("leadership lost while the call was pending".into())
+                });
+                self.publisher
+                    .emit(EventKind::LeadershipLost { term: self.term });
+            }
+            if ss.role == Role::Leader && self.role != Role::Leader {
+                self.publisher.emit(EventKind::LeaderElected { term });
+            }
+        }
+        let role = rd.soft_state.map_or(self.role, |ss| ss.role);
+        if role == Role::Candidate && (self.role != Role::Candidate || term != self.term) {
+            self.publisher.emit(EventKind::ElectionStarted { term });
+        }
+        if let Some(hs) = rd.hard_state {
+            if let Some(candidate) = hs.vote {
+                if candidate != self.id && (term != self.term || self.vote != hs.vote) {
+                    self.publisher
+                        .emit(EventKind::VoteGranted { candidate, term });
+                }
+            }
+            self.vote = hs.vote;
+        }
+        self.role = role;
+        self.term = term;
+    }
+
+    /// A request goes to its peer's sender; a response answers the HTTP
+    /// call that carried the request.
+    fn send(&mut self, msg: Message) {
+        if peer_wire::method_for(&msg).is_none() {
+            if let Some(reply) = self.pending.responders.remove(&msg.ctx) {
+                let _ = reply.send(Ok(msg));
+            }
+            return;
+        }
+        self.transport.send(msg);
+    }
+
+    fn apply(&mut self, entry: &Entry) {
+        let result = if entry.data.is_empty() {
+            self.metadata.mark_applied(entry.index);
+            None
+        } else {
+            match Command::decode(&entry.data) {
+                Ok(cmd) => Some(self.metadata.apply(entry.index, &cmd)),
+                Err(e) => {
+                    // Every node decodes the same bytes the same way, so
+                    // skipping is deterministic; a proposal never makes this.
+                    tracing::error!(
+                        node = self.id,
+                        index = entry.index,
+                        "undecodable entry skipped: {e}"
+                    );
+                    self.metadata.mark_applied(entry.index);
+                    None
+                }
+            }
+        };
+        if self.role == Role::Leader && self.publisher.has_listeners() && !entry.data.is_empty() {
+            let outcome = match result {
+                Some(true) => "applied",
+                Some(false) => "refused (version rule)",
+                None => "skipped",
+            };
+            self.publisher.emit(EventKind::Committed {
+                index: entry.index,
+                term: entry.term,
+                what: format!("{} -> {outcome}", describe(&entry.data)),
+            });
+        }
+        self.stall.answered += self.pending.applied(entry.index, entry.term, result);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! Snapshots: once `threshold` entries are applied past the last snapshot,
+//! a copy-on-write view of the map is taken here (a few hundred reference
+//! counts), encoded and its file written by the writer off the runtime, and
+//! when that is done the store and the core drop the covered log (one
+//! snapshot in flight at a time). A snapshot installed by the leader arrives
+//! in a `Ready` and replaces the map at once; its file is written with that
+//! Ready's writes, before the ack leaves.
+
+use super::io::{SnapshotJob, Transport, Write, Writer};
+use super::Runtime;
+use crate::node::events::EventKind;
+use crate::node::metadata::Metadata;
+use crate::node::raft::Snapshot;
+use crate::node::storage::PreparedSnapshot;
+
+/// When and how a runtime snapshots.
+pub struct Snapshots {
+    /// Snapshot once this many entries are applied past the last one (0: never).
+    threshold: u64,
+    /// A snapshot is being encoded and written off the runtime.
+    in_flight: bool,
+}
+
+impl Snapshots {
+    pub fn new(threshold: u64) -> Self {
+        Snapshots {
+            threshold,
+            in_flight: false,
+        }
+    }
+}
+
+impl<W: Writer, T: Transport> Runtime<W, T> {
+    pub(super) fn maybe_snapshot(&mut self) {
+        let applied = self.metadata.applied_index();
+        let threshold = self.snapshots.threshold;
+        if threshold == 0
+            || self.snapshots.in_flight
+            || self.failed.is_some()
+            || applied < self.raft.snapshot_index() + threshold
+        {
+            return;
+        }
+        debug_assert_eq!(applied, self.raft.applied_index());
+        let Some(term) = self.raft.term_at(applied) else {
+            return;
+        };
+        self.snapshots.in_flight = true;
+        let job = SnapshotJob {
+            index: applied,
+            term,
+            view: self.metadata.view(),
+            started: std::time::Instant::now(),
+        };
+        let started = job.started;
+        if let Some((snapshot, result)) = self.writer.prepare_snapshot(job) {
+            self.on_snapshot_prepared(snapshot, started, result);
+        }
+    }
+
+    pub(super) fn on_snapshot_prepared(
+        &mut self,
+        snapshot: Snapshot,
+        started: std::time::Instant,
+        result: std::io::Result<Option<PreparedSnapshot>>,
+    ) {
+        self.snapshots.in_flight = false;
+        match result {
+            Ok(prepared) => self.finish_snapshot(snapshot, prepared, started),
+            Err(e) => self.fail(format!(
+                "writing the snapshot at index {} failed: {e}",
+                snapshot.index
+            )),
+        }
+    }
+
+    /// The snapshot's file is durable (or there is none to write): the
+    /// writer makes it the store's snapshot and drops the covered log, in
+    /// order with the log writes; the core compacts now (its log is memory).
+    fn finish_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        prepared: Option<PreparedSnapshot>,
+        started: std::time::Instant,
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        // A snapshot from the leader may have got there first; the store then
+        // ignores this older one (and removes its prepared file).
+        let newer = snapshot.index > self.raft.snapshot_index();
+        let (index, bytes) = (snapshot.index, snapshot.data.len());
+        let write = Write::Compact {
+            upto: self.raft.last_ready(),
+            snapshot: snapshot.clone(),
+            prepared,
+        };
+        if let Some(Err(e)) = self.writer.submit(write) {
+            self.fail(format!("saving the snapshot at index {index} failed: {e}"));
+            return;
+        }
+        if !newer {
+            return;
+        }
+        if let Err(e) = self.raft.compact(snapshot) {
+            panic!("compaction invariant: a snapshot of the applied map must compact: {e}");
+        }
+        tracing::info!(
+            node = self.id,
+            index,
+            bytes,
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "snapshot taken; log compacted"
+        );
+        self.publisher
+            .emit(EventKind::SnapshotTaken { index, bytes });
+    }
+
+    /// The leader sent a snapshot past our log: load the map from it (the
+    /// writes of its Ready persist it; entries after it are applied on top).
+    pub(super) fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let metadata = Metadata::from_snapshot(snapshot.index, &snapshot.data).map_err(|e| {
+            format!(
+                "the snapshot at index {} from the leader is undecodable: {e}",
+                snapshot.index
+            )
+        })?;
+        self.metadata = metadata;
+        tracing::info!(
+            node = self.id,
+            index = snapshot.index,
+            bytes = snapshot.data.len(),
+            files = self.metadata.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "installed a snapshot from the leader"
+        );
+        self.publisher.emit(EventKind::SnapshotInstalled {
+            index: snapshot.index,
+            bytes: snapshot.data.len(),
+        });
+        Ok(())
+    }
+}
