@@ -1,5 +1,6 @@
 //! The `surfstore` binary: `server` runs one node (what run-server.sh execs);
-//! `sim` runs the deterministic Raft simulation over many seeds.
+//! `sim` runs the deterministic Raft simulation over many seeds; `bench` is
+//! the load generator.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Sim(surfstore::sim::SimArgs),
     /// Drive a live cluster through failures and check it (what run-tester.sh execs).
     Tester(surfstore::tester::TesterArgs),
+    /// Closed-loop load generator for our cluster or etcd (what run-bench.sh execs).
+    Bench(surfstore::bench::BenchArgs),
     /// Run every node of CONFIG in this process, with a live dashboard (what
     /// run-cluster.sh execs).
     Cluster {
@@ -156,6 +159,9 @@ fn main() -> ExitCode {
         }
         Command::Tester(args) => {
             ExitCode::from(surfstore::tester::run_cli(&args).clamp(0, 255) as u8)
+        }
+        Command::Bench(args) => {
+            ExitCode::from(surfstore::bench::run_cli(&args).clamp(0, 255) as u8)
         }
         Command::Cluster {
             config,
