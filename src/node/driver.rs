@@ -153,7 +153,7 @@ pub struct Driver<S: LogStore> {
     metadata: Metadata,
     crashed: bool,
     /// Channels to the per-peer sender tasks, indexed by id (None for self).
-    peers: Vec<Option<mpsc::UnboundedSender<Message>>>,
+    peers: Vec<Option<crate::node::peers::PeerTx>>,
     /// Proposals waiting to be applied: index -> (term proposed in, reply).
     pending_updates: BTreeMap<LogIndex, (Term, Reply<bool>)>,
     /// Reads waiting for their ReadIndex round, by ctx.
@@ -190,7 +190,7 @@ impl<S: LogStore> Driver<S> {
         raft: Raft,
         metadata: Metadata,
         store: S,
-        peers: Vec<Option<mpsc::UnboundedSender<Message>>>,
+        peers: Vec<Option<crate::node::peers::PeerTx>>,
         status: watch::Sender<NodeStatus>,
         events: broadcast::Sender<NodeEvent>,
     ) -> Self {
