@@ -111,8 +111,17 @@ async fn a_stopped_follower_costs_the_leader_a_bounded_queue_and_no_election() {
                     .arg(&config)
                     .arg(i.to_string())
                     .arg("--in-memory")
+                    .args(
+                        std::env::var("SILENT_FOLLOWER_ARGS")
+                            .ok()
+                            .iter()
+                            .flat_map(|a| a.split_whitespace()),
+                    )
                     .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
-                    .env("RUST_LOG", "warn")
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("SILENT_FOLLOWER_LOG").unwrap_or_else(|_| "warn".into()),
+                    )
                     .current_dir(&dir)
                     .stdout(Stdio::null())
                     .spawn()
@@ -167,13 +176,17 @@ async fn a_stopped_follower_costs_the_leader_a_bounded_queue_and_no_election() {
         version
     });
     // Writes flow to every node before the stop.
-    wait_until(Duration::from_secs(10), "the follower applying writes", || {
-        let c = clients[follower].clone();
-        async move {
-            matches!(c.call("surfstore.tester_getversion", &[Value::String(FILE.into())]).await,
+    wait_until(
+        Duration::from_secs(10),
+        "the follower applying writes",
+        || {
+            let c = clients[follower].clone();
+            async move {
+                matches!(c.call("surfstore.tester_getversion", &[Value::String(FILE.into())]).await,
                 Ok(v) if v.as_i64().unwrap_or(0) >= 50)
-        }
-    })
+            }
+        },
+    )
     .await;
 
     let leader_pid = nodes.0[leader].id();

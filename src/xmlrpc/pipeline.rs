@@ -174,9 +174,7 @@ impl Reader {
     /// (`Err` inside: the server answered, with a fault or a non-200 status or
     /// an undecodable body; the connection goes on). The outer `Err` means the
     /// connection is finished. Cancel safe.
-    pub async fn next_response(
-        &mut self,
-    ) -> Result<Result<Value, CallError>, PipelineError> {
+    pub async fn next_response(&mut self) -> Result<Result<Value, CallError>, PipelineError> {
         let raw = self.next_raw().await?;
         if raw.status != 200 {
             return Ok(Err(CallError::Http(raw.status)));
@@ -313,8 +311,10 @@ mod tests {
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 12\r\ncontent-type: text/xml\r\n\r\n")
             .unwrap();
         assert_eq!((h.status, h.content_length, h.close), (200, 12, false));
-        let h = head("HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
+        let h = head(
+            "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!((h.status, h.content_length, h.close), (413, 0, true));
         for bad in [
             "HTTP/2 200 OK\r\nContent-Length: 1\r\n\r\n",

@@ -45,7 +45,10 @@ pub(super) fn status(node: &NodeHandle, params: &[Value]) -> Result<Value, NodeE
     put("snapshot_index", int(r.snapshot_index));
     put("files", int(st.files as u64));
     put("crashed", Value::Bool(st.crashed));
-    put("failed", Value::String(st.failed.clone().unwrap_or_default()));
+    put(
+        "failed",
+        Value::String(st.failed.clone().unwrap_or_default()),
+    );
     let peers = node
         .peer_numbers()
         .into_iter()
@@ -125,8 +128,7 @@ mod tests {
         ]
         .into();
         let members: Arc<[String]> = vec!["h:1".into(), "h:2".into(), "h:3".into()].into();
-        let node =
-            NodeHandle::new(1, members, req_tx, status_rx, events).with_peer_stats(table);
+        let node = NodeHandle::new(1, members, req_tx, status_rx, events).with_peer_stats(table);
         let v = node
             .dispatch(MethodCall {
                 method: "surfstore.status".into(),

@@ -96,6 +96,8 @@ impl Lane {
 
     pub(super) async fn run(mut self) {
         let _ = self.serve().await;
+        // The driver is gone (or dropped its end): later sends say so.
+        self.shared.closed.store(true, Ordering::Relaxed);
     }
 
     async fn serve(&mut self) -> Result<(), Stop> {
@@ -204,9 +206,7 @@ impl Lane {
             Ok(result) => {
                 let Some(call) = self.inflight.pop_front() else {
                     return self
-                        .lose_connection(PipelineError::Malformed(
-                            "an answer to no request".into(),
-                        ))
+                        .lose_connection(PipelineError::Malformed("an answer to no request".into()))
                         .await;
                 };
                 self.shared.stats.set_inflight(self.inflight.len());

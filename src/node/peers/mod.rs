@@ -95,7 +95,7 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Woken on every push (a permit is kept if the sender is busy).
     wake: Notify,
-    /// The `PeerTx` was dropped.
+    /// The `PeerTx` was dropped, or the lane ended (the driver is gone).
     closed: AtomicBool,
     stats: Arc<PeerStats>,
 }

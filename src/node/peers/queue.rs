@@ -230,7 +230,8 @@ impl Queue {
             let mut size = front.bytes;
             let mut joined = 1;
             while let Some(next) = self.items.front() {
-                if size + next.bytes - MESSAGE_OVERHEAD > max_call_bytes || !continues(&msg, &next.msg)
+                if size + next.bytes - MESSAGE_OVERHEAD > max_call_bytes
+                    || !continues(&msg, &next.msg)
                 {
                     break;
                 }
@@ -430,7 +431,10 @@ mod tests {
         assert_eq!(q.push(append(1, 7, 3, 10)), Pushed::Queued { replaced: 2 });
         assert_eq!(q.len(), 2, "the heartbeat stays, the batches go");
         let p = q.pop(1 << 20).unwrap();
-        assert_eq!(p.skipped, 1, "the heartbeat is older than the probe behind it");
+        assert_eq!(
+            p.skipped, 1,
+            "the heartbeat is older than the probe behind it"
+        );
         assert_eq!(entries_of(&p.msg), (7, 3));
         assert_eq!(q.bytes(), 0);
     }
@@ -439,11 +443,16 @@ mod tests {
     fn contiguous_batches_are_kept_and_joined_up_to_the_call_size() {
         let mut q = Queue::new(LIMITS);
         for b in 0..4 {
-            assert_eq!(q.push(append(1, b * 2, 2, 100)), Pushed::Queued { replaced: 0 });
+            assert_eq!(
+                q.push(append(1, b * 2, 2, 100)),
+                Pushed::Queued { replaced: 0 }
+            );
         }
         q.push(heartbeat(1, 8));
         let batch = message_bytes(&append(1, 0, 2, 100));
-        let p = q.pop(MESSAGE_OVERHEAD + 3 * (batch - MESSAGE_OVERHEAD)).unwrap();
+        let p = q
+            .pop(MESSAGE_OVERHEAD + 3 * (batch - MESSAGE_OVERHEAD))
+            .unwrap();
         assert_eq!(p.joined, 3);
         assert_eq!(entries_of(&p.msg), (0, 6));
         match &p.msg.body {
@@ -482,7 +491,10 @@ mod tests {
         });
         let batch = message_bytes(&append(1, 0, 10, 200)); // 2,368 bytes
         for b in 0..4 {
-            assert_eq!(q.push(append(1, b * 10, 10, 200)), Pushed::Queued { replaced: 0 });
+            assert_eq!(
+                q.push(append(1, b * 10, 10, 200)),
+                Pushed::Queued { replaced: 0 }
+            );
         }
         assert_eq!(q.bytes(), 4 * batch);
         assert_eq!(q.push(append(1, 40, 10, 200)), Pushed::Overflow, "bytes");
@@ -493,7 +505,10 @@ mod tests {
         assert_eq!(q.push(heartbeat(1, 40)), Pushed::Queued { replaced: 0 });
         assert!(q.bytes() > 10_000 - batch);
         // And a probe from the start replaces every batch, so it fits again.
-        assert_eq!(q.push(append(1, 0, 40, 200)), Pushed::Queued { replaced: 4 });
+        assert_eq!(
+            q.push(append(1, 0, 40, 200)),
+            Pushed::Queued { replaced: 4 }
+        );
         assert_eq!(q.len(), 2);
 
         let mut q = Queue::new(Limits {
