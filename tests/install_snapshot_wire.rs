@@ -115,7 +115,7 @@ async fn follower() -> Follower {
 }
 
 /// The leader's side: a peer sender to `addr`, and what it tells its driver.
-fn sender(addr: &str) -> (mpsc::UnboundedSender<Message>, mpsc::Receiver<Request>) {
+fn sender(addr: &str) -> (peers::PeerTx, mpsc::Receiver<Request>) {
     let (tx, rx, _) = sender_with_status(addr);
     (tx, rx)
 }
@@ -124,13 +124,14 @@ fn sender(addr: &str) -> (mpsc::UnboundedSender<Message>, mpsc::Receiver<Request
 fn sender_with_status(
     addr: &str,
 ) -> (
-    mpsc::UnboundedSender<Message>,
+    peers::PeerTx,
     mpsc::Receiver<Request>,
     watch::Sender<NodeStatus>,
 ) {
     let (driver_tx, driver_rx) = mpsc::channel(64);
     let (status_tx, status_rx) = watch::channel(status(false));
-    let tx = peers::spawn_sender(FOLLOWER, addr, Duration::from_secs(5), driver_tx, status_rx);
+    let opts = peers::SenderOptions::new(Duration::from_secs(5), 4, 4 << 20);
+    let (tx, _stats) = peers::spawn_sender(FOLLOWER, addr, opts, driver_tx, status_rx);
     (tx, driver_rx, status_tx)
 }
 

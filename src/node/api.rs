@@ -3,6 +3,7 @@
 //! asks the driver; nothing here touches Raft state directly.
 
 mod install_snapshot;
+mod status;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::node::error::NodeError;
 use crate::node::events::NodeEvent;
 use crate::node::metadata::MapView;
 use crate::node::peer_wire;
+use crate::node::peers::{PeerNumbers, PeerTable};
 use crate::node::raft::NodeId;
 use crate::xmlrpc::codec::MethodCall;
 use crate::xmlrpc::server::Handler;
@@ -33,6 +35,8 @@ pub struct NodeHandle {
     blocks: Option<BlockService>,
     /// The `installSnapshot` transfer being received, shared by all clones.
     snapshot_assembly: install_snapshot::AssemblySlot,
+    /// The peer senders' numbers (empty when the node has no senders).
+    peer_stats: PeerTable,
 }
 
 const PREFIX: &str = "surfstore.";
@@ -53,7 +57,19 @@ impl NodeHandle {
             events,
             blocks: None,
             snapshot_assembly: Default::default(),
+            peer_stats: Arc::new([]),
         }
+    }
+
+    /// This handle, reporting the peer senders' numbers in `status`.
+    pub fn with_peer_stats(mut self, peer_stats: PeerTable) -> Self {
+        self.peer_stats = peer_stats;
+        self
+    }
+
+    /// The peer senders' numbers, one per other member in id order.
+    pub fn peer_numbers(&self) -> Vec<PeerNumbers> {
+        self.peer_stats.iter().map(|p| p.numbers()).collect()
     }
 
     /// This handle, serving the block methods from `blocks`.
@@ -202,6 +218,7 @@ impl NodeHandle {
                 no_args(name, &params)?;
                 self.restore().await.map(|()| Value::Bool(true))
             }
+            "status" => status::status(self, &params),
             "isCrashed" | "iscrashed" => {
                 no_args(name, &params)?;
                 Ok(Value::Bool(self.crashed()))

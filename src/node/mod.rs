@@ -233,22 +233,30 @@ pub async fn start_on(
         failed: None,
     });
     let (req_tx, req_rx) = mpsc::channel(4096);
-    let peers = opts
+    let sender = peers::SenderOptions::new(
+        opts.timing.peer_timeout,
+        opts.max_inflight,
+        opts.max_bytes_per_message,
+    );
+    let (peers, peer_stats): (Vec<_>, Vec<_>) = opts
         .members
         .iter()
         .enumerate()
         .map(|(i, addr)| {
-            (i as u64 != opts.id).then(|| {
-                peers::spawn_sender(
-                    i as u64,
-                    addr,
-                    opts.timing.peer_timeout,
-                    req_tx.clone(),
-                    status_rx.clone(),
-                )
-            })
+            if i as u64 == opts.id {
+                return (None, None);
+            }
+            let (tx, stats) = peers::spawn_sender(
+                i as u64,
+                addr,
+                sender.clone(),
+                req_tx.clone(),
+                status_rx.clone(),
+            );
+            (Some(tx), Some(stats))
         })
-        .collect();
+        .unzip();
+    let peer_stats: peers::PeerTable = peer_stats.into_iter().flatten().collect();
     let members: Arc<[String]> = opts.members.clone().into();
     let (events, _) = broadcast::channel(1024);
     let lanes = PeerLanes { lanes: peers };
@@ -287,7 +295,8 @@ pub async fn start_on(
         status_rx.clone(),
     );
     let handle = NodeHandle::new(opts.id, members, req_tx, status_rx, events)
-        .with_blocks(block_service.clone());
+        .with_blocks(block_service.clone())
+        .with_peer_stats(peer_stats);
     tokio::spawn(blocks::repair::run(
         block_service,
         handle.clone(),

@@ -258,12 +258,13 @@ impl Writer for ThreadWriter {
 /// Production transport: one sender task per peer (`crate::node::peers`).
 pub struct PeerLanes {
     /// Indexed by peer id; `None` for this node itself.
-    pub lanes: Vec<Option<mpsc::UnboundedSender<Message>>>,
+    pub lanes: Vec<Option<crate::node::peers::PeerTx>>,
 }
 
 impl Transport for PeerLanes {
     fn send(&mut self, msg: Message) {
         if let Some(Some(tx)) = self.lanes.get(msg.to as usize) {
+            // A stopped sender means the node is shutting down.
             let _ = tx.send(msg);
         }
     }

@@ -1,0 +1,123 @@
+//! The snapshot lane of one peer: `InstallSnapshot` transfers, one at a
+//! time, chunk by chunk, over a client of their own (so a transfer of many
+//! chunks never holds up the heartbeats of the message lane). The lane keeps
+//! one snapshot: a newer snapshot for the peer replaces one not yet started,
+//! and the one being sent is abandoned for it. Any failed chunk reports the
+//! peer unreachable; the last chunk's answer is the core's response. A
+//! crashed node stops a transfer at the next chunk.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::{answer, halted};
+use crate::node::driver::{NodeStatus, Request};
+use crate::node::peer_wire::{self, INSTALL_SNAPSHOT};
+use crate::node::raft::{Message, MessageBody, NodeId};
+use crate::xmlrpc::client::Client;
+
+/// Snapshot bytes per `installSnapshot` call: as base64 in XML, about 1.4 MB
+/// of body, well inside the server's 16 MiB limit and quick to answer.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Runs the lane until the driver's end is dropped. `slot` holds the newest
+/// snapshot handed over (a watch channel: one value, the newest).
+pub(super) async fn run(
+    peer: NodeId,
+    addr: String,
+    timeout: Duration,
+    mut slot: watch::Receiver<Option<Message>>,
+    driver: mpsc::Sender<Request>,
+    status: watch::Receiver<NodeStatus>,
+) {
+    // The client (and its connection) is made on the first snapshot.
+    let mut client = None;
+    loop {
+        if slot.changed().await.is_err() {
+            return;
+        }
+        let Some(mut msg) = slot.borrow_and_update().clone() else {
+            continue;
+        };
+        let client = client.get_or_insert_with(|| Client::new(&addr, timeout));
+        loop {
+            tokio::select! {
+                biased;
+                newer = slot.changed() => {
+                    if newer.is_err() {
+                        return;
+                    }
+                    let Some(m) = slot.borrow_and_update().clone() else { break };
+                    tracing::debug!(peer, "snapshot superseded while being sent");
+                    msg = m;
+                }
+                answer = send_snapshot(peer, client, &msg, &status) => {
+                    if driver.send(answer).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sends `msg` (an `InstallSnapshot`) in chunks, one call at a time; the
+/// driver's answer: the core's response or the peer unreachable.
+async fn send_snapshot(
+    peer: NodeId,
+    client: &Client,
+    msg: &Message,
+    status: &watch::Receiver<NodeStatus>,
+) -> Request {
+    let chunks = peer_wire::snapshot_chunks(msg, SNAPSHOT_CHUNK_BYTES)
+        .expect("lane invariant: only InstallSnapshot messages reach the snapshot lane");
+    if let MessageBody::InstallSnapshot { snapshot } = &msg.body {
+        if snapshot.data.len() as u64 > peer_wire::MAX_SNAPSHOT_BYTES {
+            tracing::error!(
+                peer,
+                bytes = snapshot.data.len(),
+                "snapshot exceeds the {} bytes a peer accepts",
+                peer_wire::MAX_SNAPSHOT_BYTES
+            );
+        }
+    }
+    for chunk in chunks {
+        if halted(status) {
+            tracing::debug!(peer, "crashed: the snapshot transfer stops");
+            return Request::Unreachable(peer);
+        }
+        let result = client
+            .call(INSTALL_SNAPSHOT, &[peer_wire::encode_chunk(&chunk)])
+            .await;
+        if chunk.done {
+            return answer(peer, msg.from, INSTALL_SNAPSHOT, result);
+        }
+        let ack = match result {
+            Ok(value) => peer_wire::decode_chunk_ack(&value),
+            Err(e) => {
+                tracing::debug!(peer, offset = chunk.offset, "installSnapshot failed: {e}");
+                return Request::Unreachable(peer);
+            }
+        };
+        match ack {
+            Ok(ack) if ack.from == peer && ack.to == msg.from && ack.received == chunk.end() => {}
+            Ok(ack) => {
+                tracing::warn!(
+                    peer,
+                    "chunk ack from {} to {} says {} bytes received, expected {}",
+                    ack.from,
+                    ack.to,
+                    ack.received,
+                    chunk.end()
+                );
+                return Request::Unreachable(peer);
+            }
+            Err(e) => {
+                tracing::warn!(peer, "undecodable installSnapshot chunk answer: {e}");
+                return Request::Unreachable(peer);
+            }
+        }
+    }
+    unreachable!("chunk invariant: the last chunk is done")
+}
