@@ -29,7 +29,7 @@ use crate::node::metadata::Metadata;
 use crate::node::raft::{Raft, RaftConfig};
 use crate::node::runtime::io::{InlineWriter, PeerLanes, ThreadWriter};
 use crate::node::runtime::{Publisher, Runtime};
-use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, LogStore, MemStore};
+use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, LogStore, Volatile};
 use crate::xmlrpc::server::{self, ServerOptions};
 
 /// Raft timing, in wall-clock terms; the driver turns it into ticks.
@@ -328,7 +328,7 @@ pub async fn start_on(
 /// metadata map from the first `Ready` on).
 fn open_store(opts: &NodeOptions) -> Result<AnyStore, StartError> {
     let Some(dir) = &opts.data_dir else {
-        return Ok(AnyStore::Mem(MemStore::new()));
+        return Ok(AnyStore::Mem(Volatile));
     };
     let meta = ClusterMeta {
         id: opts.id,

@@ -1,13 +1,12 @@
-//! `MemStore`: the log, hard state and snapshot in memory. State survives the
-//! simulated `crash()` (the core keeps running in the same process), not a
-//! process exit. `DiskStore` keeps one as the mirror of what its files hold,
-//! and replays its write-ahead log into one at open.
+//! `MemStore`: the log, hard state and snapshot in memory: `DiskStore` keeps
+//! one as the mirror of what its files hold and replays its write-ahead log
+//! into one at open; tests use it as a model store. (A node run
+//! `--in-memory` uses `Volatile`, which keeps no copy of the core's log.)
 
 use super::{LogStore, PreparedSnapshot, SnapshotPreparer, Stored};
 use crate::node::raft::{Entry, HardState, LogIndex, Snapshot, Term};
 
-/// The in-memory store: the assignment's behaviour (state survives `crash()`,
-/// not a process restart).
+/// The log, hard state and snapshot in memory.
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
     hard_state: HardState,

@@ -3,8 +3,8 @@
 //! promise them (votes, append acks) and before the core counts the leader's
 //! own entries toward a majority (`advance` runs after `persist`).
 //!
-//! Two stores sit behind the one trait: `MemStore` (the assignment's
-//! behaviour, `--in-memory`) and `DiskStore`, a write-ahead log of checksummed
+//! Two stores sit behind the one trait: `Volatile` (the assignment's
+//! behaviour, `--in-memory`: the core's log is the only copy) and `DiskStore`, a write-ahead log of checksummed
 //! records in append-only segment files under the node's data directory,
 //! with the state machine's snapshot beside it (`snapshot`). Both reach the
 //! disk through the `fs::FileSystem` trait: `RealFs`, or the simulation's
@@ -14,10 +14,12 @@ pub mod fs;
 pub mod mem;
 pub mod meta;
 pub mod snapshot;
+pub mod volatile;
 pub mod wal;
 
 pub use fs::{CrashMode, FileSystem, RealFs, SimFs};
 pub use mem::MemStore;
+pub use volatile::Volatile;
 pub use meta::{ClusterMeta, MetaError};
 pub use snapshot::{PreparedSnapshot, SnapshotPreparer};
 pub use wal::{DiskOptions, DiskStore, FsyncPolicy, Recovery, WalError, WalStats};
@@ -68,7 +70,7 @@ pub trait LogStore: Send + 'static {
 
 /// A node's store, chosen at start: memory or a data directory.
 pub enum AnyStore {
-    Mem(MemStore),
+    Mem(Volatile),
     Disk(Box<DiskStore>),
 }
 
