@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use surfstore::cluster::{Cluster, ClusterOptions};
-use surfstore::node::command::Command;
+use surfstore::node::command::{Command, Hash};
 use surfstore::node::metadata::Metadata;
 use surfstore::node::raft::{Entry, HardState, Snapshot};
 use surfstore::node::storage::{ClusterMeta, DiskOptions, DiskStore, FsyncPolicy, LogStore};
@@ -136,7 +136,7 @@ async fn restart(dir: &Path, n: u64) -> (Duration, Duration, u64) {
             let cmd = Command::UpdateFile {
                 filename: format!("file-{i:06}.txt"),
                 version: 1,
-                hashlist: vec![Value::String(format!("{:064x}", i))],
+                hashlist: vec![Hash::text(format!("{:064x}", i))],
             };
             batch.push(Entry {
                 term: 1,
@@ -213,8 +213,8 @@ async fn restart_from_snapshot(dir: &Path, n: u64) -> SnapshotRestart {
             filename: format!("file-{i:06}.txt"),
             version: 1,
             hashlist: vec![
-                Value::String(format!("{:064x}", i)),
-                Value::String(format!("{:064x}", i + n)),
+                Hash::text(format!("{:064x}", i)),
+                Hash::text(format!("{:064x}", i + n)),
             ],
         };
         map.apply(i, &cmd);

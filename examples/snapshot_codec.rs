@@ -10,12 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use surfstore::node::command::Command;
+use surfstore::node::command::{Command, Hash};
 use surfstore::node::metadata::Metadata;
 use surfstore::node::peer_wire;
 use surfstore::node::peers::SNAPSHOT_CHUNK_BYTES;
 use surfstore::node::raft::{Message, MessageBody, Snapshot};
-use surfstore::xmlrpc::Value;
 
 /// The median of 5 runs of `f`, each timing itself.
 fn median(mut f: impl FnMut() -> Duration) -> Duration {
@@ -44,7 +43,7 @@ fn main() {
             filename: format!("dir{}/file-{i:07}.txt", i % 17),
             version: 1,
             hashlist: (0..2 + i % 3)
-                .map(|h| Value::String(format!("{:064x}", i * 4 + h)))
+                .map(|h| Hash::text(format!("{:064x}", i * 4 + h)))
                 .collect(),
         };
         m.apply(i + 1, &cmd);

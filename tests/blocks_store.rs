@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{fast_timing, fault_code, s};
 use surfstore::node::blocks::{hash_hex, BlockOptions};
+use surfstore::node::command::parse_sha256_hex;
 use surfstore::node::{self, NodeOptions, RunningNode};
 use surfstore::xmlrpc::client::{CallError, Client};
 use surfstore::xmlrpc::Value;
@@ -274,8 +275,11 @@ async fn unreferenced_blocks_are_collected_after_the_grace_period() {
     let l = c.leader().await;
     let kept = block(2000, 7);
     let dropped = block(2000, 8);
-    let (hk, hd) = (hash_hex(&kept), hash_hex(&dropped));
-    for d in [&kept, &dropped] {
+    // Referenced by its raw digest in base64, as a Python client's
+    // `sha256(block).digest()` would.
+    let kept_raw = block(2000, 9);
+    let (hk, hd, hr) = (hash_hex(&kept), hash_hex(&dropped), hash_hex(&kept_raw));
+    for d in [&kept, &dropped, &kept_raw] {
         assert_eq!(
             c.call(l, "putblock", &[Value::Base64(d.clone())])
                 .await
@@ -283,7 +287,12 @@ async fn unreferenced_blocks_are_collected_after_the_grace_period() {
             Value::Bool(true)
         );
     }
-    let upd = [s("k"), Value::Int(1), Value::Array(vec![s(&hk)])];
+    let raw = parse_sha256_hex(&hr).unwrap().to_vec();
+    let upd = [
+        s("k"),
+        Value::Int(1),
+        Value::Array(vec![s(&hk), Value::Base64(raw)]),
+    ];
     assert_eq!(
         c.call(l, "updatefile", &upd).await.unwrap(),
         Value::Bool(true)
@@ -301,13 +310,13 @@ async fn unreferenced_blocks_are_collected_after_the_grace_period() {
         },
     )
     .await;
-    // The referenced one stays, on every node (repair fills any gap).
+    // The referenced ones stay, on every node (repair fills any gap).
     wait_until(
-        "the referenced block everywhere",
+        "the referenced blocks everywhere",
         Duration::from_secs(10),
         || async {
             for i in 0..3 {
-                if !c.holds(i, &hk).await {
+                if !c.holds(i, &hk).await || !c.holds(i, &hr).await {
                     return None;
                 }
             }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use common::TestCluster;
 use rand::{Rng, SeedableRng};
 use surfstore::client::{sync, Summary, SyncOptions};
+use surfstore::node::blocks::hash_hex;
+use surfstore::node::command::parse_sha256_hex;
 use surfstore::xmlrpc::Value;
 
 const BS: usize = 4096;
@@ -306,4 +308,40 @@ async fn the_server_refuses_names_a_client_could_not_write_safely() {
         let r = c.call(l, "updatefile", &upd(good)).await;
         assert_eq!(r.unwrap(), Value::Bool(true), "{good:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_listed_by_raw_sha256_digests_downloads() {
+    // What a Python client does with `hashlib.sha256(block).digest()`: the
+    // hash list holds base64 digests, not hex strings.
+    let mut c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    let blocks = [vec![1u8; BS], vec![2u8; 100]];
+    let mut hashes = Vec::new();
+    for b in &blocks {
+        let put = c.call(l, "putblock", &[Value::Base64(b.clone())]).await;
+        assert_eq!(put.unwrap(), Value::Bool(true));
+        let digest = parse_sha256_hex(&hash_hex(b)).unwrap();
+        hashes.push(Value::Base64(digest.to_vec()));
+    }
+    let upd = [
+        Value::String("py.bin".into()),
+        Value::Int(1),
+        Value::Array(hashes),
+    ];
+    assert_eq!(
+        c.call(l, "updatefile", &upd).await.unwrap(),
+        Value::Bool(true)
+    );
+    let dir = tmpdir("digests");
+    run(&c, l, &dir).await;
+    assert_eq!(
+        std::fs::read(dir.join("py.bin")).unwrap(),
+        blocks.concat(),
+        "the file is its blocks, in order"
+    );
+    // Unchanged since: a second sync uploads and downloads nothing.
+    let again = run(&c, l, &dir).await;
+    assert_eq!((again.blocks_uploaded, again.blocks_downloaded), (0, 0));
+    let _ = std::fs::remove_dir_all(&dir);
 }

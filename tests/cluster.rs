@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{fault_code, s, TestCluster};
+use surfstore::xmlrpc::client::CallError;
 use surfstore::xmlrpc::Value;
 
 fn arr(v: Vec<Value>) -> Value {
@@ -272,6 +273,34 @@ async fn bad_input_gets_a_fault_and_changes_nothing() {
             vec![s("keep"), Value::Int(2), arr(vec![]), Value::Nil],
             3,
         ),
+        (
+            "updatefile",
+            vec![
+                s("keep"),
+                Value::Int(2),
+                arr(vec![s("h"), Value::Double(1.0)]),
+            ],
+            3,
+        ),
+        (
+            "updatefile",
+            vec![s("keep"), Value::Int(2), arr(vec![Value::Bool(true)])],
+            3,
+        ),
+        (
+            "updatefile",
+            vec![s("keep"), Value::Int(2), arr(vec![Value::Nil])],
+            3,
+        ),
+        (
+            "updatefile",
+            vec![
+                s("keep"),
+                Value::Int(2),
+                arr(vec![Value::Struct(BTreeMap::new())]),
+            ],
+            3,
+        ),
         ("tester_getversion", vec![], 3),
         ("tester_getversion", vec![Value::Int(1)], 3),
         ("ping", vec![Value::Int(1)], 3),
@@ -306,6 +335,109 @@ async fn bad_input_gets_a_fault_and_changes_nothing() {
         "no entry was proposed"
     );
     assert!(c.handle(l).status().is_leader());
+}
+
+/// The fault's text, or a panic naming what came instead.
+fn fault_text(r: Result<Value, CallError>) -> String {
+    match r {
+        Err(CallError::Fault(f)) if f.code == 3 => f.message,
+        other => panic!("expected fault 3, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_names_the_method_the_argument_and_the_signature() {
+    let mut c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    const SIG: &str = "(filename:string, version:int, hashlist:array)";
+    let cases: Vec<(&str, Vec<Value>, String)> = vec![
+        (
+            "updatefile",
+            vec![s("f"), s("one"), arr(vec![])],
+            format!("updatefile: argument 2 (version) must be an int, got string; expects {SIG}"),
+        ),
+        (
+            "updatefile",
+            vec![s("f"), Value::Int(1)],
+            format!("updatefile expects {SIG}, got 2 arguments"),
+        ),
+        (
+            "updatefile",
+            vec![s("f"), Value::Int(1), arr(vec![]), Value::Nil],
+            format!("updatefile expects {SIG}, got 4 arguments"),
+        ),
+        (
+            "updatefile",
+            vec![s("f"), Value::Int(1), arr(vec![s("h"), Value::Double(0.5)])],
+            format!(
+                "updatefile: argument 3 (hashlist) may hold strings, ints and base64, \
+                 but hashlist[1] is double; expects {SIG}"
+            ),
+        ),
+        (
+            "updatefile",
+            vec![s("f"), Value::Int(1), arr(vec![s("\u{1}")])],
+            format!(
+                "updatefile: argument 3 (hashlist) hashlist[0] contains U+0001, \
+                 which XML 1.0 cannot carry; expects {SIG}"
+            ),
+        ),
+        (
+            "tester_getversion",
+            vec![Value::Int(1)],
+            "tester_getversion: argument 1 (filename) must be a string, got int; \
+             expects (filename:string)"
+                .to_owned(),
+        ),
+        (
+            "ping",
+            vec![Value::Int(1)],
+            "ping expects no arguments, got 1 argument".to_owned(),
+        ),
+    ];
+    for (method, params, want) in cases {
+        let got = fault_text(c.call(l, method, &params).await);
+        assert_eq!(got, format!("BadRequest: {want}"), "{method}{params:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_lists_come_back_with_their_types_from_every_leader() {
+    let mut c = TestCluster::start(3).await;
+    let l = c.leader().await;
+    let digest: Vec<u8> = (0..32).map(|i| i * 7).collect();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let hashes = vec![
+        s(&hex),
+        s(&hex.to_uppercase()),
+        s("0"),
+        s(""),
+        Value::Int(-1),
+        Value::Int(i32::MAX),
+        Value::I8(1 << 40),
+        Value::I8(7),
+        Value::Base64(digest),
+        Value::Base64(Vec::new()),
+    ];
+    let params = [s("typed"), Value::Int(1), arr(hashes.clone())];
+    assert_eq!(
+        c.call(l, "updatefile", &params).await.unwrap(),
+        Value::Bool(true)
+    );
+    let mut want = BTreeMap::new();
+    want.insert("typed".to_owned(), arr(vec![Value::Int(1), arr(hashes)]));
+    let want = Value::Struct(want);
+    assert_eq!(c.call(l, "getfileinfomap", &[]).await.unwrap(), want);
+    // A follower's map was built from the replicated command: crash the leader
+    // and read it from the next one.
+    let last = c.handle(l).status().raft.applied_index;
+    for i in 0..3 {
+        c.applied(i, last).await;
+    }
+    c.call(l, "crash", &[]).await.unwrap();
+    let next = c.leader().await;
+    assert_ne!(next, l);
+    assert_eq!(c.call(next, "getfileinfomap", &[]).await.unwrap(), want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,10 +11,10 @@ mod common;
 use std::time::Duration;
 
 use surfstore::cluster::{Cluster, ClusterError, ClusterOptions};
+use surfstore::node::command::Hash;
 use surfstore::node::events::EventKind;
 use surfstore::node::storage::FsyncPolicy;
 use surfstore::node::{NodeHandle, NodeStatus};
-use surfstore::xmlrpc::Value;
 use tokio::net::TcpListener;
 
 fn options(data_dir: Option<std::path::PathBuf>) -> ClusterOptions {
@@ -84,10 +84,7 @@ async fn write(c: &Cluster, name: &str) -> String {
     let mut name = name.to_owned();
     loop {
         let l = leader(c).await;
-        match l
-            .update_file(name.clone(), 1, vec![Value::String("h".into())])
-            .await
-        {
+        match l.update_file(name.clone(), 1, vec![Hash::text("h")]).await {
             Ok(true) => return name,
             Ok(false) => panic!("fresh file {name} refused"),
             // Leadership moved while the call was pending: the outcome is

@@ -30,6 +30,7 @@ use super::index::{self, is_tombstone, Index, IndexEntry};
 use super::remote::Remote;
 use super::{ClientError, SyncOptions};
 use crate::node::blocks::{hash_hex, is_hash};
+use crate::node::command::sha256_hex;
 use crate::xmlrpc::Value;
 
 /// What a sync did.
@@ -67,16 +68,27 @@ fn parse_map(v: &Value) -> Result<RemoteMap, ClientError> {
             )));
         };
         let ver = ver.as_i64().ok_or_else(bad)?;
-        let hs = hs
-            .iter()
-            .map(|h| match h {
-                Value::String(s) => s.clone(),
-                other => other.as_i64().map(|i| i.to_string()).unwrap_or_default(),
-            })
-            .collect();
+        let hs = hs.iter().map(hash_name).collect();
         out.insert(name.clone(), (ver, hs));
     }
     Ok(out)
+}
+
+/// A remote hash as the block name it stands for: a string as it is, a raw
+/// 32-byte SHA-256 (base64, what a Python client's `sha256().digest()` is)
+/// as its hex name; anything else as text that names no block, so a download
+/// of it fails with a message that shows it.
+fn hash_name(h: &Value) -> String {
+    match h {
+        Value::String(s) => s.clone(),
+        Value::Base64(b) => match <&[u8; 32]>::try_from(&b[..]) {
+            Ok(digest) => sha256_hex(digest),
+            Err(_) => format!("<{} bytes of base64>", b.len()),
+        },
+        Value::Int(i) => i.to_string(),
+        Value::I8(i) => i.to_string(),
+        other => format!("<{}>", other.type_name()),
+    }
 }
 
 fn block_hashes(data: &[u8], block_size: usize) -> Vec<String> {

@@ -1,16 +1,20 @@
 //! The XML-RPC method table of API.md: typed arguments in, a `Value` or a
-//! `NodeError` (mapped to a fault) out. Each method checks its arguments, then
-//! asks the driver; nothing here touches Raft state directly.
+//! `NodeError` (mapped to a fault) out. Each method takes its arguments with a
+//! cursor ([`args::Args`]) and checks them, then asks the driver; nothing here
+//! touches Raft state directly. This is where the wire ends: commands and the
+//! map hold typed hashes, turned back into `Value`s here for the reply.
 
+mod args;
 mod install_snapshot;
 mod status;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::node::blocks::BlockService;
-use crate::node::command::Command;
+use crate::node::command::{Command, Hash};
 use crate::node::driver::{LogLine, NodeStatus, Request};
 use crate::node::error::NodeError;
 use crate::node::events::NodeEvent;
@@ -21,6 +25,8 @@ use crate::node::raft::NodeId;
 use crate::xmlrpc::codec::MethodCall;
 use crate::xmlrpc::server::Handler;
 use crate::xmlrpc::{Fault, Value};
+
+use args::Args;
 
 /// A cheap, clonable handle on a running node: what the HTTP server, the
 /// cluster launcher and tests use to talk to it.
@@ -132,7 +138,7 @@ impl NodeHandle {
         &self,
         filename: String,
         version: i64,
-        hashlist: Vec<Value>,
+        hashlist: Vec<Hash>,
     ) -> Result<bool, NodeError> {
         let cmd = Command::UpdateFile {
             filename,
@@ -146,7 +152,7 @@ impl NodeHandle {
     /// driver task.
     pub async fn file_info_map(&self) -> Result<Value, NodeError> {
         let view = self.ask(|reply| Request::ReadMap { reply }).await??;
-        Ok(view.to_value())
+        Ok(map_value(&view))
     }
 
     /// This node's applied map as it is now (not linearizable; any node,
@@ -168,7 +174,8 @@ impl NodeHandle {
         self.ask(|reply| Request::Restore { reply }).await
     }
 
-    /// Dispatches one XML-RPC call.
+    /// Dispatches one XML-RPC call. Each method takes its arguments through
+    /// an [`Args`] cursor, which names the method and argument in a refusal.
     pub async fn dispatch(&self, call: MethodCall) -> Result<Value, NodeError> {
         let Some(name) = call.method.strip_prefix(PREFIX) else {
             return Err(NodeError::NoSuchMethod(format!(
@@ -179,11 +186,11 @@ impl NodeHandle {
         let params = call.params;
         match name {
             "ping" => {
-                no_args(name, &params)?;
+                no_args(name, params)?;
                 Ok(Value::Bool(true))
             }
             "getfileinfomap" => {
-                no_args(name, &params)?;
+                no_args(name, params)?;
                 self.file_info_map().await
             }
             "updatefile" => {
@@ -193,16 +200,18 @@ impl NodeHandle {
                     .map(Value::Bool)
             }
             "tester_getversion" => {
-                let filename = one_string(name, params)?;
+                let mut args = Args::new(name, "(filename:string)", params);
+                let filename = args.next_string("filename")?;
+                args.finish()?;
                 let v = self.get_version(filename).await?;
-                Ok(i32::try_from(v).map_or(Value::I8(v), Value::Int))
+                Ok(int_value(v))
             }
             "isLeader" | "isleader" => {
-                no_args(name, &params)?;
+                no_args(name, params)?;
                 Ok(Value::Bool(self.status().is_leader()))
             }
             "members" => {
-                no_args(name, &params)?;
+                no_args(name, params)?;
                 Ok(Value::Array(
                     self.members
                         .iter()
@@ -211,16 +220,16 @@ impl NodeHandle {
                 ))
             }
             "crash" => {
-                no_args(name, &params)?;
+                no_args(name, params)?;
                 self.crash().await.map(|()| Value::Bool(true))
             }
             "restore" => {
-                no_args(name, &params)?;
+                no_args(name, params)?;
                 self.restore().await.map(|()| Value::Bool(true))
             }
-            "status" => status::status(self, &params),
+            "status" => status::status(self, params),
             "isCrashed" | "iscrashed" => {
-                no_args(name, &params)?;
+                no_args(name, params)?;
                 Ok(Value::Bool(self.crashed()))
             }
             "appendEntries" | "requestVote" => {
@@ -263,21 +272,13 @@ impl Handler for NodeHandle {
 async fn block_method(
     blocks: &BlockService,
     name: &str,
-    mut params: Vec<Value>,
+    params: Vec<Value>,
 ) -> Result<Value, NodeError> {
     match name {
         "getblock" | "readBlock" => {
-            arity(name, &params, 1, "(hash:string)")?;
-            let hash = match params.pop() {
-                Some(Value::String(h)) => h,
-                Some(other) => {
-                    return Err(NodeError::BadRequest(format!(
-                        "{name}: hash must be a string, got {}",
-                        other.type_name()
-                    )))
-                }
-                None => unreachable!("arity checked"),
-            };
+            let mut args = Args::new(name, "(hash:string)", params);
+            let hash = args.next_string("hash")?;
+            args.finish()?;
             if name == "readBlock" {
                 // Local only: a peer never asks its own peers.
                 return Ok(match blocks.store.get(&hash).await? {
@@ -288,17 +289,9 @@ async fn block_method(
             Ok(Value::Base64(blocks.get(&hash).await?.to_vec()))
         }
         "putblock" | "storeBlock" => {
-            arity(name, &params, 1, "(block:base64)")?;
-            let data = match params.pop() {
-                Some(Value::Base64(d)) => d,
-                Some(other) => {
-                    return Err(NodeError::BadRequest(format!(
-                        "{name}: block must be base64, got {}",
-                        other.type_name()
-                    )))
-                }
-                None => unreachable!("arity checked"),
-            };
+            let mut args = Args::new(name, "(block:base64)", params);
+            let data = args.next_base64("block")?;
+            args.finish()?;
             if name == "storeBlock" {
                 blocks.store_local(data).await?;
             } else {
@@ -307,29 +300,9 @@ async fn block_method(
             Ok(Value::Bool(true))
         }
         "hasblocks" => {
-            arity(name, &params, 1, "(hashlist:array of string)")?;
-            let list = match params.pop() {
-                Some(Value::Array(a)) => a,
-                Some(other) => {
-                    return Err(NodeError::BadRequest(format!(
-                        "hasblocks: hashlist must be an array, got {}",
-                        other.type_name()
-                    )))
-                }
-                None => unreachable!("arity checked"),
-            };
-            let mut hashes = Vec::with_capacity(list.len());
-            for h in list {
-                match h {
-                    Value::String(h) => hashes.push(h),
-                    other => {
-                        return Err(NodeError::BadRequest(format!(
-                            "hasblocks: hashlist entries must be strings, got {}",
-                            other.type_name()
-                        )))
-                    }
-                }
-            }
+            let mut args = Args::new(name, "(hashlist:array of string)", params);
+            let hashes = args.next_strings("hashlist")?;
+            args.finish()?;
             Ok(Value::Array(
                 blocks
                     .has(hashes)
@@ -339,84 +312,62 @@ async fn block_method(
                     .collect(),
             ))
         }
-        _ => unreachable!("block_method called for {name}"),
-    }
-}
-
-fn arity(name: &str, params: &[Value], want: usize, signature: &str) -> Result<(), NodeError> {
-    if params.len() != want {
-        return Err(NodeError::BadRequest(format!(
-            "{name} expects {signature}, got {} argument{}",
-            params.len(),
-            if params.len() == 1 { "" } else { "s" }
-        )));
-    }
-    Ok(())
-}
-
-fn no_args(name: &str, params: &[Value]) -> Result<(), NodeError> {
-    arity(name, params, 0, "no arguments")
-}
-
-fn one_string(name: &str, mut params: Vec<Value>) -> Result<String, NodeError> {
-    arity(name, &params, 1, "(filename:string)")?;
-    match params.pop() {
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(NodeError::BadRequest(format!(
-            "{name}: filename must be a string, got {}",
-            other.type_name()
+        other => Err(NodeError::NoSuchMethod(format!(
+            "'{PREFIX}{other}' is not a block method"
         ))),
-        None => unreachable!("arity checked"),
     }
 }
 
-fn update_args(params: Vec<Value>) -> Result<(String, i64, Vec<Value>), NodeError> {
-    const SIG: &str = "(filename:string, version:int, hashlist:array)";
-    arity("updatefile", &params, 3, SIG)?;
-    let mut it = params.into_iter();
-    let (f, v, h) = (it.next(), it.next(), it.next());
-    let bad = |what: &str, got: &Value| {
-        NodeError::BadRequest(format!(
-            "updatefile: {what}, got {}; expects {SIG}",
-            got.type_name()
-        ))
-    };
-    let filename = match f {
-        Some(Value::String(s)) if s.is_empty() => {
-            return Err(NodeError::BadRequest(
-                "updatefile: filename is empty".into(),
-            ))
-        }
-        Some(Value::String(s)) => {
-            check_xml_text("filename", &s)?;
-            check_filename(&s)?;
-            s
-        }
-        Some(other) => return Err(bad("filename must be a string", &other)),
-        None => unreachable!("arity checked"),
-    };
-    let version = match v {
-        Some(v) => v
-            .as_i64()
-            .ok_or_else(|| bad("version must be an int", &v))?,
-        None => unreachable!("arity checked"),
-    };
-    let hashlist = match h {
-        Some(Value::Array(a)) => a,
-        Some(other) => return Err(bad("hashlist must be an array", &other)),
-        None => unreachable!("arity checked"),
-    };
-    if let Some(h) = hashlist
-        .iter()
-        .find(|h| !matches!(h, Value::String(_) | Value::Int(_) | Value::I8(_)))
-    {
-        return Err(bad("hashlist entries must be strings or ints", h));
+fn no_args(name: &str, params: Vec<Value>) -> Result<(), NodeError> {
+    Args::new(name, "no arguments", params).finish()
+}
+
+/// An int as the narrowest XML-RPC type that holds it.
+fn int_value(v: i64) -> Value {
+    i32::try_from(v).map_or(Value::I8(v), Value::Int)
+}
+
+/// One hash, with the type it came with.
+fn hash_value(h: &Hash) -> Value {
+    match h {
+        Hash::Text(t) => Value::String(t.as_str().into_owned()),
+        Hash::Int(i) => Value::Int(*i),
+        Hash::I8(i) => Value::I8(*i),
+        Hash::Bytes(b) => Value::Base64(b.to_vec()),
     }
-    for h in &hashlist {
-        if let Value::String(h) = h {
-            check_xml_text("hash", h)?;
-        }
+}
+
+/// The `getfileinfomap` answer: `{filename: [version, hashlist]}`.
+fn map_value(view: &MapView) -> Value {
+    let map: BTreeMap<String, Value> = view
+        .files()
+        .map(|(name, info)| {
+            let hashes = info.hashlist.iter().map(hash_value).collect();
+            (
+                name.clone(),
+                Value::Array(vec![int_value(info.version), Value::Array(hashes)]),
+            )
+        })
+        .collect();
+    Value::Struct(map)
+}
+
+/// `updatefile(filename, version, hashlist)`, checked.
+fn update_args(params: Vec<Value>) -> Result<(String, i64, Vec<Hash>), NodeError> {
+    let mut args = Args::new(
+        "updatefile",
+        "(filename:string, version:int, hashlist:array)",
+        params,
+    );
+    let filename = args.next_string("filename")?;
+    if filename.is_empty() {
+        return Err(args.bad("filename", "is empty"));
     }
+    xml_text(&filename).map_err(|why| args.bad("filename", &why))?;
+    check_filename(&filename)?;
+    let version = args.next_int("version")?;
+    let hashlist = args.next_hash_list("hashlist", xml_text)?;
+    args.finish()?;
     Ok((filename, version, hashlist))
 }
 
@@ -453,15 +404,15 @@ fn check_filename(name: &str) -> Result<(), NodeError> {
 /// Refuses text that XML 1.0 cannot carry (control characters other than tab,
 /// newline and carriage return; U+FFFE, U+FFFF): stored, it could never be sent
 /// back to a client in a document its parser accepts.
-fn check_xml_text(what: &str, s: &str) -> Result<(), NodeError> {
+fn xml_text(s: &str) -> Result<(), String> {
     let bad = s.chars().find(|&c| {
         (c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}'
     });
     match bad {
-        Some(c) => Err(NodeError::BadRequest(format!(
-            "updatefile: {what} contains U+{:04X}, which XML 1.0 cannot carry",
+        Some(c) => Err(format!(
+            "contains U+{:04X}, which XML 1.0 cannot carry",
             c as u32
-        ))),
+        )),
         None => Ok(()),
     }
 }

@@ -14,22 +14,28 @@
 //! deterministic binary: equal maps give equal bytes, whatever order their
 //! files were written in, and decoding hostile bytes returns an error, never
 //! panics or allocates more than the input could hold.
+//!
+//! The map holds typed hashes (`command::Hash`), not wire values: a hex
+//! SHA-256 costs its 32 bytes. Building the `getfileinfomap` answer is the
+//! method table's job.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::node::command::{self, Command, DecodeError, Reader};
+use crate::node::command::{self, Command, DecodeError, Hash, Reader};
 use crate::node::raft::LogIndex;
-use crate::xmlrpc::Value;
 
 /// `[magic "SFSM"][format u8]`, then `[files u64]`, then per file in strictly
-/// increasing name order: `[name: len u32 + utf-8][version i64][n u32][n values]`
-/// (values as `command.rs` encodes them), all little-endian.
+/// increasing name order: `[name: len u32 + utf-8][version i64][n u32][n hashes]`
+/// (hashes as `command.rs` encodes them), all little-endian.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SFSM";
-const SNAPSHOT_FORMAT: u8 = 1;
+/// Format 2 may hold hex SHA-256s as 32 bytes (hash tag 10); format 1 (the
+/// first version's, tagged XML-RPC values) is still read.
+const SNAPSHOT_FORMAT: u8 = 2;
+const SNAPSHOT_FORMATS_READ: [u8; 2] = [1, 2];
 /// The fewest bytes one file takes: empty name, version, empty hashlist.
 const MIN_FILE_BYTES: usize = 4 + 8 + 4;
 
@@ -43,6 +49,8 @@ pub enum SnapshotDecodeError {
     Order(usize),
     #[error("{0} trailing bytes after the last file")]
     Trailing(usize),
+    #[error("file {file:?}: {source}")]
+    File { file: String, source: DecodeError },
     #[error("corrupt metadata snapshot: {0}")]
     Corrupt(#[from] DecodeError),
 }
@@ -50,7 +58,7 @@ pub enum SnapshotDecodeError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct FileInfo {
     pub version: i64,
-    pub hashlist: Vec<Value>,
+    pub hashlist: Box<[Hash]>,
 }
 
 /// Shards of the map; a power of two.
@@ -110,24 +118,6 @@ impl MapView {
         self.len == 0
     }
 
-    /// The `getfileinfomap` answer: `{filename: [version, hashlist]}`.
-    pub fn to_value(&self) -> Value {
-        let map: BTreeMap<String, Value> = self
-            .files()
-            .map(|(name, info)| {
-                let version = match i32::try_from(info.version) {
-                    Ok(v) => Value::Int(v),
-                    Err(_) => Value::I8(info.version),
-                };
-                (
-                    name.clone(),
-                    Value::Array(vec![version, Value::Array(info.hashlist.clone())]),
-                )
-            })
-            .collect();
-        Value::Struct(map)
-    }
-
     /// The snapshot bytes of this map (see `Metadata::encode_snapshot`).
     pub fn encode(&self) -> Bytes {
         let mut files: Vec<(&String, &FileInfo)> = self.files().collect();
@@ -141,10 +131,7 @@ impl MapView {
         for (name, info) in files {
             command::put_str(&mut out, name);
             out.put_i64_le(info.version);
-            out.put_u32_le(info.hashlist.len() as u32);
-            for v in &info.hashlist {
-                command::encode_value(v, &mut out);
-            }
+            command::put_hash_list(&mut out, &info.hashlist);
         }
         out.freeze()
     }
@@ -189,7 +176,7 @@ impl Metadata {
                     filename.clone(),
                     FileInfo {
                         version: *version,
-                        hashlist: hashlist.clone(),
+                        hashlist: hashlist.as_slice().into(),
                     },
                 );
                 true
@@ -242,7 +229,7 @@ impl Metadata {
             return Err(SnapshotDecodeError::Magic);
         }
         let format = r.u8()?;
-        if format != SNAPSHOT_FORMAT {
+        if !SNAPSHOT_FORMATS_READ.contains(&format) {
             return Err(SnapshotDecodeError::Format(format));
         }
         let count = r.u64()?;
@@ -261,12 +248,15 @@ impl Metadata {
             previous = Some(name);
             let name = std::str::from_utf8(name).map_err(|_| DecodeError::Utf8(start))?;
             let version = r.u64()? as i64;
-            let n = r.u32()? as usize;
-            // Each value takes at least one byte.
-            let mut hashlist = Vec::with_capacity(n.min(r.remaining()));
-            for _ in 0..n {
-                hashlist.push(r.value(0)?);
-            }
+            let hashlist = match r.hash_list() {
+                Ok(h) => h.into_boxed_slice(),
+                Err(source) => {
+                    return Err(SnapshotDecodeError::File {
+                        file: name.to_owned(),
+                        source,
+                    })
+                }
+            };
             shards[shard_of(name)].insert(name.to_owned(), FileInfo { version, hashlist });
         }
         if r.remaining() != 0 {
@@ -288,7 +278,7 @@ mod tests {
         Command::UpdateFile {
             filename: name.into(),
             version,
-            hashlist: vec![Value::String(format!("h{version}"))],
+            hashlist: vec![Hash::text(format!("h{version}"))],
         }
     }
 
@@ -330,25 +320,7 @@ mod tests {
         let mut m = Metadata::new();
         assert!(m.apply(1, &upd("f", 1)));
         assert!(!m.apply(2, &upd("f", 1)));
-        assert_eq!(
-            m.get("f").unwrap().hashlist,
-            vec![Value::String("h1".into())]
-        );
-    }
-
-    #[test]
-    fn map_value_shape() {
-        let mut m = Metadata::new();
-        m.apply(1, &upd("f", 1));
-        let v = m.view().to_value();
-        let f = &v.as_struct().unwrap()["f"];
-        assert_eq!(
-            f,
-            &Value::Array(vec![
-                Value::Int(1),
-                Value::Array(vec![Value::String("h1".into())])
-            ])
-        );
+        assert_eq!(*m.get("f").unwrap().hashlist, [Hash::text("h1")]);
     }
 
     /// `n` files with 2–4 hashes each, written in an order given by `stride`.
@@ -361,7 +333,7 @@ mod tests {
                 filename: format!("dir{}/file-{k:06}.txt", k % 17),
                 version: 1,
                 hashlist: (0..hashes)
-                    .map(|h| Value::String(format!("{:064x}", k * 4 + h as u64)))
+                    .map(|h| Hash::text(format!("{:064x}", k * 4 + h as u64)))
                     .collect(),
             };
             assert!(m.apply(i + 1, &cmd));
@@ -397,12 +369,14 @@ mod tests {
             &Command::UpdateFile {
                 filename: "gone".into(),
                 version: 2,
-                hashlist: vec![Value::String("0".into())],
+                hashlist: vec![Hash::text("0")],
             },
         );
         let back = Metadata::from_snapshot(9, &m.encode_snapshot()).unwrap();
         assert_same_map(&m, &back);
-        assert_eq!(back.view().to_value(), m.view().to_value());
+        let Command::UpdateFile { hashlist, .. } = crate::node::command::tests::sample();
+        assert_eq!(*back.get("dir/ünï <&> 😀").unwrap().hashlist, *hashlist);
+        assert_eq!(*back.get("gone").unwrap().hashlist, [Hash::text("0")]);
         let empty = Metadata::from_snapshot(7, &Metadata::new().encode_snapshot()).unwrap();
         assert!(empty.is_empty());
         assert_eq!(empty.applied_index(), 7);
@@ -464,10 +438,74 @@ mod tests {
         b.extend_from_slice(&[1, 0, 0, 0, b'a']);
         b.extend_from_slice(&1i64.to_le_bytes());
         b.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(
-            Metadata::from_snapshot(1, &b),
-            Err(SnapshotDecodeError::Corrupt(DecodeError::Truncated(_)))
-        ));
+        assert_eq!(
+            Metadata::from_snapshot(1, &b).unwrap_err(),
+            SnapshotDecodeError::File {
+                file: "a".into(),
+                source: DecodeError::Truncated(30)
+            }
+        );
+    }
+
+    /// A format-1 snapshot (the first version's) of one file `"a"` holding
+    /// `values`, `n` of them, as that version tagged them.
+    fn format1(values: &[u8], n: u32) -> Vec<u8> {
+        let mut b = b"SFSM\x01".to_vec();
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&[1, 0, 0, 0, b'a']);
+        b.extend_from_slice(&3i64.to_le_bytes());
+        b.extend_from_slice(&n.to_le_bytes());
+        b.extend_from_slice(values);
+        b
+    }
+
+    #[test]
+    fn the_first_versions_snapshots_load_to_the_same_hashes() {
+        let hex = format!("{:064x}", 0xfeed);
+        let mut v = vec![3];
+        v.extend_from_slice(&64u32.to_le_bytes());
+        v.extend_from_slice(hex.as_bytes());
+        v.push(0);
+        v.extend_from_slice(&9i32.to_le_bytes());
+        v.push(1);
+        v.extend_from_slice(&(-1i64).to_le_bytes());
+        v.push(5);
+        v.extend_from_slice(&1u32.to_le_bytes());
+        v.push(0xee);
+        let m = Metadata::from_snapshot(5, &format1(&v, 4)).unwrap();
+        let want = [
+            Hash::text(hex),
+            Hash::Int(9),
+            Hash::I8(-1),
+            Hash::Bytes(vec![0xee].into()),
+        ];
+        assert_eq!(m.version("a"), 3);
+        assert_eq!(*m.get("a").unwrap().hashlist, want);
+        // Written again in format 2, it reads back the same, the digest 36 bytes
+        // shorter (tag + 32 bytes instead of tag + length + 64 digits).
+        let again = m.encode_snapshot();
+        assert_eq!(again[4], SNAPSHOT_FORMAT);
+        assert_eq!(again.len(), format1(&v, 4).len() - 36);
+        assert_same_map(&m, &Metadata::from_snapshot(5, &again).unwrap());
+    }
+
+    #[test]
+    fn an_old_snapshot_holding_no_hash_is_an_error_naming_the_file() {
+        // A boolean (tag 2) as the second hash of "a".
+        let v = [0, 1, 0, 0, 0, 2, 1];
+        let err = Metadata::from_snapshot(1, &format1(&v, 2)).unwrap_err();
+        assert_eq!(
+            err,
+            SnapshotDecodeError::File {
+                file: "a".into(),
+                source: DecodeError::NotAHash {
+                    position: 1,
+                    kind: "boolean",
+                    at: 35
+                }
+            }
+        );
+        assert!(err.to_string().starts_with("file \"a\": hash 1 "), "{err}");
     }
 
     #[test]

@@ -26,8 +26,8 @@ use tokio::task::JoinSet;
 
 use crate::cluster::launch::Signals;
 use crate::cluster::Cluster;
+use crate::node::command::Hash;
 use crate::node::{NodeHandle, NodeStatus};
-use crate::xmlrpc::Value;
 
 use app::{Action, App, NodeView, Tone, LOG_TAIL_LEN};
 use event::{AppEvent, Events, TICK};
@@ -205,7 +205,7 @@ fn perform(
             let h = handles[via as usize].clone();
             actions.spawn(async move {
                 let version = h.get_version(filename.clone()).await.unwrap_or(0) + 1;
-                let hashlist = vec![Value::String(format!("{filename}-v{version}-hash"))];
+                let hashlist = vec![Hash::text(format!("{filename}-v{version}-hash"))];
                 let (text, tone) = match h.update_file(filename.clone(), version, hashlist).await {
                     Ok(true) => (
                         format!("write {filename} v{version}: applied"),

@@ -9,6 +9,7 @@ Exits 0 when every check passes; prints the failing check and exits 1 otherwise.
     python3 tests/interop/interop.py --keep-logs
 """
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -151,9 +152,26 @@ def scenario(c):
     weird = "dír/ünï <&>\"' 😀 \t x.txt"
     check(L.updatefile(weird, 1, ["0"]) is True, "unicode and XML-special filename")
     check(L.updatefile(weird, 2, ["0"]) is True, "tombstones are versioned like any update")
+    digest = hashlib.sha256(b"x").digest()
+    check(L.updatefile("digests", 1, [digest, 7, digest.hex(), b""]) is True,
+          "a hashlist of sha256().digest() bytes (sent as base64), an int and a hex string")
+    try:
+        L.updatefile("floats", 1, ["h", 1.5])
+        raise Failure("a double in a hashlist was accepted")
+    except xmlrpc.client.Fault as f:
+        check(f.faultCode == 3 and "hashlist[1] is double" in f.faultString,
+              f"a double in a hashlist is BadRequest naming it ({f.faultString})")
     m = L.getfileinfomap()
     check(m["a.txt"] == [2, ["h3"]], "getfileinfomap shows the latest version and hashlist")
     check(m["ints"] == [1, [1, 2, 3]], "a hashlist of ints comes back as ints")
+    version, got = m["digests"]
+    check(version == 1 and [type(h) for h in got] == [xmlrpc.client.Binary, int, str, xmlrpc.client.Binary]
+          and got[0].data == digest and got[1] == 7 and got[2] == digest.hex() and got[3].data == b"",
+          "the digests come back as base64 (bytes), the int as an int, the hex as a string")
+    builtin = xmlrpc.client.ServerProxy(f"http://{c.addrs[leader]}", use_builtin_types=True)
+    check(builtin.surfstore.getfileinfomap()["digests"] == [1, [digest, 7, digest.hex(), b""]],
+          "with use_builtin_types the digests are bytes again")
+    check("floats" not in m, "the refused update left no file")
     check(m[weird] == [2, ["0"]], "the special filename round-trips exactly")
 
     print("followers", flush=True)

@@ -22,7 +22,7 @@ fn id_or_none(v: Option<u64>) -> Value {
     v.map_or(Value::Int(-1), int)
 }
 
-pub(super) fn status(node: &NodeHandle, params: &[Value]) -> Result<Value, NodeError> {
+pub(super) fn status(node: &NodeHandle, params: Vec<Value>) -> Result<Value, NodeError> {
     no_args("status", params)?;
     let st = node.status();
     let r = &st.raft;

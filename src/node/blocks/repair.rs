@@ -23,9 +23,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{gc, is_hash, BlockError, BlockService};
+use super::{gc, BlockError, BlockService};
 use crate::node::api::NodeHandle;
-use crate::xmlrpc::Value;
+use crate::node::command::{sha256_hex, Hash};
 
 /// Runs until `shutdown` turns true.
 pub async fn run(service: BlockService, handle: NodeHandle, mut shutdown: watch::Receiver<bool>) {
@@ -77,12 +77,9 @@ pub async fn referenced_hashes(
     let view = handle.local_map().await.ok()?;
     let mut out = HashSet::new();
     for (_, info) in view.files() {
-        for h in &info.hashlist {
-            if let Value::String(h) = h {
-                if is_hash(h) {
-                    out.insert(h.clone());
-                }
-            }
+        // A hex SHA-256 string, or a raw 32-byte digest sent as base64.
+        for d in info.hashlist.iter().filter_map(Hash::block_sha256) {
+            out.insert(sha256_hex(&d));
         }
     }
     Some(out)

@@ -2,7 +2,8 @@
 //! update must be exactly current+1 (stale, repeated and skipped versions get
 //! `False` and change nothing); a tombstone `["0"]` is versioned like any
 //! update; an unknown file is version 0 and absent from the map; hashlists
-//! (strings, ints, empty, unicode) and awkward filenames round-trip exactly.
+//! (strings, ints, base64 digests, empty, unicode) and awkward filenames
+//! round-trip exactly.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<()> {
     let f = ctx.file("versions.txt");
     let new = ctx.file("never-created.txt");
     let ints = ctx.file("ints");
+    let digests = ctx.file("digests");
     let empty = ctx.file("empty");
     let weird = ctx.file("dír/ünï <&>\"' 😀 \t x.txt");
 
@@ -115,6 +117,22 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<()> {
         "creating a new file at version 1",
     )
     .await?;
+    // `hashlib.sha256(b"x").digest()` from a Python client arrives as base64.
+    let digest = crate::node::command::parse_sha256_hex(&crate::node::blocks::hash_hex(b"x"))
+        .expect("a SHA-256 is 64 hex digits");
+    let digest_list = vec![
+        Value::Base64(digest.to_vec()),
+        Value::String(crate::node::command::sha256_hex(&digest)),
+    ];
+    ctx.update(
+        l,
+        &digests,
+        1,
+        digest_list.clone(),
+        true,
+        "a hashlist of a base64 digest and its hex",
+    )
+    .await?;
     ctx.update(
         l,
         &empty,
@@ -138,6 +156,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<()> {
     let map = ctx.read_map(l).await?;
     expect_info(&ctx, l, &map, &f, 4, hashes(&["h4"]))?;
     expect_info(&ctx, l, &map, &ints, 1, int_list)?;
+    expect_info(&ctx, l, &map, &digests, 1, digest_list)?;
     expect_info(&ctx, l, &map, &empty, 1, Vec::new())?;
     expect_info(&ctx, l, &map, &weird, 1, weird_hashes)?;
     absent(&ctx, l, &map, &new)?;
@@ -156,7 +175,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<()> {
     )
     .await?;
     ctx.check_ledger(l, &map)?;
-    ctx.note("14 updates judged by the version rule; 5 files read back exactly");
+    ctx.note("15 updates judged by the version rule; 6 files read back exactly");
     Ok(())
 }
 
