@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::options::{BenchOptions, System, Workload};
 use super::{run, BenchError};
-use crate::tester::cli::parse_duration;
+use crate::tester::cli::{interrupted, parse_duration};
 
 #[derive(clap::Parser, Clone, Debug)]
 #[command(
@@ -88,22 +88,6 @@ impl BenchArgs {
         }
         o
     }
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Runs what `args` asks and returns the process exit code.

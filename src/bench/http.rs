@@ -15,7 +15,7 @@ use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::xmlrpc::client::{MAX_RESPONSE_BYTES, POOL_IDLE_TIMEOUT};
+use crate::xmlrpc::client::{chain, MAX_RESPONSE_BYTES, POOL_IDLE_TIMEOUT};
 
 /// Why a POST produced no HTTP answer.
 #[derive(thiserror::Error, Debug)]
@@ -97,15 +97,4 @@ impl JsonClient {
             Err(_) => Err(HttpError::Timeout),
         }
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    msg
 }

@@ -129,7 +129,7 @@ impl TesterArgs {
 }
 
 /// Ctrl-C, or SIGTERM on Unix (what `kill` and timeouts send).
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

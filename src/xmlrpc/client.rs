@@ -151,7 +151,7 @@ impl Client {
 
 /// An error and its causes, `outer: inner: innermost` (hyper's own messages
 /// are terse; the cause is usually the interesting part).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
