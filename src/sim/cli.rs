@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::options::{FaultMix, SimOptions};
 use super::run::{run_seed, SimFailure, SimStats};
+use crate::node::raft::SeededBugs;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SimArgs {
@@ -29,7 +30,8 @@ pub struct SimArgs {
     /// Ticks of the chaos phase.
     #[arg(long, default_value_t = SimOptions::default().ticks)]
     pub ticks: u64,
-    /// Fault mix: calm, lossy, crash, partition, reboot, chaos, churn (default: drawn per seed).
+    /// Fault mix: calm, lossy, crash, partition, reboot, chaos, churn, disk (default:
+    /// drawn per seed).
     #[arg(long)]
     pub mix: Option<String>,
     /// Liveness bound after healing, in ticks (default: 30 election timeouts plus a
@@ -39,6 +41,9 @@ pub struct SimArgs {
     /// Worker threads (default: available CPUs).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Switch on a seeded bug, to see the checks catch it (test-only; see BUGS below).
+    #[arg(long, value_name = "NAME")]
+    pub bug: Option<String>,
 }
 
 impl SimArgs {
@@ -49,6 +54,7 @@ impl SimArgs {
             ticks: self.ticks,
             heal_ticks: self.heal_ticks,
             trace: self.trace && self.seed.is_some(),
+            bug: self.bug.clone(),
         }
     }
 }
@@ -60,6 +66,15 @@ pub fn run_cli(args: &SimArgs) -> i32 {
             eprintln!(
                 "unknown --mix {m:?}; known: {}",
                 FaultMix::names().join(", ")
+            );
+            return 2;
+        }
+    }
+    if let Some(b) = &args.bug {
+        if SeededBugs::named(b).is_none() {
+            eprintln!(
+                "unknown --bug {b:?}; known: {}",
+                SeededBugs::NAMES.join(", ")
             );
             return 2;
         }

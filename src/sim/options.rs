@@ -100,6 +100,9 @@ pub struct SimOptions {
     pub heal_ticks: Option<u64>,
     /// Print a step-by-step trace to stdout.
     pub trace: bool,
+    /// A seeded bug to switch on (one of `SeededBugs::NAMES`): the
+    /// self-test that the checks fire.
+    pub bug: Option<String>,
 }
 
 impl Default for SimOptions {
@@ -110,6 +113,7 @@ impl Default for SimOptions {
             ticks: 300,
             heal_ticks: None,
             trace: false,
+            bug: None,
         }
     }
 }
