@@ -7,7 +7,9 @@
 //! fault 5 and a call dropped by a reboot are unknown outcomes), on a
 //! logical clock, so real-time order in the history is step order.
 //!
-//! At the end of a run (healed and settled) the history must be
+//! A map returned must be applied at least through every index committed
+//! anywhere before the read was sent (ReadIndex's promise, seen from the
+//! client). At the end of a run (healed and settled) the history must be
 //! linearizable (the tester's checker, `crate::tester::linearizability`),
 //! every acknowledged `updatefile` must be in every node's final map, and
 //! no call may be left unanswered.
@@ -25,7 +27,7 @@ use super::world::World;
 use crate::node::command::Command;
 use crate::node::error::NodeError;
 use crate::node::metadata::MapView;
-use crate::node::raft::NodeId;
+use crate::node::raft::{LogIndex, NodeId};
 use crate::node::runtime::Request;
 use crate::tester::linearizability::checker::{self, Verdict};
 use crate::tester::linearizability::history::{Call, History, Op, Outcome};
@@ -34,12 +36,16 @@ use crate::xmlrpc::Value;
 
 enum Answer {
     Update(oneshot::Receiver<Result<bool, NodeError>>),
-    Read(oneshot::Receiver<Result<MapView, NodeError>>),
+    /// With the highest index committed anywhere when the read was sent:
+    /// the map must be applied at least that far (ReadIndex's promise).
+    Read(oneshot::Receiver<Result<MapView, NodeError>>, LogIndex),
 }
 
 struct Waiting {
     op: usize,
     answer: Answer,
+    /// The tick the call was made.
+    since: u64,
 }
 
 struct Client {
@@ -68,6 +74,11 @@ pub struct ClientStats {
 
 pub struct Clients {
     clients: Vec<Client>,
+    /// Calls their client gave up on (their outcome is unknown to it); they
+    /// must still be answered (or dropped by a reboot) by the end.
+    abandoned: Vec<Waiting>,
+    /// Ticks a client waits for an answer before giving up.
+    timeout: u64,
     pub ops: Vec<Op>,
     /// The logical clock of the history: every invoke and return ticks it.
     clock: u64,
@@ -94,6 +105,8 @@ impl Clients {
             .collect();
         Clients {
             clients,
+            abandoned: Vec::new(),
+            timeout: 4 * u64::from(plan.election_ticks_max),
             ops: Vec::new(),
             clock: 0,
             next_hash: 0,
@@ -108,7 +121,7 @@ impl Clients {
 
     /// Calls not answered yet.
     pub fn waiting(&self) -> usize {
-        self.clients.iter().filter(|c| c.waiting.is_some()).count()
+        self.clients.iter().filter(|c| c.waiting.is_some()).count() + self.abandoned.len()
     }
 
     pub fn probe_idle(&self) -> bool {
@@ -206,12 +219,13 @@ impl World {
                 self.clients.stats.reads += 1;
                 let (reply, rx) = oneshot::channel();
                 rt.handle(Request::ReadMap { reply });
-                Answer::Read(rx)
+                Answer::Read(rx, self.checker.commit_len())
             }
         };
         rt.end_turn();
         self.log(|| format!("client {c} -> n{target}: {}", self.clients.ops[op].describe()));
-        self.clients.clients[c].waiting = Some(Waiting { op, answer });
+        let since = self.tick;
+        self.clients.clients[c].waiting = Some(Waiting { op, answer, since });
         self.collect(target)?;
         if let Some(leader) = self.poll_client(c)? {
             if redirect && leader != target {
@@ -221,11 +235,30 @@ impl World {
         Ok(())
     }
 
-    /// Polls every client's call.
+    /// Polls every client's call; a client that has waited too long gives
+    /// up (the outcome is unknown to it) and tries another node next.
     pub(super) fn poll_clients(&mut self) -> Result<(), Violation> {
         for c in 0..self.clients.clients.len() {
             self.poll_client(c)?;
+            let timeout = self.clients.timeout;
+            let client = &mut self.clients.clients[c];
+            if client
+                .waiting
+                .as_ref()
+                .is_some_and(|w| w.since + timeout <= self.tick)
+            {
+                let w = client.waiting.take().expect("checked");
+                client.leader = self.rng.gen_range(0..self.nodes.len()) as NodeId;
+                let op = w.op;
+                self.clients.abandoned.push(w);
+                self.clients
+                    .complete(op, Outcome::Unknown("the client timed out".into()));
+            }
         }
+        self.clients.abandoned.retain_mut(|w| match &mut w.answer {
+            Answer::Update(rx) => matches!(rx.try_recv(), Err(TryRecvError::Empty)),
+            Answer::Read(rx, _) => matches!(rx.try_recv(), Err(TryRecvError::Empty)),
+        });
         Ok(())
     }
 
@@ -243,13 +276,25 @@ impl World {
                 Ok(Err(e)) => Ok(Err(e)),
                 Err(TryRecvError::Closed) => Err(()),
             },
-            Answer::Read(rx) => match rx.try_recv() {
+            Answer::Read(rx, min) => match rx.try_recv() {
                 Err(TryRecvError::Empty) => return Ok(None),
-                Ok(Ok(view)) => Ok(Ok(Outcome::Map(
-                    view.files()
-                        .map(|(f, i)| (f.clone(), (i.version, i.hashlist.clone())))
-                        .collect(),
-                ))),
+                Ok(Ok(view)) => {
+                    if view.applied_index < *min {
+                        return violation(
+                            "linearizable reads",
+                            format!(
+                                "{} answered with the map applied through {}, but {min} was committed before it was sent",
+                                self.clients.ops[op].describe(),
+                                view.applied_index
+                            ),
+                        );
+                    }
+                    Ok(Ok(Outcome::Map(
+                        view.files()
+                            .map(|(f, i)| (f.clone(), (i.version, i.hashlist.clone())))
+                            .collect(),
+                    )))
+                }
                 Ok(Err(e)) => Ok(Err(e)),
                 Err(TryRecvError::Closed) => Err(()),
             },
@@ -290,7 +335,13 @@ impl World {
                     client.known.insert(f.clone(), *v);
                 }
             }
-            (Outcome::Unknown(_), _) if is_update => stats.updates_unknown += 1,
+            (Outcome::Unknown(_), _) => {
+                if is_update {
+                    stats.updates_unknown += 1;
+                }
+                let n = self.nodes.len() as NodeId;
+                client.leader = self.rng.gen_range(0..n);
+            }
             (Outcome::NotExecuted(_), _) => {
                 if is_update {
                     stats.updates_refused += 1;
@@ -335,6 +386,7 @@ impl World {
             .clients
             .iter()
             .filter_map(|c| c.waiting.as_ref())
+            .chain(&self.clients.abandoned)
             .map(|w| self.clients.ops[w.op].describe())
             .collect();
         if !unanswered.is_empty() {

@@ -328,6 +328,10 @@ impl World {
             self.counters.disk_recoveries += 1;
         }
         store.synced_hard_state = store.hard_state;
+        if let Some(v) = store.hard_state.vote {
+            // Recovery may keep part of a failed write: its vote is durable now.
+            store.votes.insert(store.hard_state.term, v);
+        }
         let stored = store.stored();
         self.log(|| {
             format!(

@@ -313,12 +313,29 @@ fn faults(w: &mut World) -> Result<(), Violation> {
     if w.plan.disk_segment_bytes.is_some() && w.rng.gen_bool(mix.disk_fault) {
         w.arm_disk_fault();
     }
-    if w.nodes.len() >= 3 && w.rng.gen_bool(mix.partition) {
+    if mix.isolate_leader {
+        if w.nodes.len() >= 3 && !w.net.is_partitioned() && w.rng.gen_bool(mix.partition) {
+            isolate_leader(w)?;
+        } else if w.net.is_partitioned() && w.rng.gen_bool(mix.heal) {
+            w.partition("heal".into(), |net| net.heal())?;
+        }
+    } else if w.nodes.len() >= 3 && w.rng.gen_bool(mix.partition) {
         partition(w)?;
     } else if w.net.is_partitioned() && w.rng.gen_bool(mix.heal) {
         w.partition("heal".into(), |net| net.heal())?;
     }
     Ok(())
+}
+
+/// Cut the leader (or a random node) off from every other node.
+fn isolate_leader(w: &mut World) -> Result<(), Violation> {
+    let n = w.nodes.len();
+    let l = w
+        .leader()
+        .map_or_else(|| w.rng.gen_range(0..n), |l| l as usize);
+    let mut group = vec![0; n];
+    group[l] = 1;
+    w.partition(format!("leader {l} isolated"), |net| net.partition(&group))
 }
 
 fn partition(w: &mut World) -> Result<(), Violation> {
@@ -342,12 +359,7 @@ fn partition(w: &mut World) -> Result<(), Violation> {
                 net.partition(&group)
             })
         }
-        2 => {
-            let l = w.leader().map_or(order[0], |l| l as usize);
-            let mut group = vec![0; n];
-            group[l] = 1;
-            w.partition(format!("leader {l} isolated"), |net| net.partition(&group))
-        }
+        2 => isolate_leader(w),
         _ => {
             let mut cuts = Vec::new();
             for a in 0..n as NodeId {

@@ -11,7 +11,7 @@ pub struct SeededBugs {
     pub ack_before_persist: bool,
     /// Votes are granted without the up-to-date check (§5.4.1).
     pub no_election_restriction: bool,
-    /// A candidate counts its own vote twice.
+    /// A candidate counts every vote granted to it twice.
     pub double_vote: bool,
     /// ReadIndex reads are released without the majority round.
     pub read_without_quorum: bool,

@@ -410,9 +410,6 @@ impl Raft {
         self.read_only.reset();
         self.votes.clear();
         self.votes.record(self.cfg.id, true);
-        if self.bugs.double_vote {
-            self.votes.extra_granted = 1;
-        }
         if self.votes.result(self.quorum()) == VoteResult::Won {
             self.become_leader();
             return;

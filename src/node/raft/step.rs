@@ -324,6 +324,9 @@ impl Raft {
             return;
         }
         self.votes.record(from, granted);
+        if granted && self.bugs.double_vote {
+            self.votes.extra_granted += 1;
+        }
         match self.votes.result(self.quorum()) {
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => self.become_follower(self.term, None),
