@@ -186,7 +186,13 @@ impl World {
 
     /// Client `c` sends `call` to `target`; a `NotLeader` naming another
     /// node is followed once (`redirect`).
-    fn issue(&mut self, c: usize, target: NodeId, call: Call, redirect: bool) -> Result<(), Violation> {
+    fn issue(
+        &mut self,
+        c: usize,
+        target: NodeId,
+        call: Call,
+        redirect: bool,
+    ) -> Result<(), Violation> {
         let invoke = self.clients.now();
         let op = self.clients.ops.len();
         self.clients.ops.push(Op {
@@ -223,7 +229,12 @@ impl World {
             }
         };
         rt.end_turn();
-        self.log(|| format!("client {c} -> n{target}: {}", self.clients.ops[op].describe()));
+        self.log(|| {
+            format!(
+                "client {c} -> n{target}: {}",
+                self.clients.ops[op].describe()
+            )
+        });
         let since = self.tick;
         self.clients.clients[c].waiting = Some(Waiting { op, answer, since });
         self.collect(target)?;
@@ -392,7 +403,10 @@ impl World {
         if !unanswered.is_empty() {
             return violation(
                 "every call is answered",
-                format!("left unanswered after the final settle: {}", unanswered.join("; ")),
+                format!(
+                    "left unanswered after the final settle: {}",
+                    unanswered.join("; ")
+                ),
             );
         }
         for op in &self.clients.ops {
@@ -416,7 +430,10 @@ impl World {
                         "acknowledged updates are kept",
                         format!(
                             "node {n}'s final map has {:?} for {file:?}; acknowledged: {}",
-                            node.rt.metadata().get(file).map(|i| (i.version, &i.hashlist)),
+                            node.rt
+                                .metadata()
+                                .get(file)
+                                .map(|i| (i.version, &i.hashlist)),
                             op.describe()
                         ),
                     );

@@ -23,8 +23,8 @@ macro_rules! outln {
 }
 
 mod checker;
-mod clients;
 mod cli;
+mod clients;
 mod disk;
 mod network;
 mod node;
@@ -35,6 +35,6 @@ mod trace;
 mod world;
 mod writer;
 
-pub use cli::{run_cli, run_many, SimArgs};
+pub use cli::{run_cli, run_many, SimArgs, BUG_BOUNDS, BUG_START};
 pub use options::{FaultMix, SimOptions};
 pub use run::{replay_command, run_seed, SimFailure, SimStats};

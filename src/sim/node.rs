@@ -72,10 +72,18 @@ impl World {
                 Ok(Ok(m)) => {
                     let is_vote = matches!(m.body, MessageBody::RequestVoteResponse { .. });
                     let is_append = matches!(m.body, MessageBody::AppendEntriesResponse { .. });
-                    if m.to != call.from || m.from != n || is_vote != call.vote || !(is_vote || is_append) {
+                    if m.to != call.from
+                        || m.from != n
+                        || is_vote != call.vote
+                        || !(is_vote || is_append)
+                    {
                         return violation(
                             "one response per request",
-                            format!("node {n} answered a call from {} with {}", call.from, trace::msg(&m)),
+                            format!(
+                                "node {n} answered a call from {} with {}",
+                                call.from,
+                                trace::msg(&m)
+                            ),
                         );
                     }
                     let store = &self.nodes[n as usize].rt.writer_mut().store;
@@ -103,7 +111,10 @@ impl World {
         let mut cursor = node.apply_cursor;
         for e in &applied {
             if e.index != cursor + 1 {
-                match installs.iter().position(|&s| s + 1 == e.index && s >= cursor) {
+                match installs
+                    .iter()
+                    .position(|&s| s + 1 == e.index && s >= cursor)
+                {
                     Some(k) => {
                         installs.remove(k);
                     }
@@ -134,7 +145,10 @@ impl World {
             cursor = s;
         }
         node.apply_cursor = cursor;
-        let (map, core) = (node.rt.metadata().applied_index(), node.raft().applied_index());
+        let (map, core) = (
+            node.rt.metadata().applied_index(),
+            node.raft().applied_index(),
+        );
         if map != cursor || core != cursor {
             return violation(
                 "the map applied what the core handed out",

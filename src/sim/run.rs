@@ -215,7 +215,10 @@ pub fn run_seed(seed: u64, opts: &SimOptions) -> Result<SimStats, SimFailure> {
                 0,
                 0,
                 "valid options",
-                format!("unknown bug {name:?} (known: {})", SeededBugs::NAMES.join(", ")),
+                format!(
+                    "unknown bug {name:?} (known: {})",
+                    SeededBugs::NAMES.join(", ")
+                ),
             )
         })?,
     };
@@ -404,10 +407,7 @@ fn heal(w: &mut World) -> Result<u64, Violation> {
             }
         }
         if let Some((file, _)) = &probe {
-            let everywhere = w
-                .nodes
-                .iter()
-                .all(|n| n.rt.metadata().version(file) == 1);
+            let everywhere = w.nodes.iter().all(|n| n.rt.metadata().version(file) == 1);
             let leaders = w
                 .nodes
                 .iter()
@@ -456,7 +456,8 @@ fn settle(w: &mut World) -> Result<(), Violation> {
     loop {
         let commit = w.checker.commit_len();
         let applied_all = w.nodes.iter().all(|n| {
-            n.raft().applied_index() >= commit && n.raft().applied_index() == n.raft().commit_index()
+            n.raft().applied_index() >= commit
+                && n.raft().applied_index() == n.raft().commit_index()
         });
         let same = w
             .nodes

@@ -40,18 +40,27 @@ impl World {
     /// at its index, and its term the term the cluster applied there.
     pub(super) fn check_snapshot(&mut self, n: NodeId, snap: &Snapshot) -> Result<(), Violation> {
         if let Err(e) = Metadata::from_snapshot(snap.index, &snap.data) {
-            return violation("snapshot data", format!("node {n}: snapshot {}: {e}", snap.index));
+            return violation(
+                "snapshot data",
+                format!("node {n}: snapshot {}: {e}", snap.index),
+            );
         }
         let Some(prefix) = self.checker.applied_through(snap.index) else {
             return violation(
                 "snapshots hold applied entries",
-                format!("node {n} stores a snapshot through {}, past what any node applied", snap.index),
+                format!(
+                    "node {n} stores a snapshot through {}, past what any node applied",
+                    snap.index
+                ),
             );
         };
         if prefix.last().map(|(t, _)| *t) != Some(snap.term) {
             return violation(
                 "state machine safety",
-                format!("node {n}'s snapshot at {} has another term than the entry applied there", snap.index),
+                format!(
+                    "node {n}'s snapshot at {} has another term than the entry applied there",
+                    snap.index
+                ),
             );
         }
         let want = self

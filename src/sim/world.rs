@@ -387,7 +387,10 @@ impl World {
             .into_iter()
             .partition(|(t, _, _)| *t <= now);
         self.unreachable = later;
-        evs.extend(due.into_iter().map(|(_, to, peer)| Ev::Unreachable(to, peer)));
+        evs.extend(
+            due.into_iter()
+                .map(|(_, to, peer)| Ev::Unreachable(to, peer)),
+        );
         evs.shuffle(&mut self.rng);
         for ev in evs {
             match ev {

@@ -131,7 +131,10 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
 
     /// The entries applied since the last call (with `observe_applies`).
     pub fn take_applied(&mut self) -> Vec<Entry> {
-        self.applied_log.as_mut().map(std::mem::take).unwrap_or_default()
+        self.applied_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn status(&self) -> NodeStatus {
