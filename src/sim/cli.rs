@@ -49,7 +49,7 @@ pub struct SimArgs {
     #[arg(long)]
     pub mix: Option<String>,
     /// Liveness bound after healing, in ticks (default: 30 election timeouts plus a
-    /// worst-case round trip per entry the most lagging node misses).
+    /// worst-case round trip per entry past the oldest snapshot).
     #[arg(long)]
     pub heal_ticks: Option<u64>,
     /// Worker threads (default: available CPUs).

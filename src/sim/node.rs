@@ -23,7 +23,13 @@ use crate::node::storage::CrashMode;
 impl World {
     /// Everything node `n` emitted in the step just taken.
     pub(super) fn collect(&mut self, n: NodeId) -> Result<(), Violation> {
-        if self.nodes[n as usize].rt.failed().is_some() {
+        if let Some(why) = self.nodes[n as usize].rt.failed().map(str::to_owned) {
+            if self.nodes[n as usize].rt.writer_mut().disk.is_none() {
+                return violation(
+                    "a node stops only on a disk fault",
+                    format!("node {n} without a disk stopped: {why}"),
+                );
+            }
             // A snapshot file could not be written: the node stops; it is
             // restarted from its disk, as an operator would.
             self.counters.disk_faults += 1;
@@ -200,7 +206,7 @@ impl World {
                     return self.end_step(Some(n));
                 }
             }
-            self.to_model(n, &pending, compact)?;
+            self.store_completed(n, &pending, compact)?;
         }
         self.counters.writes_completed += k as u64;
         let rt = &mut self.nodes[n as usize].rt;
@@ -213,7 +219,7 @@ impl World {
     }
 
     /// A completed write reaches node `n`'s model store, checked on the way.
-    fn to_model(&mut self, n: NodeId, p: &Pending, compact: bool) -> Result<(), Violation> {
+    fn store_completed(&mut self, n: NodeId, p: &Pending, compact: bool) -> Result<(), Violation> {
         if let Some(snap) = &p.snapshot {
             let store = &self.nodes[n as usize].rt.writer_mut().store;
             if !compact && snap.index <= store.snapshot.index {

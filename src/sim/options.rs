@@ -105,7 +105,7 @@ pub struct SimOptions {
     /// Ticks of the chaos phase.
     pub ticks: u64,
     /// Liveness bound after healing, in ticks; `None`: 30 election timeouts
-    /// plus one worst-case round trip per entry the most lagging node misses.
+    /// plus one worst-case round trip per entry past the oldest snapshot.
     pub heal_ticks: Option<u64>,
     /// Print a step-by-step trace to stdout.
     pub trace: bool,

@@ -400,8 +400,12 @@ fn heal(w: &mut World) -> Result<u64, Violation> {
         w.run_tick()?;
         if let Some(l) = w.leader() {
             let term = w.nodes[l as usize].raft().term();
-            let stale = probe.as_ref().is_none_or(|(_, t)| *t != term);
-            if stale && w.clients.probe_idle() {
+            // A new probe once the last one is answered (or given up on)
+            // without being acknowledged, or leadership changed.
+            let good = probe
+                .as_ref()
+                .is_some_and(|(f, t)| *t == term && w.probe_acked(f));
+            if !good && w.clients.probe_idle() {
                 let file = w.probe(l)?;
                 probe = Some((file, term));
             }
@@ -429,24 +433,27 @@ fn heal(w: &mut World) -> Result<u64, Violation> {
 }
 
 /// Liveness bound: elections settle within a few dozen timeouts; then a
-/// lagging node may need one round trip per missing entry (batches can be
-/// capped at one entry per message).
+/// lagging node may need one round trip per entry after its snapshot (a
+/// probe can back off to the start of a follower's log, batches can be
+/// capped at one entry per message, and an ack waits for the follower's
+/// write, which completes a tick or so later).
 fn heal_bound(w: &World) -> u64 {
-    let lag = w
+    let last = w
         .nodes
         .iter()
         .map(|n| n.raft().last_index())
         .max()
-        .unwrap_or(0)
-        - w.nodes
-            .iter()
-            .map(|n| n.raft().commit_index())
-            .min()
-            .unwrap_or(0);
-    let round_trip = 2 * w.plan.mix.max_delay + 2;
+        .unwrap_or(0);
+    let base = w
+        .nodes
+        .iter()
+        .map(|n| n.raft().snapshot_index())
+        .min()
+        .unwrap_or(0);
+    let round_trip = 2 * w.plan.mix.max_delay + 4;
     w.plan
         .heal_ticks
-        .unwrap_or(30 * u64::from(w.plan.election_ticks_max) + lag * round_trip)
+        .unwrap_or(30 * u64::from(w.plan.election_ticks_max) + (last - base) * round_trip)
 }
 
 /// No new calls: run until every call is answered and every node has
