@@ -130,7 +130,6 @@ impl Checker {
     ) -> Result<(), Violation> {
         const INV: &str = "durable before send";
         let hs = &store.hard_state;
-        let store_last = store.last_index();
         for m in msgs {
             if m.term > hs.term {
                 return violation(
@@ -165,11 +164,14 @@ impl Checker {
                     success: true,
                     match_index,
                     ..
-                } if *match_index > store_last => {
+                } if *match_index > store.last_by_term.get(&m.term).copied().unwrap_or(0) => {
                     return violation(
                         INV,
                         format!(
-                            "node {n} acks index {match_index} with its store ending at {store_last}"
+                            "node {n} acks index {match_index} in term {} with its store ending at {} (at most {:?} in that term)",
+                            m.term,
+                            store.last_index(),
+                            store.last_by_term.get(&m.term)
                         ),
                     );
                 }

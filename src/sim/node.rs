@@ -274,7 +274,10 @@ impl World {
             self.checker
                 .persisted(n, &p.entries, &store.snapshot, &store.log)?;
         }
-        let store = &self.nodes[n as usize].rt.writer_mut().store;
+        let store = self.nodes[n as usize].store();
+        let (term, last) = (store.hard_state.term, store.last_index());
+        let longest = store.last_by_term.entry(term).or_insert(0);
+        *longest = (*longest).max(last);
         if store.hard_state.commit > store.last_index() {
             return violation(
                 "commit within the durable log",
@@ -344,6 +347,7 @@ impl World {
                 snapshot: got.snapshot,
                 log: got.entries,
                 votes: std::mem::take(&mut store.votes),
+                last_by_term: std::mem::take(&mut store.last_by_term),
             };
             self.counters.disk_recoveries += 1;
         }
@@ -352,6 +356,9 @@ impl World {
             // Recovery may keep part of a failed write: its vote is durable now.
             store.votes.insert(store.hard_state.term, v);
         }
+        let (term, last) = (store.hard_state.term, store.last_index());
+        let longest = store.last_by_term.entry(term).or_insert(0);
+        *longest = (*longest).max(last);
         let stored = store.stored();
         self.log(|| {
             format!(

@@ -27,6 +27,10 @@ pub struct ModelStore {
     /// may leave after a later term is durable: it waited for its own write,
     /// and the writes after it completed with it).
     pub votes: BTreeMap<Term, NodeId>,
+    /// The longest the durable log has been in each term: an append ack of
+    /// a term reports at most this (an ack waits for its write; writes
+    /// after it, in a later term, may truncate the log before it leaves).
+    pub last_by_term: BTreeMap<Term, LogIndex>,
 }
 
 impl ModelStore {
