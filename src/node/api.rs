@@ -327,8 +327,8 @@ fn int_value(v: i64) -> Value {
     i32::try_from(v).map_or(Value::I8(v), Value::Int)
 }
 
-/// One hash, with the type it came with.
-fn hash_value(h: &Hash) -> Value {
+/// One hash as a client gets it back: with the type it came with.
+pub fn hash_value(h: &Hash) -> Value {
     match h {
         Hash::Text(t) => Value::String(t.as_str().into_owned()),
         Hash::Int(i) => Value::Int(*i),

@@ -8,18 +8,20 @@
 //!   leader of a term above t;
 //! - state machine safety: nodes never commit or apply different entries at
 //!   one index; commit never decreases; applied <= commit;
-//! - proposals: an applied payload sits exactly where `propose` said it would;
-//! - linearizable reads: a `ReadState` index is at least every index committed
-//!   anywhere before the read was requested;
+//! - no invented entries: every applied command is one a client sent;
 //! - durability before send: a granted vote, a vote request, an append ack and
 //!   any message in a term leave only once that term/vote/entry is persisted.
+//!
+//! What clients see (linearizability, acknowledged writes kept, every call
+//! answered once) is checked in `clients.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 
+use super::writer::ModelStore;
 use crate::node::raft::{
-    Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, ReadState, Role, Snapshot, Term,
+    Entry, LogIndex, Message, MessageBody, NodeId, Raft, Role, Snapshot, Term,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,14 +57,8 @@ pub struct Checker {
     last_commit: Vec<LogIndex>,
     /// Globally applied entries (term, data); index i at `[i - 1]`.
     applied: Vec<(Term, Bytes)>,
-    /// Payload -> (index, term) returned by `propose`.
-    promises: HashMap<Bytes, (LogIndex, Term)>,
-    /// Payloads seen applied, with their index: committed and acknowledged.
-    pub acked: Vec<(LogIndex, Bytes)>,
-    acked_set: HashMap<Bytes, ()>,
-    /// Read ctx -> (node asked, minimum acceptable index).
-    reads: BTreeMap<u64, (NodeId, LogIndex)>,
-    pub reads_served: u64,
+    /// Every command a client sent, encoded as the log carries it.
+    proposed: HashSet<Bytes>,
 }
 
 impl Checker {
@@ -123,15 +119,17 @@ impl Checker {
         Ok(())
     }
 
-    /// Messages node `n` is about to send, given what its store holds now.
+    /// Messages node `n` is about to send, given what its completed writes
+    /// hold (`store`): the term, the vote a request or grant relies on, and
+    /// the entries an ack reports.
     pub fn before_send(
         &self,
         n: NodeId,
         msgs: &[Message],
-        hs: &HardState,
-        store_last: LogIndex,
+        store: &ModelStore,
     ) -> Result<(), Violation> {
         const INV: &str = "durable before send";
+        let hs = &store.hard_state;
         for m in msgs {
             if m.term > hs.term {
                 return violation(
@@ -142,23 +140,22 @@ impl Checker {
                     ),
                 );
             }
+            let voted = store.votes.get(&m.term).copied();
             match &m.body {
-                MessageBody::RequestVote { .. } if hs.term != m.term || hs.vote != Some(n) => {
+                MessageBody::RequestVote { .. } if voted != Some(n) => {
                     return violation(
                         INV,
                         format!(
-                            "node {n} asks for votes in term {} with persisted {hs:?}",
+                            "node {n} asks for votes in term {} with persisted {hs:?} (its durable vote in that term: {voted:?})",
                             m.term
                         ),
                     );
                 }
-                MessageBody::RequestVoteResponse { granted: true }
-                    if hs.term != m.term || hs.vote != Some(m.to) =>
-                {
+                MessageBody::RequestVoteResponse { granted: true } if voted != Some(m.to) => {
                     return violation(
                         INV,
                         format!(
-                            "node {n} grants its term-{} vote to {} with persisted {hs:?}",
+                            "node {n} grants its term-{} vote to {} with persisted {hs:?} (its durable vote in that term: {voted:?})",
                             m.term, m.to
                         ),
                     );
@@ -167,11 +164,14 @@ impl Checker {
                     success: true,
                     match_index,
                     ..
-                } if *match_index > store_last => {
+                } if *match_index > store.last_by_term.get(&m.term).copied().unwrap_or(0) => {
                     return violation(
                         INV,
                         format!(
-                            "node {n} acks index {match_index} with its store ending at {store_last}"
+                            "node {n} acks index {match_index} in term {} with its store ending at {} (at most {:?} in that term)",
+                            m.term,
+                            store.last_index(),
+                            store.last_by_term.get(&m.term)
                         ),
                     );
                 }
@@ -181,35 +181,23 @@ impl Checker {
         Ok(())
     }
 
-    /// Node `n`'s state machine was loaded from a snapshot holding `entries`
-    /// (1..=k): each must be what the cluster committed and applied there.
-    pub fn snapshot_loaded(&mut self, n: NodeId, entries: &[Entry]) -> Result<(), Violation> {
-        let k = entries.len() as u64;
-        if k > self.commit_len() {
-            return violation(
-                "snapshots hold committed entries",
-                format!(
-                    "node {n} loaded a snapshot through {k}, but only {} are committed",
-                    self.commit_len()
-                ),
-            );
-        }
-        for e in entries {
-            let c = &self.committed[e.index as usize - 1];
-            if c.term != e.term || c.data != e.data {
-                return violation(
-                    "state machine safety",
-                    format!(
-                        "node {n} loaded ({}, {:?}) at {} from a snapshot; the cluster committed (term {}, {:?})",
-                        e.term, e.data, e.index, c.term, c.data
-                    ),
-                );
-            }
-            self.applied(n, e)?;
-        }
+    /// The globally applied entries `1..=k`, if all are known.
+    pub fn applied_through(&self, k: LogIndex) -> Option<&[(Term, Bytes)]> {
+        self.applied.get(..k as usize)
+    }
+
+    /// A client sent the command `encoded`.
+    pub fn proposed(&mut self, encoded: Bytes) {
+        self.proposed.insert(encoded);
+    }
+
+    /// Node `n` restarted with `commit` from its store: its commit may be
+    /// lower than before (the commit index is volatile; a commit-only write
+    /// is not fsynced), and is watched from there on.
+    pub fn rebooted(&mut self, n: NodeId, commit: LogIndex) {
+        self.last_commit[n as usize] = commit;
         let verified = &mut self.verified_commit[n as usize];
-        *verified = (*verified).max(k);
-        Ok(())
+        *verified = (*verified).min(commit);
     }
 
     /// Node `n` applied `e` (possibly again, after a reboot).
@@ -240,72 +228,14 @@ impl Checker {
         if e.data.is_empty() {
             return Ok(()); // a leader's no-op
         }
-        match self.promises.get(&e.data) {
-            None => violation("no invented entries", format!("node {n} applied {:?}, which nobody proposed", e.data)),
-            Some(&(pi, pt)) if (pi, pt) != (e.index, e.term) => violation(
-                "proposal placement",
-                format!(
-                    "{:?} was proposed at ({pi}, term {pt}) but node {n} applied it at ({}, term {})",
-                    e.data, e.index, e.term
-                ),
-            ),
-            Some(_) => {
-                if self.acked_set.insert(e.data.clone(), ()).is_none() {
-                    self.acked.push((e.index, e.data.clone()));
-                }
-                Ok(())
-            }
+        if self.proposed.contains(&e.data) {
+            Ok(())
+        } else {
+            violation(
+                "no invented entries",
+                format!("node {n} applied {:?}, which no client sent", e.data),
+            )
         }
-    }
-
-    pub fn promised(&mut self, payload: Bytes, index: LogIndex, term: Term) {
-        self.promises.insert(payload, (index, term));
-    }
-
-    pub fn read_requested(&mut self, ctx: u64, n: NodeId) {
-        let min = self.commit_len();
-        self.reads.insert(ctx, (n, min));
-    }
-
-    pub fn read_served(
-        &mut self,
-        n: NodeId,
-        rs: &ReadState,
-        commit: LogIndex,
-    ) -> Result<(), Violation> {
-        const INV: &str = "linearizable reads";
-        let Some((asked, min)) = self.reads.remove(&rs.ctx) else {
-            return violation(
-                INV,
-                format!("node {n} released read ctx {} twice or unasked", rs.ctx),
-            );
-        };
-        if asked != n {
-            return violation(
-                INV,
-                format!("read {} asked at node {asked} released by node {n}", rs.ctx),
-            );
-        }
-        if rs.index < min {
-            return violation(
-                INV,
-                format!(
-                    "node {n} released read {} at index {} but index {min} was committed before it was requested",
-                    rs.ctx, rs.index
-                ),
-            );
-        }
-        if rs.index > commit {
-            return violation(
-                INV,
-                format!(
-                    "node {n} released read {} at {} beyond its commit {commit}",
-                    rs.ctx, rs.index
-                ),
-            );
-        }
-        self.reads_served += 1;
-        Ok(())
     }
 
     /// The whole-cluster checks, after every step. `rebooted` nodes may have
@@ -393,7 +323,17 @@ impl Checker {
         let commit = raft.commit_index();
         while (self.committed.len() as u64) < commit {
             let i = self.committed.len() as u64 + 1;
-            let Some(e) = raft.entry(i) else {
+            // The runtime compacts in the turn it applies: a compacted
+            // entry was applied, and the world fed it to `applied` first.
+            let compacted = (i <= raft.snapshot_index())
+                .then(|| self.applied.get(i as usize - 1))
+                .flatten()
+                .map(|(term, data)| Entry {
+                    term: *term,
+                    index: i,
+                    data: data.clone(),
+                });
+            let Some(e) = raft.entry(i).cloned().or(compacted) else {
                 return violation(
                     "commits come from held entries",
                     format!(

@@ -24,6 +24,9 @@ pub struct FaultMix {
     pub reboot: f64,
     pub partition: f64,
     pub heal: f64,
+    /// Partitions only ever isolate the leader, and last until healed (a
+    /// deposed leader that clients still talk to: the stale-read scenario).
+    pub isolate_leader: bool,
     /// Probability per tick of arming a disk fault (runs with a disk only).
     pub disk_fault: f64,
     pub propose: f64,
@@ -31,7 +34,7 @@ pub struct FaultMix {
 }
 
 impl FaultMix {
-    pub const ALL: [FaultMix; 8] = [
+    pub const ALL: [FaultMix; 9] = [
         FaultMix::named("calm", 0.0, 0.0, 2, 0.0, 0.0, 0.0, 0.0),
         FaultMix::named("lossy", 0.2, 0.1, 4, 0.0, 0.0, 0.0, 0.0),
         FaultMix::named("crash", 0.02, 0.02, 3, 0.02, 0.05, 0.0, 0.0),
@@ -42,6 +45,11 @@ impl FaultMix {
             crash_leader: 0.02,
             restore: 0.3,
             ..FaultMix::named("churn", 0.05, 0.02, 3, 0.0, 0.0, 0.0, 0.0)
+        },
+        FaultMix {
+            heal: 0.015,
+            isolate_leader: true,
+            ..FaultMix::named("isolate", 0.02, 0.02, 3, 0.0, 0.0, 0.0, 0.02)
         },
         FaultMix {
             disk_fault: 0.03,
@@ -71,6 +79,7 @@ impl FaultMix {
             reboot,
             partition,
             heal: partition * 1.5,
+            isolate_leader: false,
             disk_fault: 0.0,
             propose: 0.4,
             read: 0.15,
@@ -96,10 +105,13 @@ pub struct SimOptions {
     /// Ticks of the chaos phase.
     pub ticks: u64,
     /// Liveness bound after healing, in ticks; `None`: 30 election timeouts
-    /// plus one worst-case round trip per entry the most lagging node misses.
+    /// plus one worst-case round trip per entry past the oldest snapshot.
     pub heal_ticks: Option<u64>,
     /// Print a step-by-step trace to stdout.
     pub trace: bool,
+    /// A seeded bug to switch on (one of `SeededBugs::NAMES`): the
+    /// self-test that the checks fire.
+    pub bug: Option<String>,
 }
 
 impl Default for SimOptions {
@@ -110,6 +122,7 @@ impl Default for SimOptions {
             ticks: 300,
             heal_ticks: None,
             trace: false,
+            bug: None,
         }
     }
 }

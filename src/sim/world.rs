@@ -1,50 +1,63 @@
-//! The simulated cluster. `World` holds N cores, each with an in-memory store
-//! (hard state + log) and an applied list (its state machine), the network
+//! The simulated cluster. `World` holds N nodes, each the production node
+//! `Runtime` over a `SimWriter` (its model store, and in disk runs the real
+//! WAL on a `SimFs`) and a `SimTransport`, plus the network, the clients
 //! and the checker. Every public method here is one *step* (a tick, a
-//! delivery, a client call, a fault), after which the invariants are checked;
-//! `driver.rs` plays the node driver for the core that was stepped.
+//! delivery, a write completing, a client call, a fault), after which what
+//! the stepped node emitted is collected and checked (`node.rs`) and the
+//! cluster-wide invariants are checked.
 
-use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
+use tokio::sync::{broadcast, oneshot, watch};
 
 use super::checker::{violation, Checker, Violation};
+use super::clients::Clients;
 use super::network::Network;
 use super::options::Plan;
 use super::trace;
+use super::writer::{ModelStore, SimTransport, SimWriter};
+use crate::node::error::NodeError;
+use crate::node::metadata::Metadata;
 use crate::node::raft::{
-    Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, RaftError, Ready,
-    Role, Snapshot, Term,
+    LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, Role, SeededBugs,
 };
+use crate::node::runtime::{NodeStatus, Publisher, Request, Runtime};
+
+pub type SimRuntime = Runtime<SimWriter, SimTransport>;
+
+/// A peer call a node took and has not answered yet.
+pub struct PeerCall {
+    pub from: NodeId,
+    pub vote: bool,
+    pub answer: oneshot::Receiver<Result<Message, NodeError>>,
+}
 
 pub struct SimNode {
-    pub raft: Raft,
-    /// The store: what survives a reboot. `log` holds the entries after
-    /// `snapshot.index` (index 0: no snapshot).
-    pub hard_state: HardState,
-    pub snapshot: Snapshot,
-    pub log: Vec<Entry>,
-    /// The state machine: entries applied, index i at `[i - 1]`.
-    pub applied: Vec<Entry>,
-    /// Last index applied since the core was (re)built.
-    pub apply_cursor: u64,
-    pub crashed: bool,
+    pub rt: SimRuntime,
     pub boots: u64,
-    /// A `Ready` that was persisted, sent and applied but whose `advance` the
-    /// driver has not called yet (it is called before the next `ready()`).
-    pub unadvanced: Option<Ready>,
-    /// In `Plan::disk` runs: the real write-ahead log on a simulated disk,
-    /// written before the model store above (which it must always match).
-    pub disk: Option<super::disk::SimDisk>,
+    pub calls: Vec<PeerCall>,
+    /// Last index applied since the runtime was (re)built.
+    pub apply_cursor: LogIndex,
+}
+
+impl SimNode {
+    pub fn crashed(&self) -> bool {
+        self.rt.is_crashed()
+    }
+
+    pub fn raft(&self) -> &Raft {
+        self.rt.raft()
+    }
+
+    pub fn store(&mut self) -> &mut ModelStore {
+        &mut self.rt.writer_mut().store
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     pub steps: u64,
-    pub proposals: u64,
-    pub proposals_accepted: u64,
-    pub reads: u64,
     pub crashes: u64,
     pub restores: u64,
     pub reboots: u64,
@@ -53,21 +66,25 @@ pub struct Counters {
     pub snapshots_installed: u64,
     pub disk_faults: u64,
     pub disk_recoveries: u64,
+    pub writes_completed: u64,
+    pub unreachable_reports: u64,
 }
 
 pub struct World {
     pub seed: u64,
     pub plan: Plan,
+    pub bugs: SeededBugs,
     pub rng: SmallRng,
     pub tick: u64,
     pub nodes: Vec<SimNode>,
     pub net: Network,
     pub checker: Checker,
+    pub clients: Clients,
     pub counters: Counters,
     pub trace: bool,
-    next_payload: u64,
-    next_read_ctx: u64,
-    next_request_ctx: u64,
+    /// `Unreachable` reports due: (tick, to the node, about the peer).
+    pub unreachable: Vec<(u64, NodeId, NodeId)>,
+    pub references: super::snapshots::References,
 }
 
 /// A core's RNG seed: distinct per seed, node and boot.
@@ -77,51 +94,56 @@ fn core_seed(seed: u64, node: NodeId, boot: u64) -> u64 {
         ^ boot.wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
+/// Member addresses as the runtime names them (in `NotLeader`).
+pub fn member(n: NodeId) -> String {
+    format!("sim:{n}")
+}
+
 impl World {
-    pub fn new(seed: u64, plan: Plan, rng: SmallRng, trace: bool) -> World {
+    pub fn new(seed: u64, plan: Plan, bugs: SeededBugs, rng: SmallRng, trace: bool) -> World {
         let n = plan.nodes;
         let mut w = World {
             seed,
             net: Network::new(n, plan.mix.loss, plan.mix.duplicate, plan.mix.max_delay),
             checker: Checker::new(n),
+            clients: Clients::new(&plan),
             plan,
+            bugs,
             rng,
             tick: 0,
             nodes: Vec::new(),
             counters: Counters::default(),
             trace,
-            next_payload: 0,
-            next_read_ctx: 0,
-            next_request_ctx: 0,
+            unreachable: Vec::new(),
+            references: Default::default(),
         };
         for id in 0..n as NodeId {
-            let raft = Raft::new(
-                w.config(id, 0),
-                HardState::default(),
-                Snapshot::default(),
-                Vec::new(),
-            )
-            .expect("the sim's config is valid");
-            w.nodes.push(SimNode {
-                raft,
-                hard_state: HardState::default(),
-                snapshot: Snapshot::default(),
-                log: Vec::new(),
-                applied: Vec::new(),
-                apply_cursor: 0,
-                crashed: false,
-                boots: 0,
-                unadvanced: None,
+            let writer = SimWriter {
                 disk: w
                     .plan
                     .disk_segment_bytes
                     .map(|bytes| super::disk::SimDisk::new(id, n, bytes)),
+                ..SimWriter::default()
+            };
+            let raft = Raft::new(
+                w.config(id, 0),
+                Default::default(),
+                Default::default(),
+                Vec::new(),
+            )
+            .expect("the sim's config is valid");
+            let rt = w.runtime(id, raft, Metadata::new(), writer);
+            w.nodes.push(SimNode {
+                rt,
+                boots: 0,
+                calls: Vec::new(),
+                apply_cursor: 0,
             });
         }
         w
     }
 
-    fn config(&self, id: NodeId, boot: u64) -> RaftConfig {
+    pub(super) fn config(&self, id: NodeId, boot: u64) -> RaftConfig {
         let p = &self.plan;
         RaftConfig {
             id,
@@ -136,6 +158,37 @@ impl World {
         }
     }
 
+    /// A node's runtime, as `crate::node::start_on` builds it.
+    pub(super) fn runtime(
+        &self,
+        id: NodeId,
+        raft: Raft,
+        metadata: Metadata,
+        writer: SimWriter,
+    ) -> SimRuntime {
+        let (status, _) = watch::channel(NodeStatus {
+            raft: raft.status(),
+            crashed: false,
+            files: metadata.len(),
+            failed: None,
+        });
+        let (events, _) = broadcast::channel(1);
+        let members = (0..self.plan.nodes as NodeId).map(member).collect();
+        let mut rt = Runtime::new(
+            id,
+            members,
+            raft,
+            metadata,
+            writer,
+            SimTransport::default(),
+            Publisher::new(id, status, events),
+            self.plan.snapshot_every,
+        );
+        rt.inject_bugs(self.bugs);
+        rt.observe_applies();
+        rt
+    }
+
     pub fn log(&self, what: impl FnOnce() -> String) {
         if self.trace {
             outln!("t{:<5} #{:<6} {}", self.tick, self.counters.steps, what());
@@ -144,13 +197,13 @@ impl World {
 
     pub fn live(&self) -> Vec<NodeId> {
         (0..self.nodes.len() as NodeId)
-            .filter(|&n| !self.nodes[n as usize].crashed)
+            .filter(|&n| !self.nodes[n as usize].crashed())
             .collect()
     }
 
     pub fn crashed(&self) -> Vec<NodeId> {
         (0..self.nodes.len() as NodeId)
-            .filter(|&n| self.nodes[n as usize].crashed)
+            .filter(|&n| self.nodes[n as usize].crashed())
             .collect()
     }
 
@@ -159,195 +212,113 @@ impl World {
         self.nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| !n.crashed && n.raft.role() == Role::Leader)
-            .max_by_key(|(_, n)| n.raft.term())
+            .filter(|(_, n)| !n.crashed() && n.raft().role() == Role::Leader)
+            .max_by_key(|(_, n)| n.raft().term())
             .map(|(i, _)| i as NodeId)
     }
 
-    fn begin_step(&mut self) {
+    pub(super) fn begin_step(&mut self) {
         self.counters.steps += 1;
     }
 
-    fn end_step(&mut self) -> Result<(), Violation> {
-        let rafts: Vec<&Raft> = self.nodes.iter().map(|n| &n.raft).collect();
+    /// After a step on node `n`: collect and check what it emitted, then
+    /// the cluster-wide invariants.
+    pub(super) fn end_step(&mut self, n: Option<NodeId>) -> Result<(), Violation> {
+        if let Some(n) = n {
+            self.collect(n)?;
+        }
+        self.poll_clients()?;
+        let rafts: Vec<&Raft> = self.nodes.iter().map(|n| n.raft()).collect();
         self.checker.after_step(&rafts)
     }
 
     /// Step: node `n`'s clock ticks.
     pub fn tick_node(&mut self, n: NodeId) -> Result<(), Violation> {
         self.begin_step();
-        let before = self.nodes[n as usize].raft.role();
-        self.nodes[n as usize].raft.tick();
-        let after = self.nodes[n as usize].raft.role();
+        let rt = &mut self.nodes[n as usize].rt;
+        let before = rt.raft().role();
+        rt.tick();
+        rt.end_turn();
+        let after = rt.raft().role();
         if before != after {
             self.log(|| format!("n{n} tick: {before:?} -> {after:?}"));
         }
-        self.process_ready(n, None)?;
-        self.end_step()
+        self.end_step(Some(n))
     }
 
-    /// Step: the network delivers `msg` (dropped if an endpoint is down or
-    /// the link is cut by now).
-    pub fn deliver(&mut self, mut msg: Message) -> Result<(), Violation> {
+    /// Step: the network delivers `msg` (dropped if the sender is down or
+    /// the link is cut by now). A request is a peer call on the receiver,
+    /// answered on a oneshot; a response goes to the requester's runtime.
+    pub fn deliver(&mut self, msg: Message) -> Result<(), Violation> {
         self.begin_step();
         let (from, to) = (msg.from, msg.to);
-        if self.nodes[to as usize].crashed
-            || self.nodes[from as usize].crashed
-            || !self.net.link_up(from, to)
-        {
+        let is_request = !matches!(
+            msg.body,
+            MessageBody::AppendEntriesResponse { .. } | MessageBody::RequestVoteResponse { .. }
+        );
+        if self.nodes[from as usize].crashed() || !self.net.link_up(from, to) {
             self.net.stats.dropped += 1;
             self.log(|| format!("drop    {}", trace::msg(&msg)));
-            return self.end_step();
+            if is_request {
+                self.maybe_report_unreachable(from, to);
+            }
+            return self.end_step(None);
         }
         self.net.stats.delivered += 1;
-        let expect = match msg.body {
-            MessageBody::AppendEntries { .. } | MessageBody::RequestVote { .. } => {
-                self.next_request_ctx += 1;
-                msg.ctx = self.next_request_ctx;
-                Some((
-                    msg.ctx,
-                    from,
-                    matches!(msg.body, MessageBody::RequestVote { .. }),
-                ))
-            }
-            _ => None,
-        };
         self.log(|| format!("deliver {}", trace::msg(&msg)));
-        if let Err(e) = self.nodes[to as usize].raft.step(msg) {
-            return violation(
-                "correct messages are accepted",
-                format!("node {to} refused a message: {e}"),
-            );
+        let node = &mut self.nodes[to as usize];
+        if is_request {
+            let vote = matches!(msg.body, MessageBody::RequestVote { .. });
+            let (reply, answer) = oneshot::channel();
+            node.rt.handle(Request::Peer { msg, reply });
+            node.calls.push(PeerCall { from, vote, answer });
+        } else {
+            node.rt.handle(Request::PeerResponse(msg));
         }
-        self.process_ready(to, expect)?;
-        self.end_step()
+        node.rt.end_turn();
+        self.end_step(Some(to))
     }
 
-    /// Step: a client proposes a fresh payload at a random live node,
-    /// following one NotLeader redirect.
-    pub fn propose(&mut self) -> Result<(), Violation> {
+    /// The production sender reports a request that got no answer; here
+    /// only sometimes (a silent loss is the other case the core must cope
+    /// with), a few ticks later.
+    pub(super) fn maybe_report_unreachable(&mut self, requester: NodeId, peer: NodeId) {
+        if self.rng.gen_bool(0.3) {
+            let due = self.tick + self.rng.gen_range(1..=4);
+            self.unreachable.push((due, requester, peer));
+        }
+    }
+
+    /// Step: `to` learns that a request to `peer` got no answer.
+    fn report_unreachable(&mut self, to: NodeId, peer: NodeId) -> Result<(), Violation> {
         self.begin_step();
-        let live = self.live();
-        if let Some(&first) = live.choose(&mut self.rng) {
-            let payload = self.fresh_payload();
-            self.propose_at(first, payload)?;
-        }
-        self.end_step()
+        self.counters.unreachable_reports += 1;
+        self.log(|| format!("n{to} hears n{peer} is unreachable"));
+        let rt = &mut self.nodes[to as usize].rt;
+        rt.handle(Request::Unreachable(peer));
+        rt.end_turn();
+        self.end_step(Some(to))
     }
 
-    /// Step: propose `payload` at node `n` only. Returns where it went.
-    pub fn propose_exactly_at(
-        &mut self,
-        n: NodeId,
-        payload: Bytes,
-    ) -> Result<Option<(LogIndex, Term)>, Violation> {
-        self.begin_step();
-        self.counters.proposals += 1;
-        let placed = match self.nodes[n as usize].raft.propose(payload.clone()) {
-            Ok(placed) => placed,
-            Err(_) => return self.end_step().map(|_| None),
-        };
-        self.accepted(n, payload, placed)?;
-        self.end_step()?;
-        Ok(Some(placed))
-    }
-
-    pub fn fresh_payload(&mut self) -> Bytes {
-        self.next_payload += 1;
-        let pad = self.rng.gen_range(0..48);
-        Bytes::from(format!(
-            "s{}p{}:{}",
-            self.seed,
-            self.next_payload,
-            "x".repeat(pad)
-        ))
-    }
-
-    fn accepted(
-        &mut self,
-        n: NodeId,
-        payload: Bytes,
-        (index, term): (LogIndex, Term),
-    ) -> Result<(), Violation> {
-        self.counters.proposals_accepted += 1;
-        self.log(|| format!("propose at n{n}: {payload:?} -> ({index}, t{term})"));
-        self.checker.promised(payload, index, term);
-        self.process_ready(n, None)
-    }
-
-    /// Propose `payload` at `n`, or at the leader it names.
-    fn propose_at(&mut self, n: NodeId, payload: Bytes) -> Result<(), Violation> {
-        self.counters.proposals += 1;
-        let mut target = n;
-        for attempt in 0..2 {
-            let raft = &mut self.nodes[target as usize].raft;
-            match raft.propose(payload.clone()) {
-                Ok(placed) => return self.accepted(target, payload, placed),
-                Err(RaftError::NotLeader { leader }) => {
-                    if leader != raft.leader() {
-                        return violation(
-                            "NotLeader names the leader",
-                            format!("node {target} said {leader:?}"),
-                        );
-                    }
-                    match leader {
-                        Some(l) if attempt == 0 && !self.nodes[l as usize].crashed => target = l,
-                        _ => return Ok(()),
-                    }
-                }
-                Err(e) => return violation("propose errors", format!("node {target}: {e}")),
-            }
-        }
-        Ok(())
-    }
-
-    /// Step: a client asks a random live node for a linearizable read.
-    pub fn read(&mut self) -> Result<(), Violation> {
-        self.begin_step();
-        let live = self.live();
-        if let Some(&first) = live.choose(&mut self.rng) {
-            self.next_read_ctx += 1;
-            let ctx = self.next_read_ctx;
-            let mut target = first;
-            for attempt in 0..2 {
-                match self.nodes[target as usize].raft.read_index(ctx) {
-                    Ok(()) => {
-                        self.counters.reads += 1;
-                        self.checker.read_requested(ctx, target);
-                        self.log(|| format!("read_index at n{target} ctx={ctx}"));
-                        self.process_ready(target, None)?;
-                        break;
-                    }
-                    Err(RaftError::NotLeader { leader: Some(l) })
-                        if attempt == 0 && !self.nodes[l as usize].crashed =>
-                    {
-                        target = l
-                    }
-                    Err(RaftError::NotLeader { .. }) => break,
-                    Err(e) => return violation("read_index errors", format!("node {target}: {e}")),
-                }
-            }
-        }
-        self.end_step()
-    }
-
-    /// Step: node `n` crashes (memory kept; no ticks, no messages).
+    /// Step: node `n` crashes (state kept; it takes nothing until restored).
     pub fn crash(&mut self, n: NodeId) -> Result<(), Violation> {
         self.begin_step();
         self.counters.crashes += 1;
         self.log(|| format!("CRASH n{n}"));
-        self.nodes[n as usize].crashed = true;
-        self.nodes[n as usize].raft.crash();
-        if self.nodes[n as usize].raft.role() != Role::Follower
-            || self.nodes[n as usize].raft.leader().is_some()
-        {
+        let rt = &mut self.nodes[n as usize].rt;
+        let (reply, mut done) = oneshot::channel();
+        rt.handle(Request::Crash { reply });
+        rt.end_turn();
+        if done.try_recv().is_err() {
+            return violation("crash is answered", format!("node {n}"));
+        }
+        if rt.raft().role() != Role::Follower || rt.raft().leader().is_some() {
             return violation(
                 "crash semantics",
-                format!("node {n} is not a leaderless follower after crash()"),
+                format!("node {n} is not a leaderless follower after crash"),
             );
         }
-        self.process_ready(n, None)?;
-        self.end_step()
+        self.end_step(Some(n))
     }
 
     /// Step: node `n` comes back from a crash.
@@ -355,56 +326,22 @@ impl World {
         self.begin_step();
         self.counters.restores += 1;
         self.log(|| format!("RESTORE n{n}"));
-        self.nodes[n as usize].crashed = false;
-        self.nodes[n as usize].raft.restore();
-        self.process_ready(n, None)?;
-        self.end_step()
+        let rt = &mut self.nodes[n as usize].rt;
+        let (reply, mut done) = oneshot::channel();
+        rt.handle(Request::Restore { reply });
+        rt.end_turn();
+        if done.try_recv().is_err() {
+            return violation("restore is answered", format!("node {n}"));
+        }
+        self.end_step(Some(n))
     }
 
-    /// Step: node `n` restarts from its store, losing its memory (with a
-    /// disk: the power is cut first, see `disk.rs`).
+    /// Step: node `n` loses power and restarts from its store.
     pub fn reboot(&mut self, n: NodeId) -> Result<(), Violation> {
         self.begin_step();
         self.counters.reboots += 1;
         self.restart_node(n, None)?;
-        self.process_ready(n, None)?;
-        self.end_step()
-    }
-
-    /// A new core for node `n` from its store; the state machine restarts
-    /// from the store's snapshot.
-    pub(super) fn rebuild_core(&mut self, n: NodeId) -> Result<(), Violation> {
-        let node = &self.nodes[n as usize];
-        let boot = node.boots + 1;
-        let cfg = self.config(n, boot);
-        let raft = match Raft::new(
-            cfg,
-            node.hard_state,
-            node.snapshot.clone(),
-            node.log.clone(),
-        ) {
-            Ok(r) => r,
-            Err(e) => return violation("storage restores", format!("node {n}: {e}")),
-        };
-        self.log(|| {
-            format!(
-                "REBOOT n{n} from {:?} + snapshot at {} + {} entries",
-                node.hard_state,
-                node.snapshot.index,
-                node.log.len()
-            )
-        });
-        let snap = node.snapshot.clone();
-        let node = &mut self.nodes[n as usize];
-        node.raft = raft;
-        node.boots = boot;
-        node.apply_cursor = 0;
-        node.crashed = false;
-        node.unadvanced = None;
-        if snap.index > 0 {
-            self.load_snapshot(n, &snap)?;
-        }
-        Ok(())
+        self.end_step(Some(n))
     }
 
     /// Step: the partition changes.
@@ -417,15 +354,19 @@ impl World {
         self.counters.partitions += 1;
         self.log(|| format!("PARTITION {describe}"));
         apply(&mut self.net);
-        self.end_step()
+        self.end_step(None)
     }
 
-    /// Messages due now plus one tick per live node, in random order.
+    /// Messages due now, one tick per live node, the due `Unreachable`
+    /// reports and, on nodes with writes queued, sometimes a completion,
+    /// in random order.
     pub fn run_tick(&mut self) -> Result<(), Violation> {
         self.tick += 1;
         enum Ev {
             Tick(NodeId),
             Msg(Message),
+            Complete(NodeId),
+            Unreachable(NodeId, NodeId),
         }
         let mut evs: Vec<Ev> = self
             .net
@@ -434,12 +375,36 @@ impl World {
             .map(Ev::Msg)
             .collect();
         evs.extend(self.live().into_iter().map(Ev::Tick));
+        // Each node gets one or two chances a tick to complete writes, so
+        // several Readies are often outstanding at once.
+        for n in 0..self.nodes.len() as NodeId {
+            for _ in 0..self.rng.gen_range(1..=2) {
+                evs.push(Ev::Complete(n));
+            }
+        }
+        let now = self.tick;
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unreachable)
+            .into_iter()
+            .partition(|(t, _, _)| *t <= now);
+        self.unreachable = later;
+        evs.extend(
+            due.into_iter()
+                .map(|(_, to, peer)| Ev::Unreachable(to, peer)),
+        );
         evs.shuffle(&mut self.rng);
         for ev in evs {
             match ev {
-                Ev::Tick(n) if !self.nodes[n as usize].crashed => self.tick_node(n)?,
+                Ev::Tick(n) if !self.nodes[n as usize].crashed() => self.tick_node(n)?,
                 Ev::Tick(_) => {}
                 Ev::Msg(m) => self.deliver(m)?,
+                Ev::Complete(n) => {
+                    if !self.nodes[n as usize].rt.writer_mut().queue.is_empty()
+                        && self.rng.gen_bool(0.6)
+                    {
+                        self.complete_writes(n)?;
+                    }
+                }
+                Ev::Unreachable(to, peer) => self.report_unreachable(to, peer)?,
             }
             // Leader churn strikes between any two steps, e.g. between an ack
             // and the next batch.

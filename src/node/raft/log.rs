@@ -36,6 +36,9 @@ pub struct RaftLog {
     unstable: LogIndex,
     /// Last index known durable. `persisted < unstable`.
     persisted: LogIndex,
+    /// The seeded `apply-uncommitted` bug: hand out durable entries past
+    /// the commit index. Always `false` outside the simulation's self-test.
+    pub(super) apply_past_commit: bool,
 }
 
 /// Why an AppendEntries could not be matched, as the follower reports it.
@@ -92,6 +95,7 @@ impl RaftLog {
             applied: offset,
             unstable: last + 1,
             persisted: last,
+            apply_past_commit: false,
         })
     }
 
@@ -289,6 +293,9 @@ impl RaftLog {
     /// Only durable entries are applied: on a follower the commit index
     /// can run ahead of what its own disk holds.
     fn applicable(&self) -> LogIndex {
+        if self.apply_past_commit {
+            return self.persisted.min(self.last_index()).max(self.applied);
+        }
         self.commit.min(self.persisted.max(self.applied))
     }
 
@@ -300,12 +307,15 @@ impl RaftLog {
     /// count as applied.
     pub fn take_committed(&mut self) -> Vec<Entry> {
         assert!(
-            self.applied <= self.commit,
+            self.applied <= self.commit || self.apply_past_commit,
             "invariant: applied <= commit (applied {}, commit {})",
             self.applied,
             self.commit
         );
         let upto = self.applicable();
+        if self.apply_past_commit && upto.min(self.last_index()) <= self.applied {
+            return Vec::new();
+        }
         let (from, to) = (
             (self.applied - self.offset) as usize,
             (upto - self.offset) as usize,

@@ -5,6 +5,7 @@
 //! `replication.rs` and `ready.rs`) is the node; `log`, `progress`,
 //! `election` and `read_only` are its parts; `config` and `error` its edges.
 
+pub mod bugs;
 mod config;
 mod election;
 mod error;
@@ -18,6 +19,7 @@ mod replication;
 mod step;
 pub mod types;
 
+pub use bugs::SeededBugs;
 pub use config::RaftConfig;
 pub use error::RaftError;
 pub use raft::Raft;

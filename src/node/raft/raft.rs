@@ -13,6 +13,7 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
+use super::bugs::SeededBugs;
 use super::config::RaftConfig;
 use super::election::{ElectionTimer, VoteResult, VoteTracker};
 use super::error::RaftError;
@@ -62,6 +63,9 @@ pub struct Raft {
     /// Readies whose entries are not known durable yet: (number, last index,
     /// last term), in order.
     pub(super) unpersisted: std::collections::VecDeque<(u64, LogIndex, Term)>,
+    /// Rules to break on purpose (the simulation's self-test); `NONE` unless
+    /// `inject_bugs` was called, which production never does.
+    pub(super) bugs: SeededBugs,
 }
 
 impl std::fmt::Debug for Raft {
@@ -153,6 +157,7 @@ impl Raft {
             },
             ready_number: 0,
             unpersisted: std::collections::VecDeque::new(),
+            bugs: SeededBugs::NONE,
             cfg: config,
         })
     }
@@ -244,6 +249,16 @@ impl Raft {
     /// Back from a crash: a follower with a fresh randomized election timer.
     pub fn restore(&mut self) {
         self.become_follower(self.term, None);
+    }
+
+    /// Test-only: break the rules `bugs` names (see `bugs.rs`).
+    pub fn inject_bugs(&mut self, bugs: SeededBugs) {
+        self.bugs = bugs;
+        self.log.apply_past_commit = bugs.apply_uncommitted;
+    }
+
+    pub fn bugs(&self) -> SeededBugs {
+        self.bugs
     }
 
     pub fn status(&self) -> Status {

@@ -309,7 +309,9 @@ impl Raft {
         };
         let can_vote =
             self.vote == Some(msg.from) || (self.vote.is_none() && self.leader.is_none());
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let up_to_date =
+            self.bugs.no_election_restriction || self.log.is_up_to_date(last_index, last_term);
+        let granted = can_vote && up_to_date;
         if granted {
             self.vote = Some(msg.from);
             self.election.reset(&mut self.rng);
@@ -322,6 +324,9 @@ impl Raft {
             return;
         }
         self.votes.record(from, granted);
+        if granted && self.bugs.double_vote {
+            self.votes.extra_granted += 1;
+        }
         match self.votes.result(self.quorum()) {
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => self.become_follower(self.term, None),

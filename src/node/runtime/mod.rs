@@ -35,7 +35,9 @@ use crate::node::error::NodeError;
 use crate::node::events::EventKind;
 use crate::node::metadata::Metadata;
 use crate::node::peer_wire;
-use crate::node::raft::{Entry, HardState, Message, NodeId, Raft, RaftError, Ready, Role, Term};
+use crate::node::raft::{
+    Entry, HardState, Message, NodeId, Raft, RaftError, Ready, Role, SeededBugs, Term,
+};
 
 pub use io::{Transport, Write, Writer};
 pub use request::{describe, LogLine, Reply, Request};
@@ -72,6 +74,9 @@ pub struct Runtime<W: Writer, T: Transport> {
     snapshots: Snapshots,
     /// Set when a write failed; the shell then stops.
     failed: Option<String>,
+    /// Every entry applied, kept for the simulation's checker when it asked
+    /// (`observe_applies`); `None` (nothing kept) in production.
+    applied_log: Option<Vec<Entry>>,
 }
 
 impl<W: Writer, T: Transport> Runtime<W, T> {
@@ -108,7 +113,28 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             stall,
             snapshots: Snapshots::new(snapshot_threshold),
             failed: None,
+            applied_log: None,
         }
+    }
+
+    /// Test-only: break the Raft rules `bugs` names (the simulation's
+    /// self-test; production never calls this).
+    pub fn inject_bugs(&mut self, bugs: SeededBugs) {
+        self.raft.inject_bugs(bugs);
+    }
+
+    /// Keep every entry applied from now on, for `take_applied` (the
+    /// simulation checks them against what the cluster committed).
+    pub fn observe_applies(&mut self) {
+        self.applied_log.get_or_insert_with(Vec::new);
+    }
+
+    /// The entries applied since the last call (with `observe_applies`).
+    pub fn take_applied(&mut self) -> Vec<Entry> {
+        self.applied_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -387,9 +413,10 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             }
         }
         // 1. The leader's replication requests leave at once.
+        let unsafe_acks = self.raft.bugs().ack_before_persist;
         let (now, later): (Vec<Message>, Vec<Message>) = std::mem::take(&mut rd.messages)
             .into_iter()
-            .partition(Message::may_precede_persist);
+            .partition(|m| unsafe_acks || m.may_precede_persist());
         for msg in now {
             self.send(msg);
         }
@@ -473,6 +500,9 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
     }
 
     fn apply(&mut self, entry: &Entry) {
+        if let Some(log) = &mut self.applied_log {
+            log.push(entry.clone());
+        }
         let result = if entry.data.is_empty() {
             self.metadata.mark_applied(entry.index);
             None

@@ -148,7 +148,7 @@ fn a_single_node_answers_only_after_its_write_is_durable() {
     );
     assert_eq!(rt.raft().commit_index(), 1, "only the no-op is committed");
     complete(&mut rt);
-    assert_eq!(answer.try_recv().unwrap().unwrap(), true);
+    assert!(answer.try_recv().unwrap().unwrap());
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn the_leader_sends_before_its_write_and_counts_itself_after() {
     assert!(answer.try_recv().is_err());
     complete(&mut rt);
     assert_eq!(rt.raft().commit_index(), 2);
-    assert_eq!(answer.try_recv().unwrap().unwrap(), true);
+    assert!(answer.try_recv().unwrap().unwrap());
 }
 
 #[test]

@@ -19,9 +19,9 @@ pub mod wal;
 
 pub use fs::{CrashMode, FileSystem, RealFs, SimFs};
 pub use mem::MemStore;
-pub use volatile::Volatile;
 pub use meta::{ClusterMeta, MetaError};
 pub use snapshot::{PreparedSnapshot, SnapshotPreparer};
+pub use volatile::Volatile;
 pub use wal::{DiskOptions, DiskStore, FsyncPolicy, Recovery, WalError, WalStats};
 
 use crate::node::raft::{Entry, HardState, Snapshot};
