@@ -13,9 +13,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::xmlrpc::client::{chain, MAX_RESPONSE_BYTES, POOL_IDLE_TIMEOUT};
+use crate::xmlrpc::client::{chain, pooled_http, MAX_RESPONSE_BYTES};
 
 /// Why a POST produced no HTTP answer.
 #[derive(thiserror::Error, Debug)]
@@ -48,13 +47,7 @@ impl JsonClient {
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(format!("bad endpoint `{base}`: expected http://host:port"));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let http = pooled_http(timeout);
         Ok(JsonClient {
             http,
             base,

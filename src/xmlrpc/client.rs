@@ -98,13 +98,7 @@ impl Client {
                 Some(_) => Ok(uri),
                 None => Err(format!("bad address `{addr}`: expected host:port")),
             });
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let http = pooled_http(timeout);
         Client { http, uri, timeout }
     }
 
@@ -147,6 +141,22 @@ impl Client {
             Err(_) => Err(CallError::Timeout),
         }
     }
+}
+
+/// A pooled keep-alive HTTP/1.1 client: `TCP_NODELAY`, connects bounded by
+/// `timeout`, idle connections dropped after [`POOL_IDLE_TIMEOUT`]. The
+/// XML-RPC client and the benchmark's JSON client both use it, so they
+/// measure servers alike.
+pub fn pooled_http(
+    timeout: Duration,
+) -> hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeout));
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
 }
 
 /// An error and its causes, `outer: inner: innermost` (hyper's own messages
