@@ -472,7 +472,12 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
         }
         let role = rd.soft_state.map_or(self.role, |ss| ss.role);
         if role == Role::Candidate && (self.role != Role::Candidate || term != self.term) {
+            tracing::info!(node = self.id, term, "election timeout: campaigning");
             self.publisher.emit(EventKind::ElectionStarted { term });
+        }
+        if role != self.role || term != self.term {
+            let leader = rd.soft_state.and_then(|ss| ss.leader);
+            tracing::info!(node = self.id, term, ?role, ?leader, "role or term changed");
         }
         if let Some(hs) = rd.hard_state {
             if let Some(candidate) = hs.vote {
