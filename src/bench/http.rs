@@ -9,29 +9,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::Uri;
 
-use crate::xmlrpc::client::{chain, pooled_http, MAX_RESPONSE_BYTES};
+use crate::xmlrpc::client::{pooled_http, post, HttpClient};
 
-/// Why a POST produced no HTTP answer.
-#[derive(thiserror::Error, Debug)]
-pub enum HttpError {
-    /// No connection could be made; the request was not delivered.
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    /// The connection failed during the exchange.
-    #[error("transport error: {0}")]
-    Transport(String),
-    #[error("no answer within the timeout")]
-    Timeout,
-}
+/// Why a POST produced no HTTP answer (the XML-RPC client's reasons).
+pub use crate::xmlrpc::client::PostError as HttpError;
 
 #[derive(Clone)]
 pub struct JsonClient {
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
     /// `http://host:port` without a trailing slash.
     base: String,
     timeout: Duration,
@@ -64,30 +51,7 @@ impl JsonClient {
         let uri: Uri = format!("{}{path}", self.base)
             .parse()
             .map_err(|e| HttpError::Connect(format!("bad path {path}: {e}")))?;
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = uri;
-        req.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    HttpError::Connect(chain(&e))
-                } else {
-                    HttpError::Transport(chain(&e))
-                }
-            })?;
-            let status = resp.status().as_u16();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| HttpError::Transport(chain(&*e)))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(HttpError::Timeout),
-        }
+        let (status, body) = post(&self.http, uri, "application/json", body, self.timeout).await?;
+        Ok((status.as_u16(), body))
     }
 }

@@ -107,39 +107,72 @@ impl Client {
         let uri = self.uri.clone().map_err(CallError::Connect)?;
         let mut body = Vec::with_capacity(256);
         codec::encode_call(method, params, &mut body);
-        let mut req = Request::new(Full::new(Bytes::from(body)));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = uri;
-        req.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
-
-        let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    CallError::Connect(chain(&e))
-                } else {
-                    CallError::Transport(chain(&e))
-                }
-            })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| CallError::Transport(chain(&*e)))?
-                .to_bytes();
-            if status != hyper::StatusCode::OK {
-                return Err(CallError::Http(status.as_u16()));
-            }
-            match codec::parse_response(&body) {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(fault)) => Err(CallError::Fault(fault)),
-                Err(e) => Err(CallError::Decode(e)),
-            }
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(CallError::Timeout),
+        let post = post(&self.http, uri, "text/xml", Bytes::from(body), self.timeout);
+        let (status, body) = post.await.map_err(|e| match e {
+            PostError::Connect(e) => CallError::Connect(e),
+            PostError::Transport(e) => CallError::Transport(e),
+            PostError::Timeout => CallError::Timeout,
+        })?;
+        if status != hyper::StatusCode::OK {
+            return Err(CallError::Http(status.as_u16()));
         }
+        match codec::parse_response(&body) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(fault)) => Err(CallError::Fault(fault)),
+            Err(e) => Err(CallError::Decode(e)),
+        }
+    }
+}
+
+/// The pooled HTTP client both the XML-RPC client and the bench use.
+pub type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// Why a POST got no complete HTTP answer.
+#[derive(thiserror::Error, Debug)]
+pub enum PostError {
+    /// No connection could be made; the request was not delivered.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The connection failed during the exchange.
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("no answer within the timeout")]
+    Timeout,
+}
+
+/// POSTs `body` as `content_type` to `uri` and returns the status and the
+/// whole answer body (at most [`MAX_RESPONSE_BYTES`]), all within `timeout`.
+pub async fn post(
+    http: &HttpClient,
+    uri: Uri,
+    content_type: &'static str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(hyper::StatusCode, Bytes), PostError> {
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = uri;
+    req.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let exchange = async {
+        let resp = http.request(req).await.map_err(|e| {
+            if e.is_connect() {
+                PostError::Connect(chain(&e))
+            } else {
+                PostError::Transport(chain(&e))
+            }
+        })?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| PostError::Transport(chain(&*e)))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(PostError::Timeout),
     }
 }
 
