@@ -47,11 +47,17 @@ fn mix_with(name: &str, per_run: u64) -> SimStats {
         let s = run(1000 * nodes as u64, SEEDS, &opts);
         // Every run elects, commits and serves reads, or the test proves nothing.
         assert!(s.leaders_elected >= s.runs, "{name}/{nodes}: {s}");
-        assert!(s.updates_true >= s.runs * per_run, "{name}/{nodes}: {s}");
-        assert!(s.updates_false > 0, "{name}/{nodes}: {s}");
-        assert!(s.reads_served > 0, "{name}/{nodes}: {s}");
-        assert!(s.ops_checked > s.updates_true, "{name}/{nodes}: {s}");
-        assert!(s.committed >= s.updates_true);
+        assert!(
+            s.clients.updates_true >= s.runs * per_run,
+            "{name}/{nodes}: {s}"
+        );
+        assert!(s.clients.updates_false > 0, "{name}/{nodes}: {s}");
+        assert!(s.clients.reads_served > 0, "{name}/{nodes}: {s}");
+        assert!(
+            s.clients.ops_checked > s.clients.updates_true,
+            "{name}/{nodes}: {s}"
+        );
+        assert!(s.committed >= s.clients.updates_true);
         assert!(s.writes_completed > 0);
         total.add(&s);
     }
@@ -100,7 +106,10 @@ fn reboot() {
 fn isolate() {
     let s = mix("isolate");
     assert!(s.partitions >= s.runs, "{s}");
-    assert!(s.updates_unknown > 0, "calls on the deposed leader: {s}");
+    assert!(
+        s.clients.updates_unknown > 0,
+        "calls on the deposed leader: {s}"
+    );
 }
 
 #[test]
@@ -157,7 +166,7 @@ fn long_runs() {
         ..SimOptions::default()
     };
     let s = run(9000, 40, &opts);
-    assert!(s.updates_true > 40 * 100, "{s}");
+    assert!(s.clients.updates_true > 40 * 100, "{s}");
     println!("long runs:\n{s}");
 }
 

@@ -83,6 +83,20 @@ pub struct ClientStats {
     pub ops_checked: u64,
 }
 
+impl ClientStats {
+    pub fn add(&mut self, o: &ClientStats) {
+        self.updates += o.updates;
+        self.updates_true += o.updates_true;
+        self.updates_false += o.updates_false;
+        self.updates_unknown += o.updates_unknown;
+        self.updates_refused += o.updates_refused;
+        self.reads += o.reads;
+        self.reads_served += o.reads_served;
+        self.histories_checked += o.histories_checked;
+        self.ops_checked += o.ops_checked;
+    }
+}
+
 pub struct Clients {
     clients: Vec<Client>,
     /// Calls their client gave up on (their outcome is unknown to it); they

@@ -15,6 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::checker::{violation, Violation};
+use super::clients::ClientStats;
 use super::options::{Plan, SimOptions};
 use super::world::World;
 use crate::node::raft::{NodeId, Role, SeededBugs};
@@ -28,17 +29,8 @@ pub struct SimStats {
     pub leaders_elected: u64,
     pub max_term: u64,
     pub committed: u64,
-    /// `updatefile` calls, and how they were answered.
-    pub updates: u64,
-    pub updates_true: u64,
-    pub updates_false: u64,
-    pub updates_unknown: u64,
-    pub updates_refused: u64,
-    /// `getfileinfomap` calls, and how many returned a map.
-    pub reads: u64,
-    pub reads_served: u64,
-    /// Operations in the per-file histories the linearizability checker judged.
-    pub ops_checked: u64,
+    /// The clients' calls, their answers, and what the checker judged.
+    pub clients: ClientStats,
     pub writes_completed: u64,
     pub crashes: u64,
     pub restores: u64,
@@ -65,14 +57,7 @@ impl SimStats {
         self.leaders_elected += o.leaders_elected;
         self.max_term = self.max_term.max(o.max_term);
         self.committed += o.committed;
-        self.updates += o.updates;
-        self.updates_true += o.updates_true;
-        self.updates_false += o.updates_false;
-        self.updates_unknown += o.updates_unknown;
-        self.updates_refused += o.updates_refused;
-        self.reads += o.reads;
-        self.reads_served += o.reads_served;
-        self.ops_checked += o.ops_checked;
+        self.clients.add(&o.clients);
         self.writes_completed += o.writes_completed;
         self.crashes += o.crashes;
         self.restores += o.restores;
@@ -106,17 +91,17 @@ impl fmt::Display for SimStats {
         writeln!(
             f,
             "updatefile {} (true {}, false {}, unknown {}, refused {}), entries committed {}",
-            self.updates,
-            self.updates_true,
-            self.updates_false,
-            self.updates_unknown,
-            self.updates_refused,
+            self.clients.updates,
+            self.clients.updates_true,
+            self.clients.updates_false,
+            self.clients.updates_unknown,
+            self.clients.updates_refused,
             self.committed
         )?;
         writeln!(
             f,
             "getfileinfomap {} (served {}); linearizability checked over {} file operations",
-            self.reads, self.reads_served, self.ops_checked
+            self.clients.reads, self.clients.reads_served, self.clients.ops_checked
         )?;
         writeln!(
             f,
@@ -251,14 +236,7 @@ fn stats(w: &World, heal_ticks: u64) -> SimStats {
         leaders_elected: w.checker.leaders_elected(),
         max_term: w.checker.max_term(),
         committed: w.checker.commit_len(),
-        updates: c.updates,
-        updates_true: c.updates_true,
-        updates_false: c.updates_false,
-        updates_unknown: c.updates_unknown,
-        updates_refused: c.updates_refused,
-        reads: c.reads,
-        reads_served: c.reads_served,
-        ops_checked: c.ops_checked,
+        clients: c.clone(),
         writes_completed: w.counters.writes_completed,
         crashes: w.counters.crashes,
         restores: w.counters.restores,
