@@ -61,6 +61,7 @@ fn config() -> RaftConfig {
         max_entries_per_message: 64,
         max_bytes_per_message: 1 << 20,
         max_inflight: 4,
+        pre_vote: true,
     }
 }
 

@@ -18,6 +18,16 @@ pub struct NodeEvent {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventKind {
+    /// This node's election timer fired: it asks for pre-votes for `term`
+    /// (its own + 1) before raising its term.
+    PreVoteStarted {
+        term: Term,
+    },
+    /// A majority refused this node's pre-vote for `term` (a leader is
+    /// still heard, or its log is behind): its term stays as it was.
+    PreVoteRefused {
+        term: Term,
+    },
     /// This node became a candidate.
     ElectionStarted {
         term: Term,
@@ -69,6 +79,10 @@ pub enum EventKind {
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            EventKind::PreVoteStarted { term } => write!(f, "asking for pre-votes for term {term}"),
+            EventKind::PreVoteRefused { term } => {
+                write!(f, "pre-vote for term {term} refused: term unchanged")
+            }
             EventKind::ElectionStarted { term } => write!(f, "election started for term {term}"),
             EventKind::VoteGranted { candidate, term } => {
                 write!(f, "voted for node {candidate} in term {term}")

@@ -166,6 +166,7 @@ impl NodeOptions {
             max_entries_per_message: self.max_entries_per_message,
             max_bytes_per_message: self.max_bytes_per_message,
             max_inflight: self.max_inflight,
+            pre_vote: true,
         }
     }
 }

@@ -55,9 +55,11 @@ pub enum WireError {
 pub fn method_for(msg: &Message) -> Option<&'static str> {
     match msg.body {
         MessageBody::AppendEntries { .. } => Some(APPEND_ENTRIES),
-        MessageBody::RequestVote { .. } => Some(REQUEST_VOTE),
+        MessageBody::RequestVote { .. } | MessageBody::PreVote { .. } => Some(REQUEST_VOTE),
         MessageBody::InstallSnapshot { .. } => Some(INSTALL_SNAPSHOT),
-        MessageBody::AppendEntriesResponse { .. } | MessageBody::RequestVoteResponse { .. } => None,
+        MessageBody::AppendEntriesResponse { .. }
+        | MessageBody::RequestVoteResponse { .. }
+        | MessageBody::PreVoteResponse { .. } => None,
     }
 }
 
@@ -106,14 +108,24 @@ pub fn encode(msg: &Message) -> Value {
         MessageBody::RequestVote {
             last_index,
             last_term,
+        }
+        | MessageBody::PreVote {
+            last_index,
+            last_term,
         } => {
             m.insert("last_index".into(), num(*last_index));
             m.insert("last_term".into(), num(*last_term));
         }
-        MessageBody::RequestVoteResponse { granted } => {
+        MessageBody::RequestVoteResponse { granted } | MessageBody::PreVoteResponse { granted } => {
             m.insert("granted".into(), Value::Bool(*granted));
         }
         MessageBody::InstallSnapshot { .. } => unreachable!("encoded as a chunk above"),
+    }
+    if matches!(
+        msg.body,
+        MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. }
+    ) {
+        m.insert("pre_vote".into(), Value::Bool(true));
     }
     Value::Struct(m)
 }
@@ -134,6 +146,13 @@ impl Fields<'_> {
             .get(name)
             .and_then(Value::as_bool)
             .ok_or(WireError::Field(name))
+    }
+    /// An optional flag: absent is false (senders before pre-vote, graders).
+    fn flag(&self, name: &'static str) -> Result<bool, WireError> {
+        match self.0.get(name) {
+            None => Ok(false),
+            Some(_) => self.bool(name),
+        }
     }
 }
 
@@ -158,6 +177,11 @@ pub fn decode_request(method: &str, params: &[Value]) -> Result<Message, WireErr
             entries: decode_entries(blob)?,
             commit: f.u64("commit")?,
             read_seq: f.u64("read_seq")?,
+        }
+    } else if f.flag("pre_vote")? {
+        MessageBody::PreVote {
+            last_index: f.u64("last_index")?,
+            last_term: f.u64("last_term")?,
         }
     } else {
         MessageBody::RequestVote {
@@ -186,6 +210,10 @@ pub fn decode_response(method: &str, value: &Value) -> Result<Message, WireError
             conflict_index: f.u64("conflict_index")?,
             conflict_term: f.u64("conflict_term")?,
             read_seq: f.u64("read_seq")?,
+        }
+    } else if f.flag("pre_vote")? {
+        MessageBody::PreVoteResponse {
+            granted: f.bool("granted")?,
         }
     } else {
         MessageBody::RequestVoteResponse {
@@ -281,6 +309,41 @@ mod tests {
             },
         };
         assert_eq!(decode_request(REQUEST_VOTE, &[encode(&v)]).unwrap(), v);
+        let p = Message {
+            body: MessageBody::PreVote {
+                last_index: 10,
+                last_term: 2,
+            },
+            ..v.clone()
+        };
+        assert_eq!(decode_request(REQUEST_VOTE, &[encode(&p)]).unwrap(), p);
+        assert_ne!(encode(&p), encode(&v), "a pre-vote is marked on the wire");
+    }
+
+    #[test]
+    fn pre_vote_flag_is_optional_and_must_be_a_boolean() {
+        let v = Message {
+            from: 0,
+            to: 1,
+            term: 3,
+            ctx: 0,
+            body: MessageBody::RequestVote {
+                last_index: 1,
+                last_term: 1,
+            },
+        };
+        let Value::Struct(mut s) = encode(&v) else {
+            panic!("a struct")
+        };
+        assert!(!s.contains_key("pre_vote"), "a plain vote has no flag");
+        s.insert("pre_vote".into(), Value::Bool(false));
+        let plain = Value::Struct(s.clone());
+        assert_eq!(decode_request(REQUEST_VOTE, &[plain]).unwrap(), v);
+        s.insert("pre_vote".into(), Value::String("yes".into()));
+        assert_eq!(
+            decode_request(REQUEST_VOTE, &[Value::Struct(s)]),
+            Err(WireError::Field("pre_vote"))
+        );
     }
 
     #[test]
@@ -304,6 +367,11 @@ mod tests {
             ..r
         };
         assert_eq!(decode_response(REQUEST_VOTE, &encode(&g)).unwrap(), g);
+        let p = Message {
+            body: MessageBody::PreVoteResponse { granted: true },
+            ..g
+        };
+        assert_eq!(decode_response(REQUEST_VOTE, &encode(&p)).unwrap(), p);
     }
 
     #[test]

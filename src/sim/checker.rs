@@ -131,7 +131,15 @@ impl Checker {
         const INV: &str = "durable before send";
         let hs = &store.hard_state;
         for m in msgs {
-            if m.term > hs.term {
+            // A pre-vote carries the term asked about, one past the sender's
+            // own; a granted pre-vote, the term it was asked about, and it
+            // promises nothing.
+            let own_term = match m.body {
+                MessageBody::PreVote { .. } => m.term.saturating_sub(1),
+                MessageBody::PreVoteResponse { granted: true } => continue,
+                _ => m.term,
+            };
+            if own_term > hs.term {
                 return violation(
                     INV,
                     format!(

@@ -15,7 +15,7 @@ use super::trace;
 use super::world::World;
 use super::writer::{ModelStore, SimWriter};
 use crate::node::metadata::Metadata;
-use crate::node::raft::{MessageBody, NodeId, Raft};
+use crate::node::raft::{NodeId, Raft};
 use crate::node::runtime::io::Write;
 use crate::node::runtime::Request;
 use crate::node::storage::CrashMode;
@@ -76,12 +76,10 @@ impl World {
             match call.answer.try_recv() {
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => still.push(call),
                 Ok(Ok(m)) => {
-                    let is_vote = matches!(m.body, MessageBody::RequestVoteResponse { .. });
-                    let is_append = matches!(m.body, MessageBody::AppendEntriesResponse { .. });
                     if m.to != call.from
                         || m.from != n
-                        || is_vote != call.vote
-                        || !(is_vote || is_append)
+                        || !m.body.is_response()
+                        || m.body.exchange() != call.exchange
                     {
                         return violation(
                             "one response per request",

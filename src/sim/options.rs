@@ -147,6 +147,10 @@ pub struct Plan {
     /// Nodes write the real write-ahead log to a simulated disk with
     /// segments of this size; `None`: the model store only.
     pub disk_segment_bytes: Option<u64>,
+    /// The cores run pre-vote and ignore candidates while they hear a
+    /// leader (production's setting); off in a quarter of the runs, so the
+    /// plain algorithm stays covered.
+    pub pre_vote: bool,
 }
 
 impl Plan {
@@ -167,6 +171,7 @@ impl Plan {
         };
         let disk = rng.gen_bool(0.5);
         let segment_bytes = rng.gen_range(256..=8192);
+        let pre_vote = rng.gen_bool(0.75);
         let nodes = opts.nodes.unwrap_or(nodes);
         if nodes == 0 {
             return Err("--nodes must be at least 1".into());
@@ -194,6 +199,7 @@ impl Plan {
             max_inflight,
             snapshot_every,
             disk_segment_bytes,
+            pre_vote,
         })
     }
 }

@@ -36,6 +36,15 @@ pub fn msg(m: &Message) -> String {
         MessageBody::RequestVoteResponse { granted } => {
             format!("Vote {}", if *granted { "granted" } else { "denied" })
         }
+        MessageBody::PreVote {
+            last_index,
+            last_term,
+        } => {
+            format!("PreVote last=({last_index},t{last_term})")
+        }
+        MessageBody::PreVoteResponse { granted } => {
+            format!("PreVote {}", if *granted { "granted" } else { "denied" })
+        }
         MessageBody::InstallSnapshot { snapshot } => format!(
             "InstallSnapshot ({},t{}) {} bytes",
             snapshot.index,

@@ -19,9 +19,7 @@ use super::trace;
 use super::writer::{ModelStore, SimTransport, SimWriter};
 use crate::node::error::NodeError;
 use crate::node::metadata::Metadata;
-use crate::node::raft::{
-    LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, Role, SeededBugs,
-};
+use crate::node::raft::{Exchange, LogIndex, Message, NodeId, Raft, RaftConfig, Role, SeededBugs};
 use crate::node::runtime::{NodeStatus, Publisher, Request, Runtime};
 
 pub type SimRuntime = Runtime<SimWriter, SimTransport>;
@@ -29,7 +27,7 @@ pub type SimRuntime = Runtime<SimWriter, SimTransport>;
 /// A peer call a node took and has not answered yet.
 pub struct PeerCall {
     pub from: NodeId,
-    pub vote: bool,
+    pub exchange: Exchange,
     pub answer: oneshot::Receiver<Result<Message, NodeError>>,
 }
 
@@ -155,6 +153,7 @@ impl World {
             max_entries_per_message: p.max_entries_per_message,
             max_bytes_per_message: p.max_bytes_per_message,
             max_inflight: p.max_inflight,
+            pre_vote: p.pre_vote,
         }
     }
 
@@ -252,10 +251,7 @@ impl World {
     pub fn deliver(&mut self, msg: Message) -> Result<(), Violation> {
         self.begin_step();
         let (from, to) = (msg.from, msg.to);
-        let is_request = !matches!(
-            msg.body,
-            MessageBody::AppendEntriesResponse { .. } | MessageBody::RequestVoteResponse { .. }
-        );
+        let is_request = !msg.body.is_response();
         if self.nodes[from as usize].crashed() || !self.net.link_up(from, to) {
             self.net.stats.dropped += 1;
             self.log(|| format!("drop    {}", trace::msg(&msg)));
@@ -268,10 +264,14 @@ impl World {
         self.log(|| format!("deliver {}", trace::msg(&msg)));
         let node = &mut self.nodes[to as usize];
         if is_request {
-            let vote = matches!(msg.body, MessageBody::RequestVote { .. });
+            let exchange = msg.body.exchange();
             let (reply, answer) = oneshot::channel();
             node.rt.handle(Request::Peer { msg, reply });
-            node.calls.push(PeerCall { from, vote, answer });
+            node.calls.push(PeerCall {
+                from,
+                exchange,
+                answer,
+            });
         } else {
             node.rt.handle(Request::PeerResponse(msg));
         }

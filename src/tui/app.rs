@@ -39,6 +39,7 @@ impl NodeView {
         }
         match self.status.raft.role {
             Role::Leader => RoleView::Leader,
+            Role::PreCandidate => RoleView::PreCandidate,
             Role::Candidate => RoleView::Candidate,
             Role::Follower => RoleView::Follower,
         }
@@ -49,6 +50,8 @@ impl NodeView {
 pub enum RoleView {
     Leader,
     Follower,
+    /// Asking for pre-votes: its term has not moved.
+    PreCandidate,
     Candidate,
     Crashed,
     /// Stopped by a failed disk write; `k` restarts it from its data dir.
@@ -60,6 +63,7 @@ impl RoleView {
         match self {
             RoleView::Leader => "Leader",
             RoleView::Follower => "Follower",
+            RoleView::PreCandidate => "PreVote",
             RoleView::Candidate => "Candidate",
             RoleView::Crashed => "CRASHED",
             RoleView::Failed => "FAILED",
@@ -274,7 +278,8 @@ impl App {
 
     pub fn push_event(&mut self, ev: NodeEvent) {
         let tone = match &ev.kind {
-            EventKind::ElectionStarted { .. } => Tone::Election,
+            EventKind::ElectionStarted { .. } | EventKind::PreVoteStarted { .. } => Tone::Election,
+            EventKind::PreVoteRefused { .. } => Tone::Info,
             EventKind::VoteGranted { .. } => Tone::Vote,
             EventKind::LeaderElected { .. } => Tone::Leader,
             EventKind::LeadershipLost { .. } => Tone::LeadershipLost,

@@ -100,6 +100,7 @@ pub fn role_style(role: RoleView) -> Style {
         RoleView::Leader => Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
         RoleView::Follower => Style::new().fg(Color::Cyan),
         RoleView::Candidate => Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        RoleView::PreCandidate => Style::new().fg(Color::Yellow),
         RoleView::Crashed | RoleView::Failed => Style::new()
             .fg(Color::White)
             .bg(Color::Red)

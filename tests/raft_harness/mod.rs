@@ -26,6 +26,7 @@ pub fn config(id: NodeId, n: usize) -> RaftConfig {
         max_entries_per_message: 1000,
         max_bytes_per_message: 1 << 20,
         max_inflight: 4,
+        pre_vote: false,
     }
 }
 

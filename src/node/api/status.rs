@@ -28,6 +28,7 @@ pub(super) fn status(node: &NodeHandle, params: Vec<Value>) -> Result<Value, Nod
     let r = &st.raft;
     let role = match r.role {
         Role::Leader => "leader",
+        Role::PreCandidate => "pre-candidate",
         Role::Candidate => "candidate",
         Role::Follower => "follower",
     };

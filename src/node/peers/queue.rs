@@ -74,7 +74,10 @@ fn kind(msg: &Message) -> Kind {
     match &msg.body {
         MessageBody::AppendEntries { entries, .. } if entries.is_empty() => Kind::Heartbeat,
         MessageBody::AppendEntries { prev_index, .. } => Kind::Entries { prev: *prev_index },
-        MessageBody::RequestVote { .. } => Kind::Vote,
+        // A pre-vote carries the term it asks about, one past the sender's;
+        // the sender's next request is a vote or pre-vote of a term at least
+        // that, so the term rule below never drops what follows it.
+        MessageBody::RequestVote { .. } | MessageBody::PreVote { .. } => Kind::Vote,
         _ => Kind::Other,
     }
 }

@@ -25,11 +25,16 @@ pub struct RaftConfig {
     pub max_bytes_per_message: usize,
     /// Pipelined AppendEntries per follower in replicate state (at least 1).
     pub max_inflight: usize,
+    /// Disruption prevention: campaign only after a majority grants a
+    /// pre-vote (Raft thesis §9.6), and ignore RequestVote and PreVote while
+    /// a leader has been heard from within `election_ticks_min` (§4.2.3).
+    /// Off, the core is the plain algorithm of the paper's Figure 2.
+    pub pre_vote: bool,
 }
 
 impl RaftConfig {
     /// A config with the usual defaults (election 10..=20 ticks, heartbeat 3,
-    /// 64 entries / 1 MiB per message, 8 in flight, seed = id).
+    /// 64 entries / 1 MiB per message, 8 in flight, seed = id, pre-vote on).
     pub fn new(id: NodeId, members: Vec<NodeId>) -> RaftConfig {
         RaftConfig {
             id,
@@ -41,6 +46,7 @@ impl RaftConfig {
             max_entries_per_message: 64,
             max_bytes_per_message: 1 << 20,
             max_inflight: 8,
+            pre_vote: true,
         }
     }
 

@@ -35,6 +35,11 @@ impl ElectionTimer {
         self.timeout = rng.gen_range(self.min..=self.max);
     }
 
+    /// Ticks since the last reset.
+    pub fn elapsed(&self) -> u32 {
+        self.elapsed
+    }
+
     /// Count one tick; true when the timeout has passed.
     pub fn tick(&mut self) -> bool {
         self.elapsed += 1;

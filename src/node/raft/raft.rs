@@ -174,9 +174,13 @@ impl Raft {
                     self.heartbeat();
                 }
             }
-            Role::Follower | Role::Candidate => {
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
                 if self.election.tick() {
-                    self.campaign();
+                    if self.cfg.pre_vote {
+                        self.pre_campaign();
+                    } else {
+                        self.campaign();
+                    }
                 }
             }
         }
@@ -369,13 +373,30 @@ impl Raft {
 
     /// Answer `req` (same `ctx`) in our current term.
     pub(super) fn respond(&mut self, req: &Message, body: MessageBody) {
+        self.respond_in(self.term, req, body);
+    }
+
+    /// Answer `req` in `term` (a granted pre-vote answers in the term asked
+    /// about, which is not ours).
+    pub(super) fn respond_in(&mut self, term: Term, req: &Message, body: MessageBody) {
         self.msgs.push(Message {
             from: self.cfg.id,
             to: req.from,
-            term: self.term,
+            term,
             ctx: req.ctx,
             body,
         });
+    }
+
+    /// Has a leader been heard from within the minimum election timeout (or
+    /// are we it)? Then a candidate is ignored (thesis §4.2.3): a node cut
+    /// off from the leader cannot depose it while a majority still follows.
+    pub(super) fn in_lease(&self) -> bool {
+        self.cfg.pre_vote
+            && match self.role {
+                Role::Leader => true,
+                _ => self.leader.is_some() && self.election.elapsed() < self.cfg.election_ticks_min,
+            }
     }
 
     /// Become a follower in `term` (>= the current term; a higher term clears
@@ -399,7 +420,39 @@ impl Raft {
         self.read_only.reset();
     }
 
-    /// Election timeout: start a candidacy in the next term.
+    /// Election timeout with pre-vote: ask whether a majority would vote
+    /// for us in the next term, without raising ours (thesis §9.6). Only if
+    /// it would do we campaign; a node that cannot win (cut off, or with a
+    /// stale log) leaves every term alone.
+    pub(super) fn pre_campaign(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.election.reset(&mut self.rng);
+        self.heartbeat_elapsed = 0;
+        self.progress.clear();
+        self.read_only.reset();
+        self.votes.clear();
+        self.votes.record(self.cfg.id, true);
+        if self.votes.result(self.quorum()) == VoteResult::Won {
+            self.campaign();
+            return;
+        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        for peer in self.peers.clone() {
+            self.msgs.push(Message {
+                from: self.cfg.id,
+                to: peer,
+                term: self.term + 1,
+                ctx: 0,
+                body: MessageBody::PreVote {
+                    last_index,
+                    last_term,
+                },
+            });
+        }
+    }
+
+    /// Election timeout (or a won pre-vote): start a candidacy in the next term.
     pub(super) fn campaign(&mut self) {
         self.term += 1;
         self.vote = Some(self.cfg.id);

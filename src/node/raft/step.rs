@@ -45,6 +45,21 @@ impl Raft {
             });
         }
         if msg.term > self.term {
+            match msg.body {
+                MessageBody::RequestVote { .. } | MessageBody::PreVote { .. }
+                    if self.in_lease() =>
+                {
+                    // §4.2.3: a leader is heard, so this candidate is cut off
+                    // or stale. Refuse in our term, which stays as it is.
+                    self.refuse_vote(&msg);
+                    return Ok(());
+                }
+                // Asking about, or granting, a future term moves no term.
+                MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true } => {
+                    return self.step_current(msg);
+                }
+                _ => {}
+            }
             let leader = matches!(
                 msg.body,
                 MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
@@ -56,6 +71,11 @@ impl Raft {
             self.reject_request(&msg);
             return Ok(());
         }
+        self.step_current(msg)
+    }
+
+    /// A message the term rules let through.
+    fn step_current(&mut self, msg: Message) -> Result<(), RaftError> {
         match msg.body {
             MessageBody::AppendEntries { .. } => self.handle_append_entries(&msg),
             MessageBody::InstallSnapshot { .. } => self.handle_install_snapshot(&msg),
@@ -63,6 +83,10 @@ impl Raft {
             MessageBody::RequestVote { .. } => self.handle_request_vote(&msg),
             MessageBody::RequestVoteResponse { granted } => {
                 self.handle_vote_response(msg.from, granted)
+            }
+            MessageBody::PreVote { .. } => self.handle_pre_vote(&msg),
+            MessageBody::PreVoteResponse { granted } => {
+                self.handle_pre_vote_response(&msg, granted)
             }
         }
         Ok(())
@@ -146,7 +170,7 @@ impl Raft {
                 }
                 Ok(())
             }
-            MessageBody::RequestVote { last_term, .. } => {
+            MessageBody::RequestVote { last_term, .. } | MessageBody::PreVote { last_term, .. } => {
                 if *last_term > msg.term {
                     return Err(format!(
                         "last_term {last_term} is beyond the candidate's term {}",
@@ -155,7 +179,7 @@ impl Raft {
                 }
                 Ok(())
             }
-            MessageBody::RequestVoteResponse { .. } => Ok(()),
+            MessageBody::RequestVoteResponse { .. } | MessageBody::PreVoteResponse { .. } => Ok(()),
         }
     }
 
@@ -200,11 +224,18 @@ impl Raft {
                 };
                 self.respond(msg, body);
             }
-            MessageBody::RequestVote { .. } => {
-                self.respond(msg, MessageBody::RequestVoteResponse { granted: false });
-            }
+            MessageBody::RequestVote { .. } | MessageBody::PreVote { .. } => self.refuse_vote(msg),
             _ => {}
         }
+    }
+
+    /// Refuse a vote or pre-vote, in our own term.
+    fn refuse_vote(&mut self, msg: &Message) {
+        let body = match msg.body {
+            MessageBody::PreVote { .. } => MessageBody::PreVoteResponse { granted: false },
+            _ => MessageBody::RequestVoteResponse { granted: false },
+        };
+        self.respond(msg, body);
     }
 
     /// AppendEntries from the leader of our term (Figure 2, receiver rules).
@@ -253,7 +284,7 @@ impl Raft {
 
     /// A leader of our term spoke: follow it and put off campaigning.
     fn follow(&mut self, leader: NodeId) {
-        if self.role == Role::Candidate {
+        if matches!(self.role, Role::Candidate | Role::PreCandidate) {
             self.become_follower(self.term, Some(leader));
         } else {
             self.leader = Some(leader);
@@ -317,6 +348,56 @@ impl Raft {
             self.election.reset(&mut self.rng);
         }
         self.respond(msg, MessageBody::RequestVoteResponse { granted });
+    }
+
+    /// PreVote for a term at least ours (§9.6): granted to a candidate whose
+    /// log is at least as up to date, if we could vote for it in that term:
+    /// always for a later term (a pre-vote binds nothing), in our own term
+    /// only as `handle_request_vote` would. Nothing is recorded.
+    fn handle_pre_vote(&mut self, msg: &Message) {
+        let MessageBody::PreVote {
+            last_index,
+            last_term,
+        } = msg.body
+        else {
+            unreachable!("dispatched on the body")
+        };
+        let can_vote = msg.term > self.term
+            || self.vote == Some(msg.from)
+            || (self.vote.is_none() && self.leader.is_none());
+        let up_to_date =
+            self.bugs.no_election_restriction || self.log.is_up_to_date(last_index, last_term);
+        if can_vote && up_to_date {
+            self.respond_in(
+                msg.term,
+                msg,
+                MessageBody::PreVoteResponse { granted: true },
+            );
+        } else {
+            self.refuse_vote(msg);
+        }
+    }
+
+    /// A pre-candidate counts grants for the term it asked about (ours + 1)
+    /// and refusals from our term; a majority of grants starts the real
+    /// campaign, a majority of refusals makes it a follower again.
+    fn handle_pre_vote_response(&mut self, msg: &Message, granted: bool) {
+        if self.role != Role::PreCandidate {
+            return;
+        }
+        let asked = self.term + 1;
+        if granted != (msg.term == asked) {
+            return;
+        }
+        self.votes.record(msg.from, granted);
+        if granted && self.bugs.double_vote {
+            self.votes.extra_granted += 1;
+        }
+        match self.votes.result(self.quorum()) {
+            VoteResult::Won => self.campaign(),
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
+        }
     }
 
     fn handle_vote_response(&mut self, from: u64, granted: bool) {

@@ -40,6 +40,9 @@ pub struct HardState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Follower,
+    /// Asking for pre-votes (Raft thesis §9.6) before it raises its term: a
+    /// node that could not win an election never disrupts the cluster.
+    PreCandidate,
     Candidate,
     Leader,
 }
@@ -86,6 +89,18 @@ pub enum MessageBody {
     RequestVoteResponse {
         granted: bool,
     },
+    /// "Would you vote for me in `term`?" (thesis §9.6), sent in the term the
+    /// pre-candidate would campaign in (its own + 1) without raising its own.
+    /// Granting records nothing; the receiver's term does not move.
+    PreVote {
+        last_index: LogIndex,
+        last_term: Term,
+    },
+    /// A granted pre-vote carries the term asked about; a refusal carries the
+    /// responder's own term.
+    PreVoteResponse {
+        granted: bool,
+    },
     /// The leader no longer holds the entries the follower needs: here is the
     /// state machine through `snapshot.index`. Answered with an
     /// `AppendEntriesResponse` (success, `match_index` = the index the
@@ -93,6 +108,38 @@ pub enum MessageBody {
     InstallSnapshot {
         snapshot: Snapshot,
     },
+}
+
+/// The exchange a message belongs to: a request and its response share one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exchange {
+    /// AppendEntries or InstallSnapshot, answered by AppendEntriesResponse.
+    Append,
+    Vote,
+    PreVote,
+}
+
+impl MessageBody {
+    pub fn exchange(&self) -> Exchange {
+        match self {
+            MessageBody::AppendEntries { .. }
+            | MessageBody::AppendEntriesResponse { .. }
+            | MessageBody::InstallSnapshot { .. } => Exchange::Append,
+            MessageBody::RequestVote { .. } | MessageBody::RequestVoteResponse { .. } => {
+                Exchange::Vote
+            }
+            MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => Exchange::PreVote,
+        }
+    }
+
+    pub fn is_response(&self) -> bool {
+        matches!(
+            self,
+            MessageBody::AppendEntriesResponse { .. }
+                | MessageBody::RequestVoteResponse { .. }
+                | MessageBody::PreVoteResponse { .. }
+        )
+    }
 }
 
 /// A linearizable read became safe: once the state machine has applied

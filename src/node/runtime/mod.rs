@@ -471,6 +471,25 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             }
         }
         let role = rd.soft_state.map_or(self.role, |ss| ss.role);
+        if role == Role::PreCandidate && self.role != Role::PreCandidate {
+            tracing::info!(
+                node = self.id,
+                term,
+                "election timeout: asking for pre-votes"
+            );
+            self.publisher
+                .emit(EventKind::PreVoteStarted { term: term + 1 });
+        }
+        let heard_leader = rd.soft_state.is_some_and(|ss| ss.leader.is_some());
+        if self.role == Role::PreCandidate
+            && role == Role::Follower
+            && term == self.term
+            && !heard_leader
+        {
+            tracing::info!(node = self.id, term, "pre-vote refused by a majority");
+            self.publisher
+                .emit(EventKind::PreVoteRefused { term: term + 1 });
+        }
         if role == Role::Candidate && (self.role != Role::Candidate || term != self.term) {
             tracing::info!(node = self.id, term, "election timeout: campaigning");
             self.publisher.emit(EventKind::ElectionStarted { term });

@@ -47,6 +47,7 @@ fn runtime(id: NodeId, n: usize) -> Rt {
         max_entries_per_message: 64,
         max_bytes_per_message: 1 << 20,
         max_inflight: 4,
+        pre_vote: false,
     };
     let raft = Raft::new(
         config,
