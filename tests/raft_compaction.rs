@@ -1,8 +1,11 @@
-//! Log compaction (Raft paper, section 7) in the core: a node snapshots its
-//! state machine and drops the covered log; a leader sends its snapshot to a
+//! Log compaction (Raft paper, section 7): a node snapshots its state
+//! machine and drops the covered log; a leader sends its snapshot to a
 //! follower that needs compacted entries; a follower installs it over a log
 //! that is short or conflicts, or only moves its commit index when its log
 //! already holds the snapshot's last entry; a restart starts from a snapshot.
+//! Clusters run the node runtime (`raft_harness`), which snapshots its map
+//! when told (`Cluster::compact`); the core's own contract for a crafted
+//! `InstallSnapshot`, a restart and `compact` is tested on a single `Raft`.
 
 mod raft_harness;
 
@@ -11,6 +14,7 @@ use raft_harness::*;
 use surfstore::node::raft::{
     HardState, Message, MessageBody, NodeId, Raft, RaftError, Role, Snapshot,
 };
+use surfstore::node::storage::Stored;
 
 fn is_install(m: &Message) -> bool {
     matches!(m.body, MessageBody::InstallSnapshot { .. })
@@ -70,7 +74,7 @@ fn compacting_the_leader_does_not_disturb_caught_up_followers() {
     c.deliver_all();
     for f in 1..3 {
         assert_eq!(c.node(f).commit_index(), index);
-        assert_eq!(data(c.node(f), index), Bytes::from("after"));
+        assert_eq!(name_at(c.node(f), index), "after");
     }
 }
 
@@ -89,21 +93,23 @@ fn a_follower_behind_the_compacted_log_catches_up_through_the_snapshot() {
     c.down.remove(&2);
     // The next heartbeat finds node 2 needs entries the leader no longer has.
     c.heartbeat(0);
-    let installed = c.snaps[2].clone();
+    let installed = c.snap(2).clone();
     assert_eq!(installed.index, s, "node 2 stored the leader's snapshot");
-    assert_eq!(installed, c.snaps[0]);
+    assert_eq!(&installed, c.snap(0));
     assert_eq!(c.node(2).snapshot_index(), s);
     assert!(c.node(2).commit_index() >= s);
     assert_eq!(c.applied[2].len() as u64, c.node(2).applied_index());
+    assert_eq!(c.map(2).version("b19"), 1, "the map is the snapshot's");
     let (index, _) = c.propose(0, "then the log");
     c.deliver_all();
     assert_eq!(c.node(2).commit_index(), index);
-    assert_eq!(data(c.node(2), index), Bytes::from("then the log"));
+    assert_eq!(name_at(c.node(2), index), "then the log");
     assert_eq!(
-        c.applied[2].last().unwrap().data,
-        Bytes::from("then the log"),
+        name_of(c.applied[2].last().unwrap()),
+        "then the log",
         "entries after the snapshot are applied on top of it"
     );
+    assert_eq!(c.map(2).version("then the log"), 1);
 }
 
 /// A snapshot past a follower's commit whose last entry the follower lacks
@@ -200,31 +206,33 @@ fn append_entries_reaching_into_the_snapshot_is_cut_at_it() {
             read_seq: 0,
         },
     };
-    c.nodes[1].step(msg.clone()).unwrap();
-    let rd = c.nodes[1].ready();
-    let acks: Vec<_> = rd
-        .messages
-        .iter()
-        .filter_map(|m| match m.body {
-            MessageBody::AppendEntriesResponse {
-                success,
-                match_index,
-                ..
-            } => Some((success, match_index)),
-            _ => None,
-        })
-        .collect();
+    let acks = |c: &mut Cluster| -> Vec<(bool, u64)> {
+        c.take(|m| m.from == 1)
+            .into_iter()
+            .filter_map(|m| match m.body {
+                MessageBody::AppendEntriesResponse {
+                    success,
+                    match_index,
+                    ..
+                } => Some((success, match_index)),
+                _ => None,
+            })
+            .collect()
+    };
+    c.take_written(1);
+    c.deliver(msg.clone());
     assert_eq!(
-        acks,
+        acks(&mut c),
         vec![(true, last)],
         "matched after the snapshot, appended"
     );
+    let written: Vec<u64> = c.take_written(1).iter().map(|e| e.index).collect();
     assert_eq!(
-        rd.entries.len(),
-        3,
+        written,
+        (s + 1..=last).collect::<Vec<_>>(),
         "only the entries after the snapshot are new"
     );
-    c.nodes[1].advance(rd);
+    assert_eq!(c.log(1), &leader_log[(s - 1) as usize..]);
     // Entirely inside the snapshot: acked with the commit index.
     let inside = Message {
         body: MessageBody::AppendEntries {
@@ -236,13 +244,10 @@ fn append_entries_reaching_into_the_snapshot_is_cut_at_it() {
         },
         ..msg
     };
-    c.nodes[1].step(inside).unwrap();
-    let rd = c.nodes[1].ready();
-    assert!(rd.messages.iter().any(|m| matches!(
-        m.body,
-        MessageBody::AppendEntriesResponse { success: true, match_index, .. }
-            if match_index == c.nodes[1].commit_index()
-    )));
+    c.deliver(inside);
+    let commit = c.node(1).commit_index();
+    assert_eq!(acks(&mut c), vec![(true, commit)]);
+    assert!(c.take_written(1).is_empty(), "nothing rewritten");
 }
 
 /// A restarted node starts from its snapshot: the state machine is the
@@ -272,13 +277,19 @@ fn restart_from_a_snapshot_and_the_log_after_it() {
 /// `compact` refuses what it cannot honour and changes nothing then.
 #[test]
 fn compact_refuses_unapplied_stale_or_mismatched_snapshots() {
-    let mut c = Cluster::new(3);
-    c.elect(0);
-    c.propose(0, "x");
-    c.deliver_all();
-    let applied = c.node(0).applied_index();
-    let term = c.node(0).term();
-    let n = &mut c.nodes[0];
+    let mut n = Raft::new(
+        config(0, 3),
+        hs(1, 2),
+        Snapshot::default(),
+        log_of(&[1, 1, 1]),
+    )
+    .unwrap();
+    let rd = n.ready();
+    assert_eq!(rd.committed_entries.len(), 2);
+    n.advance(rd);
+    let applied = n.applied_index();
+    assert_eq!(applied, 2);
+    let term = 1;
     assert!(n.compact(snap(applied + 1, term)).is_err(), "not applied");
     assert!(n.compact(snap(applied, term + 1)).is_err(), "wrong term");
     assert_eq!(n.snapshot_index(), 0);
@@ -310,7 +321,7 @@ fn a_lost_snapshot_is_sent_again() {
     };
     round(&mut c);
     assert_eq!(c.take(is_install).len(), 1, "sent, then lost");
-    c.nodes[0].report_unreachable(2);
+    c.unreachable(0, 2);
     round(&mut c);
     assert_eq!(c.take(is_install).len(), 1, "resent after unreachable");
     // Lost again, and no report: only heartbeats until it is overdue.
@@ -353,24 +364,24 @@ fn a_new_leader_sends_its_own_snapshot() {
         c.compact(id);
     }
     // Node 2 loses everything (a new disk).
-    let cfg = config(2, 3);
-    c.nodes[2] = Raft::new(
-        cfg,
-        HardState {
-            term: c.node(0).term(),
-            ..HardState::default()
+    let term = c.node(0).term();
+    c.restart_from(
+        2,
+        Stored {
+            hard_state: HardState {
+                term,
+                ..HardState::default()
+            },
+            ..Stored::default()
         },
-        Snapshot::default(),
-        Vec::new(),
-    )
-    .unwrap();
-    c.logs[2].clear();
-    c.applied[2].clear();
+    );
+    assert!(c.log(2).is_empty() && c.applied[2].is_empty() && c.map(2).is_empty());
     c.down.insert(0);
     c.campaign(1);
     c.deliver_all();
     assert_eq!(c.node(1).role(), Role::Leader);
-    assert_eq!(c.snaps[2], c.snaps[1], "node 2 got node 1's snapshot");
+    assert_eq!(c.snap(2), c.snap(1), "node 2 got node 1's snapshot");
+    assert_eq!(c.map(2).len(), 8, "and the map in it");
     let (index, _) = c.propose(1, "new era");
     c.deliver_all();
     assert_eq!(c.node(2).commit_index(), index);

@@ -1,16 +1,19 @@
 //! The Raft core against the paper, one test per sentence or figure, in the
-//! style of etcd's `raft_paper_test.go`: whole clusters of cores run
-//! synchronously in memory, with messages delivered, held back, dropped or
-//! replayed by hand.
+//! style of etcd's `raft_paper_test.go`: whole clusters run synchronously in
+//! memory (each node the production node runtime, `raft_harness`), with
+//! messages delivered, held back, dropped or replayed by hand. Tests of the
+//! core's own contract (what one `Ready` carries, how `step` answers a
+//! crafted message, what `Raft::new` accepts) drive a single `Raft` by hand.
 
 mod raft_harness;
 
-use bytes::Bytes;
 use raft_harness::*;
+use surfstore::node::error::NodeError;
 use surfstore::node::raft::{
-    Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, RaftError,
-    ReadState, Role, Snapshot,
+    Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, RaftError, Role,
+    Snapshot,
 };
+
 // ---------------------------------------------------------------------------
 // 5.2 Leader election
 
@@ -35,7 +38,7 @@ fn election_safety_at_most_one_leader_per_term() {
         "two leaders in term {term}: {leaders:?}"
     );
     for v in 2..5 {
-        let vote = c.hard[v as usize].vote;
+        let vote = c.hard(v).vote;
         assert!(
             vote == Some(0) || vote == Some(1),
             "voter {v} voted {vote:?}"
@@ -255,7 +258,7 @@ fn commit_is_passed_to_followers_promptly() {
     }
     for f in 1..3 {
         assert_eq!(c.node(f).commit_index(), index);
-        assert_eq!(c.applied[f as usize].last().unwrap().data, "x");
+        assert_eq!(name_of(c.applied[f as usize].last().unwrap()), "x");
     }
 }
 
@@ -292,10 +295,16 @@ fn follower_commit_is_capped_by_what_the_message_verified() {
 #[test]
 fn batching_and_pipelining_respect_the_caps() {
     let n = 3;
+    // Three small entries fit the byte cap (the entry cap binds); the big one
+    // alone is above it.
+    let small = payload("p00").len();
+    let cap = 3 * small + 4;
+    let big = "big".repeat(20);
+    assert!(payload(&big).len() > cap);
     let configs = (0..n as NodeId)
         .map(|id| RaftConfig {
             max_entries_per_message: 3,
-            max_bytes_per_message: 20,
+            max_bytes_per_message: cap,
             max_inflight: 2,
             ..config(id, n)
         })
@@ -306,7 +315,7 @@ fn batching_and_pipelining_respect_the_caps() {
     for k in 0..20 {
         c.propose(0, &format!("p{k:02}"));
     }
-    c.propose(0, &"big".repeat(20));
+    c.propose(0, &big);
     let to1: Vec<Message> = c.queue.iter().filter(|m| m.to == 1).cloned().collect();
     assert_eq!(to1.len(), 2, "two batches in flight, then paused");
     for m in &to1 {
@@ -314,15 +323,15 @@ fn batching_and_pipelining_respect_the_caps() {
             panic!()
         };
         let bytes: usize = entries.iter().map(|e| e.data.len()).sum();
-        assert!(!entries.is_empty() && entries.len() <= 3 && bytes <= 20);
+        assert!(!entries.is_empty() && entries.len() <= 3 && bytes <= cap);
     }
     c.deliver_all();
     let last = c.node(0).last_index();
     for f in 1..3 {
         assert_eq!(c.node(f).last_index(), last);
         assert_eq!(
-            c.node(f).entry(last).unwrap().data.len(),
-            60,
+            c.node(f).entry(last).unwrap().data,
+            payload(&big),
             "an entry above the byte cap still goes, alone"
         );
     }
@@ -359,7 +368,7 @@ fn follower_far_behind_catches_up_in_few_round_trips() {
             }
         }
         assert_eq!(c.node(0).role(), Role::Leader);
-        assert_eq!(c.logs[1], c.logs[0], "the follower caught up");
+        assert_eq!(c.log(1), c.log(0), "the follower caught up");
         assert!(
             rejects <= max_rejects,
             "{rejects} rejections (naive back-off would need ~100)"
@@ -421,7 +430,7 @@ fn report_unreachable_releases_inflight_and_probes() {
         c.queue.iter().all(|m| m.to != 2),
         "the single in-flight slot to node 2 is taken"
     );
-    c.nodes[0].report_unreachable(2);
+    c.unreachable(0, 2);
     c.deliver_all();
     c.heartbeat(0);
     assert_eq!(c.node(2).last_index(), idx_b);
@@ -468,7 +477,7 @@ fn duplicate_and_reordered_messages_are_harmless() {
     c.heartbeat(0);
     c.heartbeat(0);
     for f in 0..3 {
-        assert_eq!(c.logs[f], c.logs[0]);
+        assert_eq!(c.log(f as NodeId), c.log(0));
         assert_eq!(c.node(f as NodeId).commit_index(), last);
         let applied: Vec<LogIndex> = c.applied[f].iter().map(|e| e.index).collect();
         assert_eq!(
@@ -530,8 +539,8 @@ fn figure_8_old_term_entries_are_not_committed_by_counting() {
     c.deliver_while(|m| m.to == 0);
     // The acks make the leader send its no-op; those messages are lost.
     assert!(!c.take(is_append).is_empty());
-    assert_eq!(c.logs[2], log_of(&[1, 2]));
-    assert_eq!(c.logs[3], log_of(&[1, 2]));
+    assert_eq!(c.log(2), log_of(&[1, 2]));
+    assert_eq!(c.log(3), log_of(&[1, 2]));
     assert_eq!(
         c.node(0).commit_index(),
         1,
@@ -539,7 +548,7 @@ fn figure_8_old_term_entries_are_not_committed_by_counting() {
     );
     // S1 crashes; S5 wins term 5 with votes from 1, 2, 3 and overwrites index 2.
     c.queue.clear();
-    c.nodes[0].crash();
+    c.crash(0);
     c.down.insert(0);
     c.down.remove(&4);
     c.campaign(4); // term 4: everyone already voted for node 0
@@ -551,10 +560,10 @@ fn figure_8_old_term_entries_are_not_committed_by_counting() {
         assert_eq!(c.node(f).entry(2).unwrap().term, 3, "node {f}");
     }
     // S1 comes back and is brought in line; nobody ever applied the term-2 entry.
-    c.nodes[0].restore();
+    c.restore(0);
     c.down.remove(&0);
     c.heartbeat(4);
-    assert_eq!(c.logs[0][1].term, 3);
+    assert_eq!(c.log(0)[1].term, 3);
     assert!(c
         .applied
         .iter()
@@ -582,7 +591,7 @@ fn figure_8_committing_a_current_term_entry_commits_the_prefix() {
         3,
         "the no-op at 3 commits 2 with it"
     );
-    c.nodes[0].crash();
+    c.crash(0);
     c.down.insert(0);
     c.down.remove(&4);
     c.campaign(4);
@@ -630,9 +639,11 @@ fn stale_leader_rejoining_steps_down_and_loses_uncommitted_entries() {
     assert_eq!(c.node(0).role(), Role::Follower);
     assert_eq!(c.node(0).term(), new_term);
     assert_eq!(c.node(0).leader(), Some(1));
-    assert_eq!(c.logs[0], c.logs[1]);
-    assert_eq!(data(c.node(0), stale_index + 1), "new");
-    assert!(c.applied[0].iter().all(|e| !e.data.starts_with(b"doomed")));
+    assert_eq!(c.log(0), c.log(1));
+    assert_eq!(name_at(c.node(0), stale_index + 1), "new");
+    assert!(c.applied[0]
+        .iter()
+        .all(|e| !name_of(e).starts_with("doomed")));
 }
 
 // ---------------------------------------------------------------------------
@@ -651,8 +662,7 @@ fn read_index_requires_a_majority_round_after_the_request() {
     c.deliver_while(is_append);
     let old_acks = c.take(|m| m.to == 0);
     assert_eq!(old_acks.len(), 2);
-    c.nodes[0].read_index(7).unwrap();
-    c.drain(0);
+    c.read(0, 7);
     let round: Vec<Message> = c.take(|m| m.from == 0 && is_append(m));
     assert_eq!(round.len(), 2, "the confirming round goes out at once");
     for m in old_acks {
@@ -679,10 +689,8 @@ fn read_index_requires_a_majority_round_after_the_request() {
     let commit = c.node(0).commit_index();
     assert_eq!(
         c.reads[0],
-        vec![ReadState {
-            ctx: 7,
-            index: commit
-        }]
+        vec![Read::served(7, commit)],
+        "served from the map applied through the commit index"
     );
 }
 
@@ -699,8 +707,7 @@ fn read_index_requires_a_current_term_commit() {
     assert_eq!(c.node(1).role(), Role::Leader);
     let noop = c.node(1).last_index();
     c.take(is_append); // the no-op does not get out yet
-    c.nodes[1].read_index(1).unwrap();
-    c.drain(1);
+    c.read(1, 1);
     // Heartbeats are acknowledged, but they carry no entries: no own-term commit.
     c.deliver_while(|m| {
         append_commit(m).is_none_or(|_| match &m.body {
@@ -715,13 +722,7 @@ fn read_index_requires_a_current_term_commit() {
     assert!(c.node(1).commit_index() < noop);
     c.heartbeat(1);
     assert_eq!(c.node(1).commit_index(), noop);
-    assert_eq!(
-        c.reads[1],
-        vec![ReadState {
-            ctx: 1,
-            index: noop
-        }]
-    );
+    assert_eq!(c.reads[1], vec![Read::served(1, noop)]);
 }
 
 /// A single-node cluster confirms reads immediately (once it has committed
@@ -733,18 +734,21 @@ fn read_index_single_node_is_immediate() {
     assert_eq!(c.node(0).role(), Role::Leader);
     let (i, _) = c.propose(0, "solo");
     assert_eq!(c.node(0).commit_index(), i);
-    c.nodes[0].read_index(3).unwrap();
-    c.drain(0);
-    assert_eq!(c.reads[0], vec![ReadState { ctx: 3, index: i }]);
+    c.read(0, 3);
+    assert_eq!(c.reads[0], vec![Read::served(3, i)]);
 }
 
 #[test]
 fn read_index_on_a_follower_is_not_leader() {
     let mut c = Cluster::new(3);
     c.elect(2);
+    c.read(0, 1);
     assert_eq!(
-        c.nodes[0].read_index(1),
-        Err(RaftError::NotLeader { leader: Some(2) })
+        c.reads[0],
+        vec![Read {
+            ctx: 1,
+            answer: Err(NodeError::NotLeader(Some(member(2))))
+        }]
     );
 }
 
@@ -755,33 +759,32 @@ fn read_index_on_a_follower_is_not_leader() {
 #[test]
 fn proposals_on_non_leaders_return_not_leader_naming_the_leader() {
     let mut c = Cluster::new(3);
-    assert_eq!(
-        c.nodes[1].propose(Bytes::from_static(b"x")),
-        Err(RaftError::NotLeader { leader: None })
-    );
+    assert_eq!(c.try_propose(1, "x"), Err(NodeError::NotLeader(None)));
     c.elect(0);
     c.heartbeat(0);
     for f in 1..3 {
         assert_eq!(
-            c.nodes[f].propose(Bytes::from_static(b"x")),
-            Err(RaftError::NotLeader { leader: Some(0) })
+            c.try_propose(f, "x"),
+            Err(NodeError::NotLeader(Some(member(0))))
         );
     }
-    assert!(c.nodes[0].propose(Bytes::from_static(b"x")).is_ok());
+    assert!(c.try_propose(0, "x").is_ok());
 }
 
 /// crash(): at once a leaderless follower with the same term, vote, log and
-/// commit, pending reads dropped, nothing more sent. restore(): a follower
-/// that campaigns after a fresh randomized timeout.
+/// commit, pending reads dropped (failed back to the caller), nothing more
+/// sent however long it ticks, proposals refused. restore(): a follower that
+/// campaigns after a fresh randomized timeout.
 #[test]
 fn crash_and_restore_semantics() {
     let mut c = Cluster::new(3);
     c.elect(0);
     c.propose(0, "kept");
     c.deliver_all();
-    c.nodes[0].read_index(5).unwrap();
+    c.read(0, 5);
     let before = c.node(0).status();
-    c.nodes[0].crash();
+    let queued = c.queue.len();
+    c.crash(0);
     let after = c.node(0).status();
     assert_eq!(after.role, Role::Follower);
     assert_eq!(after.leader, None);
@@ -795,27 +798,34 @@ fn crash_and_restore_semantics() {
         )
     );
     assert_eq!(c.node(0).pending_reads(), 0);
-    let rd = c.nodes[0].ready();
-    assert!(rd.messages.is_empty() && rd.read_states.is_empty());
-    assert_eq!(rd.soft_state.map(|s| s.role), Some(Role::Follower));
-    c.nodes[0].advance(rd);
-    assert!(matches!(
-        c.nodes[0].propose(Bytes::new()),
-        Err(RaftError::NotLeader { leader: None })
-    ));
+    assert_eq!(
+        c.reads[0],
+        vec![Read {
+            ctx: 5,
+            answer: Err(NodeError::Unavailable("the node crashed".into()))
+        }]
+    );
+    let status = c.runtime(0).status();
+    assert!(status.crashed && !status.is_leader());
+    for _ in 0..3 * config(0, 3).election_ticks_max {
+        c.tick(0);
+    }
+    assert_eq!(c.queue.len(), queued, "a crashed node sends nothing");
+    assert_eq!(c.node(0).role(), Role::Follower, "nor campaigns");
+    assert_eq!(c.try_propose(0, "x"), Err(NodeError::Crashed(0)));
     c.queue.clear();
     c.down.insert(0);
     c.elect(1);
     c.down.remove(&0);
-    c.nodes[0].restore();
+    c.restore(0);
     assert_eq!(c.node(0).role(), Role::Follower);
     c.heartbeat(1);
     assert_eq!(c.node(0).leader(), Some(1));
-    assert_eq!(c.logs[0], c.logs[1]);
+    assert_eq!(c.log(0), c.log(1));
     // Without a leader a restored node campaigns within election_ticks_max.
     let mut lone = Cluster::new(3);
-    lone.nodes[2].crash();
-    lone.nodes[2].restore();
+    lone.crash(2);
+    lone.restore(2);
     for _ in 0..20 {
         lone.tick(2);
     }
@@ -908,7 +918,7 @@ fn every_request_gets_exactly_one_response_with_its_ctx() {
 
 /// Votes and append acks are only ever handed out in a Ready together with
 /// (or after) the hard state and entries they promise; and the leader does
-/// not count its own entry as replicated until it was advanced (durable).
+/// not count its own entry as replicated until its write is durable.
 #[test]
 fn acks_and_votes_leave_only_with_the_state_they_promise() {
     let mut f = Raft::new(
@@ -975,32 +985,34 @@ fn acks_and_votes_leave_only_with_the_state_they_promise() {
     ));
     f.advance(rd);
 
-    // Leader side: one follower ack is not a majority while the leader's own
-    // copy is not yet durable.
+    // Leader side, through the runtime: the append leaves before the
+    // leader's own write, but one follower ack is not a majority while that
+    // write is not durable.
     let mut c = Cluster::new(3);
     c.elect(0);
     c.heartbeat(0);
-    c.nodes[0].propose(Bytes::from_static(b"x")).unwrap();
-    let rd = c.nodes[0].ready();
-    let x = rd.entries[0].index;
-    let to1 = rd.messages.iter().find(|m| m.to == 1).unwrap().clone();
-    c.deliver(to1);
-    let ack = c.take(|m| m.to == 0 && m.from == 1);
-    for m in ack {
-        c.nodes[0].step(m).unwrap();
+    c.hold_writes(0);
+    let (x, _) = c.propose(0, "x");
+    assert!(c.log(0).iter().all(|e| e.index < x), "not written yet");
+    let to1 = c.take(|m| m.to == 1 && is_append(m));
+    assert_eq!(to1.len(), 1, "the append left before the leader's write");
+    c.take(|m| m.to == 2); // lost
+    for m in to1 {
+        c.deliver(m);
     }
+    assert_eq!(c.deliver_while(|m| m.to == 0 && m.from == 1), 1);
     assert!(c.node(0).commit_index() < x, "own entry not durable yet");
-    c.nodes[0].advance(rd);
+    c.release_writes(0);
+    assert_eq!(c.log(0).last().map(|e| e.index), Some(x));
     assert_eq!(c.node(0).commit_index(), x, "durable now: leader + node 1");
-    // ...and the followers hear about it in the very next Ready.
-    let rd = c.nodes[0].ready();
+    // ...and the followers hear about it at once, in the same turn.
     for f in 1..3 {
         assert!(
-            rd.messages
+            c.queue
                 .iter()
                 .any(|m| m.to == f && append_commit(m) == Some(x)),
             "no commit notice to {f}: {:?}",
-            rd.messages
+            c.queue
         );
     }
 }
@@ -1099,19 +1111,18 @@ fn restart_from_storage_replays_committed_entries() {
     c.heartbeat(0);
     let commit = c.node(2).commit_index();
     assert!(commit >= 6);
-    let cfg = c.node(2).config().clone();
-    c.nodes[2] = Raft::new(cfg, c.hard[2], Snapshot::default(), c.logs[2].clone()).unwrap();
     let before = c.applied[2].clone();
-    c.applied[2].clear();
-    c.drain(2);
+    c.restart(2);
     assert_eq!(
         c.applied[2], before,
         "the committed prefix is handed out again"
     );
     assert_eq!(c.node(2).status().applied_index, commit);
+    assert_eq!(c.map(2).applied_index(), commit);
+    assert_eq!(c.map(2).len(), 5, "the map is rebuilt from the log");
     c.propose(0, "after");
     c.deliver_all();
-    assert_eq!(c.logs[2], c.logs[0]);
+    assert_eq!(c.log(2), c.log(0));
 }
 
 /// Same seed and same inputs give the same outputs.
@@ -1132,7 +1143,8 @@ fn deterministic_given_the_seed() {
             trace.extend(c.queue.iter().map(|m| format!("{m:?}")));
             c.deliver_all();
         }
-        (trace, c.logs.clone())
+        let logs: Vec<Vec<Entry>> = (0..5).map(|id| c.log(id).to_vec()).collect();
+        (trace, logs)
     };
     assert_eq!(run(), run());
 }

@@ -1,19 +1,44 @@
-//! A synchronous in-memory cluster of Raft cores for the paper tests
-//! (`raft_paper.rs`) and the log-compaction tests (`raft_compaction.rs`):
-//! messages are delivered, held back, dropped or replayed by hand, and each
-//! node's driver is played exactly as the `Ready` contract says.
+//! A synchronous in-memory cluster for the paper tests (`raft_paper.rs`) and
+//! the log-compaction tests (`raft_compaction.rs`). Each node is the
+//! production node runtime (`surfstore::node::runtime::Runtime`, the Ready
+//! loop `run-server.sh` and the simulation run), over a `MemStore` the tests
+//! read and a transport whose requests the cluster queues; messages are
+//! delivered, held back, dropped or replayed by hand.
+//!
+//! One turn of a node is what the runtime's shell does: a request or a tick,
+//! then `end_turn`. After it the cluster queues, in order, the requests the
+//! runtime sent, then the answers to the peer calls it answered in that turn
+//! (a delivered request is a `Request::Peer` whose oneshot answer becomes a
+//! queued response; a response goes in as `Request::PeerResponse`); and it
+//! records the entries the runtime applied and the reads it answered.
+//! Writes complete inline (durable at once) unless a test holds them.
+//! Entry payloads are real `updatefile` commands (`command(name)`), so the
+//! runtime applies them to its map and its snapshots hold that map.
 #![allow(dead_code)]
+
+mod plug;
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
+use surfstore::node::command::Command;
+use surfstore::node::error::NodeError;
+use surfstore::node::metadata::{MapView, Metadata};
 use surfstore::node::raft::{
-    Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, ReadState, Role,
-    Snapshot, Term,
+    Entry, HardState, LogIndex, Message, MessageBody, NodeId, Raft, RaftConfig, Role, Snapshot,
+    Term,
 };
+use surfstore::node::runtime::{NodeStatus, Publisher, Request, Runtime};
+use surfstore::node::storage::{LogStore, MemStore, Stored};
+use tokio::sync::oneshot::{self, error::TryRecvError};
+use tokio::sync::{broadcast, watch};
+
+pub use plug::{MemWriter, Outbox};
+
+pub type NodeRuntime = Runtime<MemWriter, Outbox>;
 
 // ---------------------------------------------------------------------------
-// A synchronous in-memory cluster.
+// Configs, entries, payloads.
 
 pub fn config(id: NodeId, n: usize) -> RaftConfig {
     RaftConfig {
@@ -30,11 +55,47 @@ pub fn config(id: NodeId, n: usize) -> RaftConfig {
     }
 }
 
+/// The address node `id` is known by (what `NotLeader` names).
+pub fn member(id: NodeId) -> String {
+    format!("n{id}")
+}
+
+/// The command a test proposes as `name`: `updatefile(name, 1, [])`.
+pub fn command(name: &str) -> Command {
+    Command::UpdateFile {
+        filename: name.to_owned(),
+        version: 1,
+        hashlist: Vec::new(),
+    }
+}
+
+/// The entry payload of `command(name)`.
+pub fn payload(name: &str) -> Bytes {
+    command(name).encode()
+}
+
+/// What an entry carries, as a test names it: the command's file name,
+/// `(no-op)` for a new leader's empty entry, `(in a snapshot)` for a marker.
+pub fn name_of(e: &Entry) -> String {
+    if e.data.is_empty() {
+        return "(no-op)".to_owned();
+    }
+    match Command::decode(&e.data) {
+        Ok(Command::UpdateFile { filename, .. }) => filename,
+        Err(_) => String::from_utf8_lossy(&e.data).into_owned(),
+    }
+}
+
+/// The name of the entry at `index` in `n`'s log.
+pub fn name_at(n: &Raft, index: LogIndex) -> String {
+    name_of(n.entry(index).expect("the log holds the entry"))
+}
+
 pub fn entry(index: LogIndex, term: Term) -> Entry {
     Entry {
         term,
         index,
-        data: Bytes::from(format!("{index}@t{term}")),
+        data: payload(&format!("{index}@t{term}")),
     }
 }
 
@@ -55,20 +116,96 @@ pub fn hs(term: Term, commit: LogIndex) -> HardState {
     }
 }
 
+/// What an applied list holds for an entry that came in a snapshot.
+pub fn snapshot_marker(index: LogIndex) -> Entry {
+    Entry {
+        term: 0,
+        index,
+        data: Bytes::from_static(b"(in a snapshot)"),
+    }
+}
+
+/// A read the runtime answered (`getfileinfomap`'s path: ReadIndex round,
+/// then the map once applied through the read index). `ctx` is the test's
+/// label for it; `answer` is the applied index of the map served, or why
+/// the read was refused or failed.
+#[derive(Debug, PartialEq)]
+pub struct Read {
+    pub ctx: u64,
+    pub answer: Result<LogIndex, NodeError>,
+}
+
+impl Read {
+    pub fn served(ctx: u64, applied_index: LogIndex) -> Read {
+        Read {
+            ctx,
+            answer: Ok(applied_index),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The cluster.
+
+struct Node {
+    rt: NodeRuntime,
+    /// Peer calls delivered here and not answered yet, in delivery order.
+    calls: Vec<oneshot::Receiver<Result<Message, NodeError>>>,
+    /// Reads taken and not answered yet, with the test's label.
+    reads: Vec<(u64, oneshot::Receiver<Result<MapView, NodeError>>)>,
+}
+
+/// A runtime for node `config.id` of `n`, started from `stored` as
+/// `node::start_on` starts one: the map from the snapshot, the core from
+/// the rest. No snapshot threshold: tests compact with `Cluster::compact`.
+fn runtime(config: RaftConfig, stored: Stored, n: usize) -> NodeRuntime {
+    let id = config.id;
+    let metadata = if stored.snapshot.index > 0 {
+        Metadata::from_snapshot(stored.snapshot.index, &stored.snapshot.data)
+            .expect("a stored snapshot is a runtime's map")
+    } else {
+        Metadata::new()
+    };
+    let raft = Raft::new(
+        config,
+        stored.hard_state,
+        stored.snapshot.clone(),
+        stored.entries.clone(),
+    )
+    .expect("a valid config and store");
+    let (status, _) = watch::channel(NodeStatus {
+        raft: raft.status(),
+        crashed: false,
+        files: metadata.len(),
+        failed: None,
+    });
+    let (events, _) = broadcast::channel(1);
+    let mut rt = Runtime::new(
+        id,
+        (0..n as NodeId).map(member).collect(),
+        raft,
+        metadata,
+        MemWriter::new(MemStore::from_parts(stored)),
+        Outbox::default(),
+        Publisher::new(id, status, events),
+        0,
+    );
+    rt.observe_applies();
+    rt
+}
+
 pub struct Cluster {
-    pub nodes: Vec<Raft>,
-    /// Per node: the store (hard state, snapshot, the log after it) and the
-    /// applied entries (a snapshot's entries are replaced by `snapshot_marker`s).
-    pub hard: Vec<HardState>,
-    pub snaps: Vec<Snapshot>,
-    pub logs: Vec<Vec<Entry>>,
+    nodes: Vec<Node>,
+    /// Per node: every entry its runtime applied since it started, in order
+    /// (a snapshot from the leader replaces the entries it covers by
+    /// `snapshot_marker`s).
     pub applied: Vec<Vec<Entry>>,
-    pub reads: Vec<Vec<ReadState>>,
+    /// Per node: the reads it answered, in order.
+    pub reads: Vec<Vec<Read>>,
     /// Sent and not yet delivered, in send order.
     pub queue: Vec<Message>,
     /// Isolated nodes: messages to or from them are dropped on delivery.
     pub down: BTreeSet<NodeId>,
-    next_ctx: u64,
 }
 
 impl Cluster {
@@ -79,94 +216,149 @@ impl Cluster {
         )
     }
 
+    /// Nodes with these configs, each started from a store holding a hard
+    /// state and a log (no snapshot).
     pub fn with(configs: Vec<RaftConfig>, stores: Vec<(HardState, Vec<Entry>)>) -> Cluster {
+        let n = configs.len();
         let nodes = configs
             .into_iter()
-            .zip(&stores)
-            .map(|(c, (h, l))| Raft::new(c, *h, Snapshot::default(), l.clone()).unwrap())
-            .collect::<Vec<_>>();
-        let n = nodes.len();
+            .zip(stores)
+            .map(|(c, (hard_state, entries))| Node {
+                rt: runtime(
+                    c,
+                    Stored {
+                        hard_state,
+                        snapshot: Snapshot::default(),
+                        entries,
+                    },
+                    n,
+                ),
+                calls: Vec::new(),
+                reads: Vec::new(),
+            })
+            .collect();
         let mut c = Cluster {
             nodes,
-            hard: stores.iter().map(|s| s.0).collect(),
-            snaps: vec![Snapshot::default(); n],
-            logs: stores.into_iter().map(|s| s.1).collect(),
             applied: vec![Vec::new(); n],
-            reads: vec![Vec::new(); n],
+            reads: (0..n).map(|_| Vec::new()).collect(),
             queue: Vec::new(),
             down: BTreeSet::new(),
-            next_ctx: 1,
         };
         for id in 0..n as NodeId {
-            c.drain(id);
+            c.end_turn(id);
         }
         c
     }
 
     pub fn node(&self, id: NodeId) -> &Raft {
-        &self.nodes[id as usize]
+        self.nodes[id as usize].rt.raft()
     }
 
-    /// Play the driver for node `id` until it has nothing more to do.
-    pub fn drain(&mut self, id: NodeId) {
+    pub fn runtime(&self, id: NodeId) -> &NodeRuntime {
+        &self.nodes[id as usize].rt
+    }
+
+    /// Node `id`'s applied map.
+    pub fn map(&self, id: NodeId) -> &Metadata {
+        self.runtime(id).metadata()
+    }
+
+    fn store(&self, id: NodeId) -> &MemStore {
+        self.runtime(id).writer().store()
+    }
+
+    /// Node `id`'s stored log (the entries after its stored snapshot).
+    pub fn log(&self, id: NodeId) -> &[Entry] {
+        self.store(id).entries()
+    }
+
+    pub fn hard(&self, id: NodeId) -> HardState {
+        self.store(id).hard_state()
+    }
+
+    pub fn snap(&self, id: NodeId) -> &Snapshot {
+        self.store(id).snapshot()
+    }
+
+    /// The entries node `id` handed to its writer since the last call.
+    pub fn take_written(&mut self, id: NodeId) -> Vec<Entry> {
+        std::mem::take(&mut self.nodes[id as usize].rt.writer_mut().written)
+    }
+
+    /// Ends node `id`'s turn as the runtime's shell does, and collects what
+    /// it sent, answered and applied.
+    fn end_turn(&mut self, id: NodeId) {
         let i = id as usize;
-        while self.nodes[i].has_ready() {
-            let rd = self.nodes[i].ready();
-            if let Some(s) = &rd.snapshot {
-                // An installed snapshot replaces the log and the state machine.
-                self.logs[i].clear();
-                self.snaps[i] = s.clone();
-                self.applied[i] = (1..=s.index).map(snapshot_marker).collect();
+        let Cluster {
+            nodes,
+            applied,
+            reads,
+            queue,
+            ..
+        } = self;
+        let node = &mut nodes[i];
+        node.rt.end_turn();
+        queue.append(&mut node.rt.transport_mut().sent);
+        node.calls.retain_mut(|answer| match answer.try_recv() {
+            Err(TryRecvError::Empty) => true,
+            Ok(Ok(response)) => {
+                queue.push(response);
+                false
             }
-            if let Some(h) = rd.hard_state {
-                self.hard[i] = h;
+            Ok(Err(NodeError::BadRequest(e))) => {
+                panic!("node {id} refused a request a test delivered: {e}")
             }
-            if let Some(first) = rd.entries.first() {
-                let offset = self.snaps[i].index;
-                self.logs[i].truncate((first.index - offset) as usize - 1);
-                self.logs[i].extend(rd.entries.iter().cloned());
-            }
-            self.queue.extend(rd.messages.iter().cloned());
-            self.applied[i].extend(rd.committed_entries.iter().cloned());
-            self.reads[i].extend(rd.read_states.iter().copied());
-            self.nodes[i].advance(rd);
+            // Crashed (or the call was dropped): no answer, as when lost.
+            Ok(Err(_)) | Err(TryRecvError::Closed) => false,
+        });
+        node.reads.retain_mut(|(ctx, answer)| {
+            let answer = match answer.try_recv() {
+                Err(TryRecvError::Empty) => return true,
+                Ok(result) => result.map(|view| view.applied_index),
+                Err(TryRecvError::Closed) => panic!("node {id} dropped read {ctx} unanswered"),
+            };
+            reads[i].push(Read { ctx: *ctx, answer });
+            false
+        });
+        let installed = std::mem::take(&mut node.rt.writer_mut().installs)
+            .into_iter()
+            .max();
+        let newly = node.rt.take_applied();
+        if let Some(s) = installed {
+            // The snapshot is the state machine through `s`.
+            applied[i] = (1..=s).map(snapshot_marker).collect();
+            applied[i].extend(newly.into_iter().filter(|e| e.index > s));
+        } else {
+            applied[i].extend(newly);
         }
     }
 
-    /// Node `id` snapshots its state machine at its applied index and
-    /// compacts its log (store and core alike).
-    pub fn compact(&mut self, id: NodeId) {
-        let i = id as usize;
-        let index = self.nodes[i].applied_index();
-        let term = self.nodes[i].term_at(index).unwrap();
-        let snap = Snapshot {
-            index,
-            term,
-            data: Bytes::from(format!("state through {index}")),
-        };
-        let drop = (index - self.snaps[i].index) as usize;
-        self.logs[i].drain(..drop);
-        self.snaps[i] = snap.clone();
-        self.nodes[i].compact(snap).unwrap();
+    /// Node `id` handles `req`, then ends its turn.
+    fn turn(&mut self, id: NodeId, req: Request) {
+        self.nodes[id as usize].rt.handle(req);
+        self.end_turn(id);
     }
 
-    /// Deliver one message now (ctx assigned for requests), then drain.
-    pub fn deliver(&mut self, mut msg: Message) {
+    /// Deliver one message now (unless an end is down): a request as a peer
+    /// call, whose answer is queued once the runtime gives it.
+    pub fn deliver(&mut self, msg: Message) {
         if self.down.contains(&msg.to) || self.down.contains(&msg.from) {
             return;
         }
-        if matches!(
+        let to = msg.to;
+        let is_request = matches!(
             msg.body,
             MessageBody::AppendEntries { .. }
                 | MessageBody::RequestVote { .. }
                 | MessageBody::InstallSnapshot { .. }
-        ) {
-            msg.ctx = self.next_ctx;
-            self.next_ctx += 1;
+        );
+        if is_request {
+            let (reply, answer) = oneshot::channel();
+            self.nodes[to as usize].calls.push(answer);
+            self.turn(to, Request::Peer { msg, reply });
+        } else {
+            self.turn(to, Request::PeerResponse(msg));
         }
-        let to = msg.to;
-        self.nodes[to as usize].step(msg).unwrap();
-        self.drain(to);
     }
 
     /// Remove and return the queued messages matching `pred`.
@@ -197,8 +389,8 @@ impl Cluster {
     }
 
     pub fn tick(&mut self, id: NodeId) {
-        self.nodes[id as usize].tick();
-        self.drain(id);
+        self.nodes[id as usize].rt.tick();
+        self.end_turn(id);
     }
 
     /// Tick `id` alone until its election timer fires.
@@ -219,12 +411,27 @@ impl Cluster {
         assert_eq!(self.node(id).role(), Role::Leader, "node {id} should lead");
     }
 
-    pub fn propose(&mut self, id: NodeId, data: &str) -> (LogIndex, Term) {
-        let placed = self.nodes[id as usize]
-            .propose(Bytes::from(data.to_string()))
-            .unwrap();
-        self.drain(id);
-        placed
+    /// `updatefile` at node `id` (`command(name)`), through the runtime's
+    /// client path: where the entry went, or why the runtime refused it.
+    pub fn try_propose(&mut self, id: NodeId, name: &str) -> Result<(LogIndex, Term), NodeError> {
+        let (reply, mut answer) = oneshot::channel();
+        let rt = &mut self.nodes[id as usize].rt;
+        rt.handle(Request::Update {
+            cmd: command(name),
+            reply,
+        });
+        let placed = (rt.raft().last_index(), rt.raft().term());
+        let refused = answer.try_recv().ok().and_then(Result::err);
+        self.end_turn(id);
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(placed),
+        }
+    }
+
+    pub fn propose(&mut self, id: NodeId, name: &str) -> (LogIndex, Term) {
+        self.try_propose(id, name)
+            .unwrap_or_else(|e| panic!("node {id} refused proposal {name:?}: {e}"))
     }
 
     /// Propose `n` entries at leader `id`, named `prefix0`, `prefix1`, ...
@@ -232,6 +439,14 @@ impl Cluster {
         for k in 0..n {
             self.propose(id, &format!("{prefix}{k}"));
         }
+    }
+
+    /// `getfileinfomap` at node `id`, labelled `ctx`; its answer shows up in
+    /// `reads[id]` when the runtime gives it.
+    pub fn read(&mut self, id: NodeId, ctx: u64) {
+        let (reply, answer) = oneshot::channel();
+        self.nodes[id as usize].reads.push((ctx, answer));
+        self.turn(id, Request::ReadMap { reply });
     }
 
     /// One heartbeat round from leader `id`, delivered.
@@ -246,6 +461,68 @@ impl Cluster {
         (0..self.nodes.len() as NodeId)
             .filter(|&i| self.node(i).role() == Role::Leader)
             .collect()
+    }
+
+    /// The shell reports that `peer` did not answer node `id`.
+    pub fn unreachable(&mut self, id: NodeId, peer: NodeId) {
+        self.turn(id, Request::Unreachable(peer));
+    }
+
+    /// Simulated failure (`surfstore.crash`): the node keeps its state.
+    pub fn crash(&mut self, id: NodeId) {
+        let (reply, _) = oneshot::channel();
+        self.turn(id, Request::Crash { reply });
+    }
+
+    pub fn restore(&mut self, id: NodeId) {
+        let (reply, _) = oneshot::channel();
+        self.turn(id, Request::Restore { reply });
+    }
+
+    /// Node `id` snapshots its applied map and compacts its log (store and
+    /// core alike), through the runtime.
+    pub fn compact(&mut self, id: NodeId) {
+        assert!(
+            self.nodes[id as usize].rt.snapshot_now(),
+            "node {id} has nothing to snapshot"
+        );
+        self.end_turn(id);
+    }
+
+    /// Node `id`'s writes wait from now on until `release_writes`.
+    pub fn hold_writes(&mut self, id: NodeId) {
+        self.nodes[id as usize].rt.writer_mut().hold();
+    }
+
+    /// Node `id`'s held writes complete (in order) and the runtime hears it.
+    pub fn release_writes(&mut self, id: NodeId) {
+        let rt = &mut self.nodes[id as usize].rt;
+        match rt.writer_mut().release() {
+            Some((upto, result)) => self.turn(id, Request::Persisted { upto, result }),
+            None => self.end_turn(id),
+        }
+    }
+
+    /// Node `id`'s process restarts from what its store holds: writes not
+    /// completed are lost, calls pending on it go unanswered, and its state
+    /// machine starts over from the stored snapshot.
+    pub fn restart(&mut self, id: NodeId) {
+        let stored = self.store(id).load();
+        self.restart_from(id, stored);
+    }
+
+    /// Node `id` restarts from `stored` (e.g. a new, empty disk).
+    pub fn restart_from(&mut self, id: NodeId, stored: Stored) {
+        let i = id as usize;
+        let config = self.node(id).config().clone();
+        let snapshot = stored.snapshot.index;
+        self.nodes[i] = Node {
+            rt: runtime(config, stored, self.nodes.len()),
+            calls: Vec::new(),
+            reads: Vec::new(),
+        };
+        self.applied[i] = (1..=snapshot).map(snapshot_marker).collect();
+        self.end_turn(id);
     }
 }
 
@@ -265,17 +542,4 @@ pub fn append_commit(m: &Message) -> Option<LogIndex> {
         MessageBody::AppendEntries { commit, .. } => Some(commit),
         _ => None,
     }
-}
-
-/// What an applied list holds for an entry that came in a snapshot.
-pub fn snapshot_marker(index: LogIndex) -> Entry {
-    Entry {
-        term: 0,
-        index,
-        data: Bytes::from_static(b"(in a snapshot)"),
-    }
-}
-
-pub fn data(n: &Raft, index: LogIndex) -> Bytes {
-    n.entry(index).unwrap().data.clone()
 }

@@ -1,9 +1,10 @@
 //! The node runtime: the one owner of a node's Raft core and metadata map,
 //! and the only code that turns the core's `Ready`s into I/O. It is written
-//! once and run three ways: by `run-server.sh` and `run-cluster.sh` (inside
+//! once and run by `run-server.sh` and `run-cluster.sh` (inside
 //! the tokio shell in `driver.rs`, with the storage thread and the peer
-//! senders) and by the simulation (with simulated disks, a lossy network
-//! and a tick clock). It never blocks, sleeps or reads a clock to decide
+//! senders), by the simulation (with simulated disks, a lossy network
+//! and a tick clock) and by the Raft-paper tests' in-memory clusters
+//! (`tests/raft_harness/`). It never blocks, sleeps or reads a clock to decide
 //! anything: the shell feeds it requests and ticks, and it answers through
 //! oneshots, the `Writer` and the `Transport`.
 //!
@@ -160,6 +161,11 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
 
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// The writer, to read (tests inspect what its store holds).
+    pub fn writer(&self) -> &W {
+        &self.writer
     }
 
     pub fn writer_mut(&mut self) -> &mut W {

@@ -4,7 +4,8 @@
 //! when that is done the store and the core drop the covered log (one
 //! snapshot in flight at a time). A snapshot installed by the leader arrives
 //! in a `Ready` and replaces the map at once; its file is written with that
-//! Ready's writes, before the ack leaves.
+//! Ready's writes, before the ack leaves. `snapshot_now` takes one at once,
+//! whatever the threshold.
 
 use super::io::{SnapshotJob, Transport, Write, Writer};
 use super::Runtime;
@@ -32,18 +33,36 @@ impl Snapshots {
 
 impl<W: Writer, T: Transport> Runtime<W, T> {
     pub(super) fn maybe_snapshot(&mut self) {
-        let applied = self.metadata.applied_index();
         let threshold = self.snapshots.threshold;
-        if threshold == 0
-            || self.snapshots.in_flight
-            || self.failed.is_some()
-            || applied < self.raft.snapshot_index() + threshold
+        if threshold == 0 || self.metadata.applied_index() < self.raft.snapshot_index() + threshold
         {
             return;
         }
+        self.start_snapshot();
+    }
+
+    /// Snapshots the applied map now, whatever the threshold (the Raft-paper
+    /// harness compacts at the moment a test chooses; the threshold does it
+    /// otherwise). `false`, and nothing started, when nothing is applied past
+    /// the last snapshot, a snapshot is already in flight or the node failed.
+    /// With a writer that prepares and writes inline (`InlineWriter`) the log
+    /// is compacted before this returns; otherwise once the writer reports.
+    pub fn snapshot_now(&mut self) -> bool {
+        if self.metadata.applied_index() <= self.raft.snapshot_index() {
+            return false;
+        }
+        self.start_snapshot()
+    }
+
+    /// Starts a snapshot of the applied map (past the last snapshot).
+    fn start_snapshot(&mut self) -> bool {
+        if self.snapshots.in_flight || self.failed.is_some() {
+            return false;
+        }
+        let applied = self.metadata.applied_index();
         debug_assert_eq!(applied, self.raft.applied_index());
         let Some(term) = self.raft.term_at(applied) else {
-            return;
+            return false;
         };
         self.snapshots.in_flight = true;
         let job = SnapshotJob {
@@ -56,6 +75,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
         if let Some((snapshot, result)) = self.writer.prepare_snapshot(job) {
             self.on_snapshot_prepared(snapshot, started, result);
         }
+        true
     }
 
     pub(super) fn on_snapshot_prepared(

@@ -313,3 +313,54 @@ fn a_failed_write_sends_nothing_it_promised_and_fails_the_waiting_calls() {
         other => panic!("the vote is never granted, the call is failed: {other:?}"),
     }
 }
+
+#[test]
+fn snapshot_now_compacts_at_the_applied_index_and_refuses_when_nothing_is_new() {
+    let mut rt = runtime(0, 1);
+    assert!(!rt.snapshot_now(), "nothing applied yet");
+    while rt.raft().role() != Role::Leader {
+        rt.tick();
+        rt.end_turn();
+        complete(&mut rt);
+    }
+    complete(&mut rt);
+    let (reply, mut answer) = oneshot::channel();
+    rt.handle(Request::Update {
+        cmd: update("a"),
+        reply,
+    });
+    rt.end_turn();
+    complete(&mut rt);
+    assert!(answer.try_recv().unwrap().unwrap());
+    let applied = rt.metadata().applied_index();
+    assert_eq!(applied, 2, "the no-op and the update");
+    assert_eq!(
+        rt.raft().snapshot_index(),
+        0,
+        "threshold 0: never by itself"
+    );
+
+    assert!(rt.snapshot_now());
+    assert_eq!(rt.raft().snapshot_index(), applied, "the core compacted");
+    let term = rt.raft().term();
+    let compacts = |rt: &Rt| -> Vec<Snapshot> {
+        rt.writer()
+            .writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Compact { snapshot, .. } => Some(snapshot.clone()),
+                Write::Ready { .. } => None,
+            })
+            .collect()
+    };
+    match &compacts(&rt)[..] {
+        [snapshot] => {
+            assert_eq!((snapshot.index, snapshot.term), (applied, term));
+            let map = Metadata::from_snapshot(snapshot.index, &snapshot.data).unwrap();
+            assert_eq!(map.version("a"), 1, "the snapshot is the applied map");
+        }
+        other => panic!("expected one snapshot written, got {other:?}"),
+    }
+    assert!(!rt.snapshot_now(), "nothing applied past the snapshot");
+    assert_eq!(compacts(&rt).len(), 1);
+}
