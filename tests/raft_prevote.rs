@@ -93,7 +93,7 @@ fn election_is_preceded_by_a_pre_vote_round() {
     assert_eq!(c.node(0).term(), 1);
     for v in 1..3 {
         assert_eq!(c.node(v).term(), 1);
-        assert_eq!(c.hard[v as usize].vote, Some(0));
+        assert_eq!(c.hard(v).vote, Some(0));
     }
 }
 
@@ -128,7 +128,7 @@ fn an_isolated_follower_never_raises_its_term_and_rejoins_quietly() {
     assert_eq!(c.node(0).term(), term);
     assert_eq!(c.node(2).role(), Role::Follower);
     assert_eq!(c.node(2).leader(), Some(0));
-    assert_eq!(c.logs[2], c.logs[0], "it caught up");
+    assert_eq!(c.log(2), c.log(0), "it caught up");
 }
 
 /// Without pre-vote the same isolation raises the term every timeout and
@@ -174,7 +174,7 @@ fn a_follower_hearing_its_leader_ignores_a_higher_term_request_vote() {
     };
     c.deliver(rv);
     assert_eq!(c.node(1).term(), term, "term unchanged");
-    assert_eq!(c.hard[1].vote, Some(0), "vote unchanged");
+    assert_eq!(c.hard(1).vote, Some(0), "vote unchanged");
     let refusal = c.take(|m| m.from == 1 && m.to == 2);
     assert_eq!(refusal.len(), 1);
     assert_eq!(refusal[0].term, term);
@@ -185,9 +185,8 @@ fn a_follower_hearing_its_leader_ignores_a_higher_term_request_vote() {
     // Once the leader has been silent for the minimum election timeout, the
     // same request is heard (a higher term makes it a follower there).
     for _ in 0..c.node(1).config().election_ticks_min {
-        c.nodes[1].tick();
+        c.tick(1);
     }
-    c.drain(1);
     c.queue.clear();
     let rv2 = Message {
         from: 2,
@@ -201,7 +200,7 @@ fn a_follower_hearing_its_leader_ignores_a_higher_term_request_vote() {
     };
     c.deliver(rv2);
     assert_eq!(c.node(1).term(), term + 5);
-    assert_eq!(c.hard[1].vote, Some(2));
+    assert_eq!(c.hard(1).vote, Some(2));
 }
 
 /// §4.2.3 applies to PreVote too, and the leader itself refuses both.

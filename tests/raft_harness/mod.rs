@@ -346,13 +346,7 @@ impl Cluster {
             return;
         }
         let to = msg.to;
-        let is_request = matches!(
-            msg.body,
-            MessageBody::AppendEntries { .. }
-                | MessageBody::RequestVote { .. }
-                | MessageBody::InstallSnapshot { .. }
-        );
-        if is_request {
+        if !msg.body.is_response() {
             let (reply, answer) = oneshot::channel();
             self.nodes[to as usize].calls.push(answer);
             self.turn(to, Request::Peer { msg, reply });
