@@ -63,6 +63,9 @@ pub struct Raft {
     /// Readies whose entries are not known durable yet: (number, last index,
     /// last term), in order.
     pub(super) unpersisted: std::collections::VecDeque<(u64, LogIndex, Term)>,
+    /// Leader: entries or a commit index the followers have not been sent
+    /// yet; `ready()` sends them (see `flush_broadcast`).
+    pub(super) broadcast_pending: bool,
     /// Rules to break on purpose (the simulation's self-test); `NONE` unless
     /// `inject_bugs` was called, which production never does.
     pub(super) bugs: SeededBugs,
@@ -157,6 +160,7 @@ impl Raft {
             },
             ready_number: 0,
             unpersisted: std::collections::VecDeque::new(),
+            broadcast_pending: false,
             bugs: SeededBugs::NONE,
             cfg: config,
         })
@@ -196,9 +200,9 @@ impl Raft {
             });
         }
         let index = self.log.append_new(self.term, data);
-        for peer in self.peers.clone() {
-            self.send_append_all(peer);
-        }
+        // Sent when the next `Ready` is taken: every proposal of one turn
+        // travels in one AppendEntries per follower.
+        self.broadcast_pending = true;
         // A single-node cluster commits in `advance`, once the entry is durable.
         Ok((index, self.term))
     }

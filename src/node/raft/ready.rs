@@ -14,7 +14,8 @@ use super::types::{Ready, Role};
 
 impl Raft {
     pub fn has_ready(&self) -> bool {
-        self.pending_snapshot.is_some()
+        (self.broadcast_pending && self.role == Role::Leader)
+            || self.pending_snapshot.is_some()
             || !self.msgs.is_empty()
             || !self.read_states.is_empty()
             || self.log.has_unstable()
@@ -24,6 +25,7 @@ impl Raft {
     }
 
     pub fn ready(&mut self) -> Ready {
+        self.flush_broadcast();
         let soft = self.soft_state();
         let hard = self.hard_state();
         self.ready_number += 1;

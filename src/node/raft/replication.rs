@@ -217,18 +217,34 @@ impl Raft {
             && self.log.commit_to(candidate)
     }
 
-    /// The commit index moved: tell every follower now, not at the next
-    /// heartbeat, and serve reads that were waiting for it.
+    /// The commit index moved: tell every follower with the next `Ready`,
+    /// not at the next heartbeat, and serve reads that were waiting for it.
     pub(super) fn on_commit_advanced(&mut self) {
         if self.committed_own_term() {
             self.read_only.fill_index(self.log.commit());
         }
+        self.broadcast_pending = true;
+        self.release_reads();
+    }
+
+    /// Sends what proposals and commit advances since the last `Ready` left
+    /// for the followers: new entries as far as each one's progress allows,
+    /// else a commit notice to a follower that does not know the commit of
+    /// entries it holds. Done once per `Ready`, so a burst of proposals or
+    /// acks costs one message per follower, not one per event.
+    pub(super) fn flush_broadcast(&mut self) {
+        if !std::mem::take(&mut self.broadcast_pending) || self.role != Role::Leader {
+            return;
+        }
+        let commit = self.log.commit();
         for peer in self.peers.clone() {
             if self.send_append_all(peer) == 0 {
-                self.send_empty(peer);
+                let pr = &self.progress[&peer];
+                if commit.min(pr.match_index) > pr.commit_sent {
+                    self.send_empty(peer);
+                }
             }
         }
-        self.release_reads();
     }
 
     pub(super) fn release_reads(&mut self) {

@@ -209,6 +209,52 @@ fn the_leader_sends_before_its_write_and_counts_itself_after() {
 }
 
 #[test]
+fn the_proposals_of_one_turn_travel_in_one_append_per_follower() {
+    let mut rt = runtime(0, 3);
+    elect(&mut rt);
+    complete(&mut rt);
+    let term = rt.raft().term();
+    for from in [1, 2] {
+        rt.handle(Request::PeerResponse(Message {
+            from,
+            to: 0,
+            term,
+            ctx: 0,
+            body: MessageBody::AppendEntriesResponse {
+                success: true,
+                match_index: 1,
+                conflict_index: 0,
+                conflict_term: 0,
+                read_seq: 0,
+            },
+        }));
+    }
+    rt.end_turn();
+    complete(&mut rt);
+    rt.transport_mut().sent.clear();
+    let mut answers = Vec::new();
+    for k in 0..10 {
+        let (reply, answer) = oneshot::channel();
+        rt.handle(Request::Update {
+            cmd: update(&format!("f{k}")),
+            reply,
+        });
+        answers.push(answer);
+    }
+    rt.end_turn();
+    let sent = &rt.transport_mut().sent;
+    assert_eq!(sent.len(), 2, "one AppendEntries per follower: {sent:?}");
+    for m in sent {
+        let MessageBody::AppendEntries { entries, .. } = &m.body else {
+            panic!("not an append: {m:?}")
+        };
+        let indexes: Vec<_> = entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, (2..=11).collect::<Vec<_>>());
+    }
+    assert_eq!(rt.writer_mut().writes.len(), 1, "and one write");
+}
+
+#[test]
 fn a_commit_only_ready_is_written_without_fsync() {
     let mut rt = runtime(1, 3);
     // Node 1 follows leader 0: entries 1..=2 arrive, then a heartbeat that
