@@ -159,7 +159,7 @@ async fn restart(dir: &Path, n: u64) -> (Duration, Duration, u64) {
     let (store, rec) = DiskStore::open(&node_dir, &meta, DiskOptions::default()).unwrap();
     let recover = t.elapsed();
     assert_eq!(rec.entries, n);
-    assert_eq!(store.load().entries.len() as u64, n);
+    assert_eq!(rec.loaded.entries.len() as u64, n);
     drop(store);
 
     let start = time_start(listener, meta, &node_dir, n).await;
@@ -242,9 +242,9 @@ async fn restart_from_snapshot(dir: &Path, n: u64) -> SnapshotRestart {
         write = t.elapsed();
     }
     let t = Instant::now();
-    let (store, _) = DiskStore::open(&node_dir, &meta, DiskOptions::default()).unwrap();
+    let (store, rec) = DiskStore::open(&node_dir, &meta, DiskOptions::default()).unwrap();
     let recover = t.elapsed();
-    assert_eq!(store.load().snapshot.index, n);
+    assert_eq!(rec.loaded.snapshot.index, n);
     drop(store);
 
     let start = time_start(listener, meta, &node_dir, n).await;

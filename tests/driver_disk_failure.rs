@@ -15,7 +15,7 @@ use surfstore::node::metadata::Metadata;
 use surfstore::node::raft::{Entry, HardState, Raft, RaftConfig, Snapshot};
 use surfstore::node::runtime::io::{InlineWriter, PeerLanes};
 use surfstore::node::runtime::{Publisher, Runtime};
-use surfstore::node::storage::{LogStore, PreparedSnapshot, SnapshotPreparer, Stored};
+use surfstore::node::storage::{LogStore, PreparedSnapshot, SnapshotPreparer};
 use surfstore::node::NodeError;
 
 /// A store whose writes succeed `ok_writes` times, then fail like a full disk.
@@ -44,9 +44,6 @@ impl LogStore for FailingStore {
     }
     fn snapshot_preparer(&self) -> Option<SnapshotPreparer> {
         None
-    }
-    fn load(&self) -> Stored {
-        Stored::default()
     }
 }
 

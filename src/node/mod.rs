@@ -29,7 +29,7 @@ use crate::node::metadata::Metadata;
 use crate::node::raft::{Raft, RaftConfig};
 use crate::node::runtime::io::{InlineWriter, PeerLanes, ThreadWriter};
 use crate::node::runtime::{Publisher, Runtime};
-use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, LogStore, Volatile};
+use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, Stored, Volatile};
 use crate::xmlrpc::server::{self, ServerOptions};
 
 /// Raft timing, in wall-clock terms; the driver turns it into ticks.
@@ -208,8 +208,7 @@ pub async fn start_on(
     opts.timing.validate()?;
     let config = opts.raft_config();
     config.validate()?;
-    let store = open_store(&opts)?;
-    let stored = store.load();
+    let (store, stored) = open_store(&opts)?;
     let metadata = if stored.snapshot.index > 0 {
         Metadata::from_snapshot(stored.snapshot.index, &stored.snapshot.data).map_err(|e| {
             let file = opts.data_dir.as_ref().map_or_else(
@@ -325,11 +324,11 @@ pub async fn start_on(
 }
 
 /// The node's log store: memory, or the write-ahead log in `data_dir`,
-/// recovered (a restarted node replays its committed entries into the
-/// metadata map from the first `Ready` on).
-fn open_store(opts: &NodeOptions) -> Result<AnyStore, StartError> {
+/// recovered; and what it holds, for the core (a restarted node replays its
+/// committed entries into the metadata map from the first `Ready` on).
+fn open_store(opts: &NodeOptions) -> Result<(AnyStore, Stored), StartError> {
     let Some(dir) = &opts.data_dir else {
-        return Ok(AnyStore::Mem(Volatile));
+        return Ok((AnyStore::Mem(Volatile), Stored::default()));
     };
     let meta = ClusterMeta {
         id: opts.id,
@@ -349,5 +348,5 @@ fn open_store(opts: &NodeOptions) -> Result<AnyStore, StartError> {
         took_ms = rec.took.as_secs_f64() * 1e3,
         "recovered the write-ahead log"
     );
-    Ok(AnyStore::Disk(Box::new(store)))
+    Ok((AnyStore::Disk(Box::new(store)), rec.loaded))
 }

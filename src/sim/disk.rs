@@ -105,7 +105,7 @@ impl SimDisk {
     /// Power cut in `mode`, then recovery from what the disk kept.
     pub fn crash_and_recover(&mut self, mode: CrashMode) -> Result<Stored, String> {
         self.fs.crash(mode);
-        let (store, _) = DiskStore::open_in(
+        let (store, rec) = DiskStore::open_in(
             Arc::new(self.fs.clone()),
             &self.dir,
             &self.meta,
@@ -113,7 +113,7 @@ impl SimDisk {
         )
         .map_err(|e| format!("recovery failed after {mode:?}: {e}"))?;
         self.writer = InlineWriter::new(store);
-        Ok(self.writer.store.load())
+        Ok(rec.loaded)
     }
 }
 

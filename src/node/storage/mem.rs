@@ -1,7 +1,8 @@
-//! `MemStore`: the log, hard state and snapshot in memory: `DiskStore` keeps
-//! one as the mirror of what its files hold and replays its write-ahead log
-//! into one at open; tests use it as a model store. (A node run
-//! `--in-memory` uses `Volatile`, which keeps no copy of the core's log.)
+//! `MemStore`: the log, hard state and snapshot in memory. `DiskStore`'s
+//! recovery replays the write-ahead log into one and hands its contents to
+//! the restarting core (the store keeps none of it); tests use it as the
+//! model store. (A node run `--in-memory` uses `Volatile`, which keeps no
+//! copy of the core's log.)
 
 use super::{LogStore, PreparedSnapshot, SnapshotPreparer, Stored};
 use crate::node::raft::{Entry, HardState, LogIndex, Snapshot, Term};
@@ -58,6 +59,24 @@ impl MemStore {
 
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// What the store holds, as a copy (entries share their data).
+    pub fn load(&self) -> Stored {
+        Stored {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot.clone(),
+            entries: self.entries.clone(),
+        }
+    }
+
+    /// What the store holds, moved out.
+    pub fn into_stored(self) -> Stored {
+        Stored {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot,
+            entries: self.entries,
+        }
     }
 
     /// The term of the entry at `index` (the snapshot's for its own index),
@@ -141,14 +160,6 @@ impl LogStore for MemStore {
 
     fn snapshot_preparer(&self) -> Option<SnapshotPreparer> {
         None
-    }
-
-    fn load(&self) -> Stored {
-        Stored {
-            hard_state: self.hard_state,
-            snapshot: self.snapshot.clone(),
-            entries: self.entries.clone(),
-        }
     }
 }
 
@@ -257,6 +268,7 @@ mod tests {
             entries: vec![e(3, 5), e(3, 6)],
         };
         assert_eq!(MemStore::from_parts(st.clone()).load(), st);
+        assert_eq!(MemStore::from_parts(st.clone()).into_stored(), st);
         let bad = Stored {
             entries: vec![e(3, 6)],
             ..st

@@ -5,7 +5,8 @@
 //!
 //! Two stores sit behind the one trait: `Volatile` (the assignment's
 //! behaviour, `--in-memory`: the core's log is the only copy) and `DiskStore`, a write-ahead log of checksummed
-//! records in append-only segment files under the node's data directory,
+//! records (it keeps no copy of the log either: the entries are in the core
+//! and on disk) in append-only segment files under the node's data directory,
 //! with the state machine's snapshot beside it (`snapshot`). Both reach the
 //! disk through the `fs::FileSystem` trait: `RealFs`, or the simulation's
 //! crashable `SimFs`.
@@ -26,7 +27,10 @@ pub use wal::{DiskOptions, DiskStore, FsyncPolicy, Recovery, WalError, WalStats}
 
 use crate::node::raft::{Entry, HardState, Snapshot};
 
-/// What a store holds: what a restarting node hands to the core.
+/// What a store holds when it is opened: what a restarting node hands to the
+/// core. A store gives it out once, at open (`DiskStore::open` in
+/// `Recovery::loaded`; `Volatile` starts empty), and keeps no copy: from then
+/// on the core holds the log and the store only writes it.
 /// Invariant: `entries` start at `snapshot.index + 1` and are contiguous
 /// (`snapshot.index == 0`: no snapshot, the log starts at 1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,8 +68,6 @@ pub trait LogStore: Send + 'static {
     /// A `Send` handle that can write a snapshot's file (temp file + fsync)
     /// on another thread; `None` when there is nothing slow to do (memory).
     fn snapshot_preparer(&self) -> Option<SnapshotPreparer>;
-    /// What a restarting node hands to the core.
-    fn load(&self) -> Stored;
 }
 
 /// A node's store, chosen at start: memory or a data directory.
@@ -104,13 +106,6 @@ impl LogStore for AnyStore {
         match self {
             AnyStore::Mem(s) => s.snapshot_preparer(),
             AnyStore::Disk(s) => s.snapshot_preparer(),
-        }
-    }
-
-    fn load(&self) -> Stored {
-        match self {
-            AnyStore::Mem(s) => s.load(),
-            AnyStore::Disk(s) => s.load(),
         }
     }
 }

@@ -2,9 +2,9 @@
 //! behaviour). The Raft core already holds the log, the hard state and the
 //! snapshot in memory, and they survive `crash()` there; nothing survives the
 //! process. So this store keeps no second copy: every write succeeds at once
-//! and a start finds nothing.
+//! and a start finds nothing (`Stored::default()`).
 
-use super::{LogStore, PreparedSnapshot, SnapshotPreparer, Stored};
+use super::{LogStore, PreparedSnapshot, SnapshotPreparer};
 use crate::node::raft::{Entry, HardState, Snapshot};
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -25,9 +25,5 @@ impl LogStore for Volatile {
 
     fn snapshot_preparer(&self) -> Option<SnapshotPreparer> {
         None
-    }
-
-    fn load(&self) -> Stored {
-        Stored::default()
     }
 }

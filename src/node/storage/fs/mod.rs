@@ -3,7 +3,9 @@
 //! crashable, fault-injecting file system in memory (`SimFs`).
 //!
 //! The trait promises POSIX semantics as far as durability goes: `write_all`
-//! reaches the page cache, `sync_data` makes a file's bytes durable, and a
+//! reaches the page cache (no userspace buffer: a `read` right after it sees
+//! the bytes, which `DiskStore` relies on to read entries back), `sync_data`
+//! makes a file's bytes durable, and a
 //! directory entry (a created, renamed or removed file) is durable only once
 //! `sync_dir` ran on its directory.
 
@@ -21,6 +23,7 @@ pub use sim::{CrashMode, SimFs};
 
 /// An open file, written at its end (append) or from the start (created).
 pub trait FsFile: Send {
+    /// Writes all of `buf` through to the OS (unbuffered).
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// `fdatasync`: the bytes written so far (and the length) are durable.
     fn sync_data(&mut self) -> io::Result<()>;

@@ -17,11 +17,18 @@
 //! Entries go before the hard state so a torn batch never leaves a commit
 //! index pointing past the log.
 //!
-//! `save_snapshot` makes the snapshot file durable first, then compacts: a
-//! new segment headed by [hard state, base marker, retained entries] is
-//! written, fsynced and renamed into place, and every older segment is
-//! deleted. Both steps are fsynced whatever the `FsyncPolicy` (they are rare,
-//! and deleting segments on the strength of unsynced data would lose them).
+//! `save_snapshot` reads the entries it keeps back from the segments
+//! (`read`), makes the snapshot file durable, then compacts: a new segment
+//! headed by [hard state, base marker, retained entries] is written, fsynced
+//! and renamed into place, and every older segment is deleted. Both steps are
+//! fsynced whatever the `FsyncPolicy` (they are rare, and deleting segments
+//! on the strength of unsynced data would lose them).
+//!
+//! The store holds no entry data in memory: only the log's shape (`shape`:
+//! hard state, snapshot index and term, last index, and runs of terms and
+//! segments) and a write buffer of at most `BUF_KEEP` bytes between writes.
+//! The entries live in the core and on disk; what a restarting core gets is
+//! handed out once, by `open` (`Recovery::loaded`).
 //!
 //! `open` recovers (`recover`): it replays the segments from the last
 //! compaction on, truncates a torn tail of the last one (with a warning),
@@ -32,9 +39,11 @@
 //! batch, so every later call returns an error and the node must restart
 //! (recovery sorts out what is durable).
 
+mod read;
 pub mod record;
 mod recover;
 pub mod segment;
+mod shape;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,8 +53,9 @@ use std::time::Duration;
 use super::fs::{DirLock, FileSystem, FsFile, RealFs};
 use super::meta::{ClusterMeta, MetaError};
 use super::snapshot::{PreparedSnapshot, SnapshotPreparer};
-use super::{LogStore, MemStore, Stored};
+use super::{LogStore, Stored};
 use crate::node::raft::{Entry, HardState, LogIndex, Snapshot, Term};
+use shape::LogShape;
 
 /// When `persist` forces data to the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -115,9 +125,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     }
 }
 
-/// What `open` found, for the startup log line and for tests.
+/// What `open` found: the log, for the core, and a report for the startup
+/// log line and for tests.
 #[derive(Clone, Debug, Default)]
 pub struct Recovery {
+    /// What the store holds, for the restarting core. The store keeps no
+    /// copy: this is the only one (move it out).
+    pub loaded: Stored,
     /// Segments replayed (from the last compaction on).
     pub segments: usize,
     pub records: usize,
@@ -156,9 +170,12 @@ pub struct DiskStore {
     file: Box<dyn FsFile>,
     seq: u64,
     size: u64,
-    /// Mirrors what the log and snapshot hold (what `load` hands to a
-    /// restarting core).
-    mirror: MemStore,
+    /// What the log holds, without the entries' data. Invariant: it is what
+    /// replaying the segments gives (recovery checks it; `read_entries`
+    /// checks the entries it reads against it).
+    shape: LogShape,
+    /// Scratch space for a batch or a compaction segment; its capacity is cut
+    /// back to `BUF_KEEP` after each use.
     buf: Vec<u8>,
     stats: WalStats,
     preparer: SnapshotPreparer,
@@ -176,8 +193,8 @@ impl std::fmt::Debug for DiskStore {
             .field("dir", &self.dir)
             .field("seq", &self.seq)
             .field("size", &self.size)
-            .field("snapshot_index", &self.mirror.snapshot().index)
-            .field("last_index", &self.mirror.last_index())
+            .field("snapshot_index", &self.shape.snapshot_index())
+            .field("last_index", &self.shape.last_index())
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
@@ -209,11 +226,28 @@ impl DiskStore {
     }
 
     pub fn last_index(&self) -> LogIndex {
-        self.mirror.last_index()
+        self.shape.last_index()
     }
 
     pub fn snapshot_index(&self) -> LogIndex {
-        self.mirror.snapshot().index
+        self.shape.snapshot_index()
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.shape.hard_state()
+    }
+
+    /// The term of the entry at `index` (the snapshot's for its own index),
+    /// `None` when the log does not hold it.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.shape.term_at(index)
+    }
+
+    /// Heap bytes the store holds besides its file handles: the log's shape
+    /// and the write buffer. It does not grow with the entries' data: a few
+    /// words per term and per segment in the log, plus at most `BUF_KEEP`.
+    pub fn resident_bytes(&self) -> usize {
+        self.shape.heap_bytes() + self.buf.capacity()
     }
 
     pub fn stats(&self) -> WalStats {
@@ -256,14 +290,14 @@ impl DiskStore {
         }
         let seq = self.seq + 1;
         let path = self.wal_dir.join(segment::name(seq));
-        let start = self.mirror.snapshot();
-        let marker = (start.index > 0).then_some(record::Marker {
-            index: start.index,
-            term: start.term,
+        let start = self.shape.snapshot_index();
+        let marker = (start > 0).then_some(record::Marker {
+            index: start,
+            term: self.shape.snapshot_term(),
             base: false,
         });
         let mut head = Vec::new();
-        encode_head(&mut head, self.mirror.hard_state(), marker);
+        encode_head(&mut head, self.shape.hard_state(), marker);
         self.file = self.fs.open_append(&path)?;
         self.fs.sync_dir(&self.wal_dir)?;
         self.seq = seq;
@@ -273,9 +307,10 @@ impl DiskStore {
     }
 
     /// Replaces the log by a new segment holding [hard state, base marker
-    /// (`index`, `term`), the entries `retained_after(index, term)`], durably,
-    /// then deletes every older segment. The mirror is not touched.
-    fn compact(&mut self, index: LogIndex, term: Term) -> io::Result<()> {
+    /// (`index`, `term`), `retained`] (the entries the snapshot keeps),
+    /// durably, then deletes every older segment. The shape is not touched
+    /// (the caller applies the snapshot to it and relocates its entries).
+    fn compact(&mut self, index: LogIndex, term: Term, retained: &[Entry]) -> io::Result<()> {
         let seq = self.seq + 1;
         self.buf.clear();
         let marker = record::Marker {
@@ -283,8 +318,8 @@ impl DiskStore {
             term,
             base: true,
         };
-        encode_head(&mut self.buf, self.mirror.hard_state(), Some(marker));
-        for e in self.mirror.retained_after(index, term) {
+        encode_head(&mut self.buf, self.shape.hard_state(), Some(marker));
+        for e in retained {
             record::encode_entry(&mut self.buf, e);
         }
         let tmp = self.wal_dir.join(segment::temp_name(seq));
@@ -302,6 +337,7 @@ impl DiskStore {
         self.size = self.buf.len() as u64;
         self.stats.bytes += self.buf.len() as u64;
         self.stats.compactions += 1;
+        self.trim_buf();
         let old = segment::list(&*self.fs, &self.wal_dir)?.segments;
         let mut removed = 0;
         for (s, p) in old {
@@ -337,20 +373,33 @@ impl DiskStore {
         self.stats.records += records;
         self.stats.bytes += self.buf.len() as u64;
         self.unsynced = true;
+        self.trim_buf();
         Ok(())
     }
 
+    /// Gives back the memory of a large batch or compaction: the buffer
+    /// keeps at most `BUF_KEEP` bytes of capacity between writes.
+    fn trim_buf(&mut self) {
+        self.buf.clear();
+        self.buf.shrink_to(BUF_KEEP);
+    }
+
     /// The snapshot file step and the WAL step of `save_snapshot`, for a
-    /// snapshot newer than the one held.
+    /// snapshot newer than the one held; `retained`: the entries it keeps.
     fn save_snapshot_io(
         &mut self,
         snapshot: &Snapshot,
         prepared: PreparedSnapshot,
+        retained: &[Entry],
     ) -> io::Result<()> {
         self.preparer.install(prepared)?;
-        self.compact(snapshot.index, snapshot.term)
+        self.compact(snapshot.index, snapshot.term, retained)
     }
 }
+
+/// The write buffer's capacity kept between writes (a batch or compaction
+/// larger than this allocates for itself and gives it back).
+pub const BUF_KEEP: usize = 256 << 10;
 
 /// Appends a segment head to `out`: the hard state (its commit raised to the
 /// marker's index: what a snapshot holds is committed) and the marker.
@@ -376,7 +425,7 @@ impl LogStore for DiskStore {
     fn write(&mut self, hard_state: Option<HardState>, entries: &[Entry]) -> io::Result<()> {
         self.check_failed()?;
         if let Some(first) = entries.first() {
-            let start = self.mirror.snapshot().index;
+            let start = self.shape.snapshot_index();
             assert!(
                 first.index > start && first.index <= self.last_index() + 1,
                 "log contiguity invariant: persisting index {} after last {} (snapshot {start})",
@@ -386,7 +435,12 @@ impl LogStore for DiskStore {
         }
         self.persist_io(hard_state, entries)
             .map_err(|e| self.fail(e))?;
-        self.mirror.persist(hard_state, entries)
+        if let Some(hs) = hard_state {
+            self.shape.set_hard_state(hs);
+        }
+        // The batch went to the segment current after a roll.
+        self.shape.append(entries, self.seq);
+        Ok(())
     }
 
     fn save_snapshot(
@@ -402,41 +456,51 @@ impl LogStore for DiskStore {
                 "prepared snapshot invariant: the prepared file is the snapshot being saved"
             );
         }
-        if !self.mirror.is_newer(snapshot.index) {
+        if !self.shape.is_newer(snapshot.index) {
             if let Some(p) = prepared {
                 // Not worth failing over: open removes stray temp files.
                 let _ = self.preparer.discard(p);
             }
             return Ok(());
         }
+        // Nothing is installed yet when reading or preparing fails: no need
+        // to fail the store (open removes a stray temp file).
+        let kept = self.shape.retained(snapshot.index, snapshot.term);
+        let retained = match self.read_entries(kept) {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(p) = prepared {
+                    let _ = self.preparer.discard(p);
+                }
+                return Err(e);
+            }
+        };
         let prepared = match prepared {
             Some(p) => p,
-            // Nothing is installed yet when this fails: no need to fail.
             None => self.preparer.prepare(snapshot)?,
         };
-        self.save_snapshot_io(snapshot, prepared)
+        self.save_snapshot_io(snapshot, prepared, &retained)
             .map_err(|e| self.fail(e))?;
         tracing::info!(
             dir = %self.dir.display(),
             index = snapshot.index,
             term = snapshot.term,
             bytes = snapshot.data.len(),
-            retained = self.mirror.retained_after(snapshot.index, snapshot.term).len(),
+            retained = retained.len(),
             "saved a snapshot and compacted the log"
         );
-        self.mirror.apply_snapshot(snapshot.clone());
+        self.shape.apply_snapshot(snapshot.index, snapshot.term);
+        self.shape.relocate(self.seq);
         Ok(())
     }
 
     fn snapshot_preparer(&self) -> Option<SnapshotPreparer> {
         Some(self.preparer.clone())
     }
-
-    fn load(&self) -> Stored {
-        self.mirror.load()
-    }
 }
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod sim_tests;
 #[cfg(test)]

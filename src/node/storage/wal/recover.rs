@@ -9,7 +9,9 @@
 //! 2. Replay starts at the last segment whose head holds a base marker (a
 //!    compaction's segment, renamed into place only once whole); older
 //!    segments are obsolete and removed.
-//! 3. Records apply in order to a `MemStore`: a hard state replaces the
+//! 3. Records apply in order to a `MemStore` (the log handed to the core,
+//!    `Recovery::loaded`) and to a `LogShape` (what the store keeps: no
+//!    entry data; the two must agree): a hard state replaces the
 //!    previous one; an entry at or below the log's start is skipped, one
 //!    beyond the last index + 1 (a gap) is corruption; a marker at or below
 //!    the log's start is ignored, one at the snapshot file's (index, term)
@@ -18,7 +20,8 @@
 //!    one the file does not cover is corruption.
 //! 4. If the file is newer than the last marker replayed (a crash between
 //!    installing the file and writing its marker), its rule applies to the
-//!    replayed log, and the interrupted compaction is done again.
+//!    replayed log, and the interrupted compaction is done again (with the
+//!    entries just replayed).
 //! 5. The hard state's commit is raised to at least the snapshot's index.
 //! 6. A torn tail of the last segment is cut off (with a warning); a torn
 //!    record in any other segment is corruption.
@@ -35,6 +38,7 @@ use bytes::Bytes;
 
 use super::record::{self, Record};
 use super::segment;
+use super::shape::LogShape;
 use super::{io, DiskOptions, DiskStore, Recovery, WalError, WalStats};
 use crate::node::raft::Snapshot;
 use crate::node::storage::fs::{read_if_exists, FileSystem};
@@ -127,8 +131,10 @@ pub(super) fn open(
     rec.obsolete_segments = first_replayed;
 
     let mut m = MemStore::new();
+    let mut shape = LogShape::default();
     let mut tail = None;
     for (k, path, len, scan) in scans {
+        let seq = segments[k].0;
         rec.records += scan.records.len();
         for (r, off) in scan.records.into_iter().zip(scan.offsets) {
             let corrupt = |reason: String| WalError::Corrupt {
@@ -137,7 +143,10 @@ pub(super) fn open(
                 reason,
             };
             match r {
-                Record::HardState(hs) => m.persist(Some(hs), &[]).expect("memory"),
+                Record::HardState(hs) => {
+                    m.persist(Some(hs), &[]).expect("memory");
+                    shape.set_hard_state(hs);
+                }
                 Record::Entry(e) => {
                     let (start, last) = (m.snapshot().index, m.last_index());
                     if e.index == 0 || e.index > last + 1 {
@@ -147,6 +156,7 @@ pub(super) fn open(
                         )));
                     }
                     if e.index > start {
+                        shape.append(std::slice::from_ref(&e), seq);
                         m.persist(None, &[e]).expect("memory");
                     }
                 }
@@ -156,12 +166,14 @@ pub(super) fn open(
                     }
                     if (mk.index, mk.term) == (file_snap.index, file_snap.term) {
                         m.apply_snapshot(file_snap.clone());
+                        shape.apply_snapshot(mk.index, mk.term);
                     } else if mk.index < file_snap.index {
                         m.apply_snapshot(Snapshot {
                             index: mk.index,
                             term: mk.term,
                             data: Bytes::new(),
                         });
+                        shape.apply_snapshot(mk.index, mk.term);
                     } else {
                         return Err(corrupt(format!(
                             "marker for a snapshot at index {} (term {}), but {} holds index {} (term {})",
@@ -188,15 +200,38 @@ pub(super) fn open(
             "the snapshot file is newer than the write-ahead log's last marker (a crash inside save_snapshot); applying it and compacting"
         );
         m.apply_snapshot(file_snap.clone());
+        shape.apply_snapshot(file_snap.index, file_snap.term);
     }
     let mut hs = m.hard_state();
     hs.commit = hs.commit.max(m.snapshot().index);
 
     m.persist(Some(hs), &[]).expect("memory");
+    shape.set_hard_state(hs);
     assert_eq!(
         m.snapshot().index,
         file_snap.index,
         "recovery invariant: the log starts at the snapshot file"
+    );
+    assert_eq!(
+        (
+            shape.hard_state(),
+            shape.snapshot_index(),
+            shape.snapshot_term(),
+            shape.last_index()
+        ),
+        (
+            m.hard_state(),
+            m.snapshot().index,
+            m.snapshot().term,
+            m.last_index()
+        ),
+        "recovery invariant: the log's shape is the replayed log's"
+    );
+    assert!(
+        m.entries()
+            .iter()
+            .all(|e| shape.term_at(e.index) == Some(e.term)),
+        "recovery invariant: the log's shape has the replayed entries' terms"
     );
 
     // Everything checked: now change the disk.
@@ -249,7 +284,7 @@ pub(super) fn open(
         file,
         seq,
         size,
-        mirror: m,
+        shape,
         buf: Vec::new(),
         stats: WalStats::default(),
         failed: None,
@@ -257,10 +292,13 @@ pub(super) fn open(
         _lock: lock,
     };
     if finish_snapshot {
+        // The replayed log already starts at the snapshot: all of it stays.
         store
-            .compact(file_snap.index, file_snap.term)
+            .compact(file_snap.index, file_snap.term, m.entries())
             .map_err(io(&wal_dir))?;
+        store.shape.relocate(store.seq);
     }
+    rec.loaded = m.into_stored();
     rec.took = started.elapsed();
     Ok((store, rec))
 }

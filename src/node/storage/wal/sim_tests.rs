@@ -7,8 +7,10 @@
 
 use super::*;
 use crate::node::storage::fs::{CrashMode, SimFs};
-use crate::node::storage::Stored;
+use crate::node::storage::{MemStore, Stored};
 use bytes::Bytes;
+
+use super::test_support::{held, loaded};
 
 fn meta() -> ClusterMeta {
     ClusterMeta {
@@ -123,6 +125,12 @@ fn open(fs: &SimFs) -> Result<(DiskStore, Recovery), WalError> {
 /// Runs the script until the first error; returns what was acknowledged
 /// and the operation that failed (none if all succeeded or open failed).
 fn run(fs: &SimFs, script: &[Op]) -> (MemStore, Option<Op>) {
+    run_checked(fs, script, false)
+}
+
+/// `run`; with `check`, after every operation what the files hold (read
+/// back through the store's shape) must be what was acknowledged.
+fn run_checked(fs: &SimFs, script: &[Op], check: bool) -> (MemStore, Option<Op>) {
     let mut acked = MemStore::new();
     let Ok((mut s, _)) = open(fs) else {
         return (acked, None);
@@ -146,6 +154,9 @@ fn run(fs: &SimFs, script: &[Op]) -> (MemStore, Option<Op>) {
             return (acked, Some(op.clone()));
         }
         apply(&mut acked, op);
+        if check {
+            assert_eq!(held(&s), acked.load(), "after {op:?}");
+        }
     }
     (acked, None)
 }
@@ -178,14 +189,14 @@ fn modes(k: u64) -> Vec<CrashMode> {
 fn the_script_runs_clean_and_reopens_the_same() {
     let fs = SimFs::new();
     let script = script();
-    let (acked, pending) = run(&fs, &script);
+    let (acked, pending) = run_checked(&fs, &script, true);
     assert!(pending.is_none());
     let want = acked.load();
     assert_eq!(want.snapshot, snap(21, 3));
     assert_eq!(want.entries, vec![e(4, 22), e(4, 23)]);
     fs.crash(CrashMode::LoseUnsynced);
     let (s, rec) = open(&fs).unwrap();
-    assert_eq!(s.load(), want);
+    assert_eq!(loaded(&s, rec.clone()), want);
     assert_eq!(rec.snapshot_index, 21);
 }
 
@@ -206,8 +217,8 @@ fn crash_at_every_write_and_fsync_point_in_every_mode_loses_nothing_acknowledged
             fs.stop_at(k);
             let (acked, pending) = run(&fs, &script);
             fs.crash(mode);
-            let (s, _) = open(&fs).unwrap_or_else(|err| panic!("{ctx}: reopen: {err}"));
-            let got = s.load();
+            let (s, rec) = open(&fs).unwrap_or_else(|err| panic!("{ctx}: reopen: {err}"));
+            let got = loaded(&s, rec);
             let ok = allowed(&acked, pending.as_ref());
             assert!(
                 ok.contains(&got),
@@ -220,15 +231,19 @@ fn crash_at_every_write_and_fsync_point_in_every_mode_loses_nothing_acknowledged
             // changes nothing, and the log goes on.
             drop(s);
             fs.crash(CrashMode::LoseUnsynced);
-            let (mut s, _) = open(&fs).unwrap_or_else(|err| panic!("{ctx}: 2nd reopen: {err}"));
-            assert_eq!(s.load(), got, "{ctx}: second crash");
+            let (mut s, rec) = open(&fs).unwrap_or_else(|err| panic!("{ctx}: 2nd reopen: {err}"));
+            assert_eq!(loaded(&s, rec), got, "{ctx}: second crash");
             let next = e(9, s.last_index() + 1);
             s.persist(hs(9, got.hard_state.commit), std::slice::from_ref(&next))
                 .unwrap();
             drop(s);
             fs.crash(CrashMode::LoseUnsynced);
-            let (s, _) = open(&fs).unwrap_or_else(|err| panic!("{ctx}: 3rd reopen: {err}"));
-            assert_eq!(s.load().entries.last(), Some(&next), "{ctx}: appended");
+            let (s, rec) = open(&fs).unwrap_or_else(|err| panic!("{ctx}: 3rd reopen: {err}"));
+            assert_eq!(
+                loaded(&s, rec).entries.last(),
+                Some(&next),
+                "{ctx}: appended"
+            );
         }
     }
     assert!(states.len() >= 15, "only {} distinct states", states.len());
@@ -248,8 +263,8 @@ fn an_injected_error_at_any_point_is_an_err_never_a_panic() {
         fs.fail_at(k);
         let (acked, pending) = run(&fs, &script);
         // The process goes on: a fresh open sees the page cache.
-        let (s, _) = open(&fs).unwrap_or_else(|err| panic!("{ctx}: reopen: {err}"));
-        let got = s.load();
+        let (s, rec) = open(&fs).unwrap_or_else(|err| panic!("{ctx}: reopen: {err}"));
+        let got = loaded(&s, rec);
         assert!(
             allowed(&acked, pending.as_ref()).contains(&got),
             "{ctx}: pending {pending:?}, recovered {got:?}"
@@ -290,7 +305,7 @@ fn a_crash_during_recovery_is_recovered_too() {
         let fs = clone_fs(&base);
         let (s, rec) = open(&fs).unwrap();
         assert!(rec.finished_snapshot && rec.truncated.is_some());
-        assert_eq!(s.load(), want);
+        assert_eq!(loaded(&s, rec), want);
         fs.points() - start
     };
     for k in 0..recovery_points {
@@ -299,8 +314,12 @@ fn a_crash_during_recovery_is_recovered_too() {
             fs.stop_at(start + k);
             assert!(open(&fs).is_err());
             fs.crash(mode);
-            let (s, _) = open(&fs).unwrap();
-            assert_eq!(s.load(), want, "recovery stopped at point {k}, {mode:?}");
+            let (s, rec) = open(&fs).unwrap();
+            assert_eq!(
+                loaded(&s, rec),
+                want,
+                "recovery stopped at point {k}, {mode:?}"
+            );
         }
     }
 }

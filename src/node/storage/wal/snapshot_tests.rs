@@ -5,11 +5,11 @@
 
 use super::*;
 use crate::node::storage::snapshot::SNAPSHOT_FILE;
-use crate::node::storage::Stored;
+use crate::node::storage::{MemStore, Stored};
 use bytes::Bytes;
 use std::fs;
 
-use super::test_support::{e, meta, segment_paths};
+use super::test_support::{e, held, loaded, meta, segment_paths};
 
 fn tmp(name: &str) -> PathBuf {
     super::test_support::tmp(&format!("snap-{name}"))
@@ -45,7 +45,7 @@ fn open(dir: &Path) -> (DiskStore, Recovery) {
 /// Reopens `dir` and checks it holds `want`; returns the recovery report.
 fn reopen_holds(dir: &Path, want: &Stored) -> Recovery {
     let (s, rec) = open(dir);
-    assert_eq!(&s.load(), want);
+    assert_eq!(&loaded(&s, rec.clone()), want);
     rec
 }
 
@@ -61,7 +61,7 @@ fn compaction_drops_old_segments_and_reopen_gives_the_same_log() {
         assert!(segment_paths(&dir).len() > 5);
         s.save_snapshot(&snap(30, 1), None).unwrap();
         assert_eq!(segment_paths(&dir).len(), 1, "older segments deleted");
-        want = s.load();
+        want = held(&s);
         assert_eq!(want.snapshot, snap(30, 1));
         assert_eq!(want.entries, (31..=40).map(|i| e(1, i)).collect::<Vec<_>>());
         assert_eq!(want.hard_state, hs(1, 39));
@@ -75,7 +75,7 @@ fn compaction_drops_old_segments_and_reopen_gives_the_same_log() {
         for i in 41..=60 {
             s.persist(Some(hs(2, i - 1)), &[e(2, i)]).unwrap();
         }
-        s.load()
+        held(&s)
     };
     assert!(segment_paths(&dir).len() > 3);
     reopen_holds(&dir, &want);
@@ -88,9 +88,9 @@ fn compaction_drops_old_segments_and_reopen_gives_the_same_log() {
             .prepare(&snap(60, 2))
             .unwrap();
         s.save_snapshot(&snap(60, 2), Some(p)).unwrap();
-        assert_eq!(s.load().entries, vec![]);
+        assert_eq!(held(&s).entries, vec![]);
         s.persist(None, &[e(3, 61)]).unwrap();
-        s.load()
+        held(&s)
     };
     assert_eq!(segment_paths(&dir).len(), 1);
     let rec = reopen_holds(&dir, &want);
@@ -110,11 +110,11 @@ fn install_over_a_conflicting_or_short_log_discards_it() {
         .unwrap();
         // The leader's entry 4 has term 2: ours conflict.
         s.save_snapshot(&snap(4, 2), None).unwrap();
-        let st = s.load();
+        let st = held(&s);
         assert_eq!((st.snapshot.index, st.entries.len()), (4, 0));
         assert_eq!(st.hard_state.commit, 4, "commit raised to the snapshot");
         s.persist(None, &[e(2, 5)]).unwrap();
-        s.load()
+        held(&s)
     };
     reopen_holds(&dir, &want);
     // Past the end of the log.
@@ -123,7 +123,7 @@ fn install_over_a_conflicting_or_short_log_discards_it() {
         s.save_snapshot(&snap(20, 3), None).unwrap();
         assert_eq!(s.last_index(), 20);
         s.persist(Some(hs(3, 20)), &[e(3, 21)]).unwrap();
-        s.load()
+        held(&s)
     };
     assert_eq!(want.entries, vec![e(3, 21)]);
     reopen_holds(&dir, &want);
@@ -138,11 +138,11 @@ fn an_older_snapshot_is_ignored_and_its_temp_file_removed() {
         s.persist(None, &(1..=6).map(|i| e(1, i)).collect::<Vec<_>>())
             .unwrap();
         s.save_snapshot(&snap(4, 1), None).unwrap();
-        let want = s.load();
+        let want = held(&s);
         let p = s.snapshot_preparer().unwrap().prepare(&snap(3, 1)).unwrap();
         s.save_snapshot(&snap(3, 1), Some(p)).unwrap();
         s.save_snapshot(&snap(4, 1), None).unwrap();
-        assert_eq!(s.load(), want);
+        assert_eq!(held(&s), want);
         assert_eq!(
             fs::read_dir(&dir).unwrap().count(),
             4,
@@ -181,8 +181,8 @@ fn crash_window(name: &str, log: &[Entry], s_at: Snapshot, want_entries: Vec<Ent
         let (mut s, _) = open(&dir);
         s.persist(None, &[e(5, next)]).unwrap();
     }
-    let (s, _) = open(&dir);
-    assert_eq!(s.load().entries.last(), Some(&e(5, next)), "{name}");
+    let (s, rec) = open(&dir);
+    assert_eq!(loaded(&s, rec).entries.last(), Some(&e(5, next)), "{name}");
     drop(s);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -222,7 +222,7 @@ fn segments_left_by_a_crash_after_compaction_are_removed() {
         for (p, b) in &old {
             fs::write(p, b).unwrap();
         }
-        s.load()
+        held(&s)
     };
     let n = segment_paths(&dir).len();
     let rec = reopen_holds(&dir, &want);
@@ -271,8 +271,8 @@ fn a_bad_snapshot_file_is_refused_naming_it() {
     fs::write(&path, &good).unwrap();
     // A stray temp file (a prepare a crash interrupted) is removed.
     fs::write(dir.join("snapshot.9-1.tmp"), b"half a snap").unwrap();
-    let (s, _) = open(&dir);
-    assert_eq!(s.load().snapshot, snap(4, 1));
+    let (s, rec) = open(&dir);
+    assert_eq!(loaded(&s, rec).snapshot, snap(4, 1));
     assert!(!dir.join("snapshot.9-1.tmp").exists());
     drop(s);
     let _ = fs::remove_dir_all(&dir);
@@ -336,7 +336,7 @@ fn crash_at_every_byte_after_a_compaction_loses_nothing_acknowledged() {
         )
         .unwrap();
         s.save_snapshot(&snap(4, 1), None).unwrap();
-        start = MemStore::from_parts(s.load());
+        start = MemStore::from_parts(held(&s));
         points.push((s.seq, s.size));
         for (h, es) in &batches {
             s.persist(*h, es).unwrap();
@@ -377,8 +377,8 @@ fn crash_at_every_byte_after_a_compaction_loses_nothing_acknowledged() {
                 &full[..cut as usize],
             )
             .unwrap();
-            let (s, _) = open(&d);
-            let got = s.load();
+            let (s, rec) = open(&d);
+            let got = loaded(&s, rec);
             assert!(
                 allowed.contains(&got),
                 "crash in batch {k} at byte {cut} of segment {seq1}: recovered {got:?}"

@@ -1,14 +1,14 @@
 //! What the on-disk store tests share: a fresh scratch directory per test and
 //! thread, the cluster identity they claim, entries whose data names them,
-//! and the segment files a directory holds.
+//! the segment files a directory holds, and what a store holds.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::segment;
+use super::{segment, DiskStore, Recovery};
 use crate::node::raft::Entry;
-use crate::node::storage::{ClusterMeta, RealFs};
+use crate::node::storage::{ClusterMeta, RealFs, Stored};
 
 /// A fresh, empty directory under the system temp dir for test `name`.
 pub fn tmp(name: &str) -> PathBuf {
@@ -44,4 +44,20 @@ pub fn segment_paths(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .map(|(_, p)| p)
         .collect()
+}
+
+/// What a store just opened hands to the core, checked against what its
+/// files hold read back through its shape (they must agree).
+pub fn loaded(s: &DiskStore, rec: Recovery) -> Stored {
+    assert_eq!(
+        s.read_back().expect("read back"),
+        rec.loaded,
+        "what open hands out is what the files hold"
+    );
+    rec.loaded
+}
+
+/// What a store holds now, read back from its files.
+pub fn held(s: &DiskStore) -> Stored {
+    s.read_back().expect("read back")
 }

@@ -5,7 +5,7 @@ use super::*;
 use crate::node::storage::Stored;
 use std::fs::{self, OpenOptions};
 
-use super::test_support::{e, meta, segment_paths, tmp};
+use super::test_support::{e, held, loaded, meta, segment_paths, tmp};
 
 fn hs(term: u64, vote: Option<u64>, commit: u64) -> HardState {
     HardState { term, vote, commit }
@@ -37,7 +37,7 @@ fn survives_reopen_with_overwrites() {
     let (s, rec) = open(&dir);
     assert!(rec.truncated.is_none());
     assert_eq!(
-        s.load(),
+        loaded(&s, rec),
         stored(hs(2, None, 1), vec![e(1, 1), e(2, 2), e(2, 3)])
     );
     drop(s);
@@ -62,7 +62,7 @@ fn rolls_segments_and_reads_them_all_back() {
     assert!(segment_paths(&dir).len() > 5);
     let (s, rec) = DiskStore::open(&dir, &meta(), opts).unwrap();
     assert_eq!(rec.segments, segment_paths(&dir).len());
-    assert_eq!(s.load(), stored(hs(1, Some(0), 39), want));
+    assert_eq!(loaded(&s, rec), stored(hs(1, Some(0), 39), want));
     drop(s);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -93,13 +93,14 @@ fn torn_tail_is_truncated_and_appending_continues() {
         let (mut s, rec) = open(&dir);
         let (path, offset, _) = rec.truncated.clone().expect("a torn tail");
         assert_eq!((path, offset), (seg.clone(), good));
-        assert_eq!(s.load().entries, vec![e(1, 1), e(1, 2)]);
+        assert_eq!(loaded(&s, rec).entries, vec![e(1, 1), e(1, 2)]);
         assert_eq!(fs::metadata(&seg).unwrap().len(), good);
         s.persist(None, &[e(2, 3)]).unwrap();
+        assert_eq!(held(&s).entries, vec![e(1, 1), e(1, 2), e(2, 3)]);
     }
     let (s, rec) = open(&dir);
     assert!(rec.truncated.is_none());
-    assert_eq!(s.load().entries, vec![e(1, 1), e(1, 2), e(2, 3)]);
+    assert_eq!(loaded(&s, rec).entries, vec![e(1, 1), e(1, 2), e(2, 3)]);
     drop(s);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -246,8 +247,8 @@ fn crash_at_every_write_and_fsync_point_loses_nothing_acknowledged() {
             fs::create_dir_all(d.join("wal")).unwrap();
             fs::copy(dir.join("cluster"), d.join("cluster")).unwrap();
             fs::write(d.join("wal").join(segment::name(1)), &full[..cut as usize]).unwrap();
-            let (s, _) = open(&d);
-            let st = s.load();
+            let (s, rec) = open(&d);
+            let st = loaded(&s, rec);
             let got = Model {
                 hs: st.hard_state,
                 log: st.entries,
