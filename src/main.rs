@@ -241,14 +241,24 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let node = node::start(opts, shutdown_rx).await?;
         tracing::info!(id = args.id, addr = %node.addr, members = config.members.len(), "node listening");
-        let mut status = node.handle.watch();
+        // The driver ends by itself only when the node failed. (Awaiting it,
+        // not the status watch, which changes on every turn: a waiter woken
+        // per turn cost a thread wake-up per turn.)
+        let mut driver = node.driver;
         let failed = tokio::select! {
             _ = wait_for_signal() => None,
-            s = status.wait_for(|s| s.failed.is_some()) => s.ok().and_then(|s| s.failed.clone()),
+            _ = &mut driver => Some(
+                node.handle
+                    .status()
+                    .failed
+                    .unwrap_or_else(|| "its driver stopped".into()),
+            ),
         };
         tracing::info!("shutting down");
         let _ = shutdown_tx.send(true);
-        let _ = node.driver.await;
+        if failed.is_none() {
+            let _ = driver.await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), node.server).await;
         match failed {
             Some(why) => Err(anyhow::anyhow!("node {} stopped: {why}", args.id)),
