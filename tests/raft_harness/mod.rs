@@ -29,7 +29,7 @@ use surfstore::node::raft::{
     Term,
 };
 use surfstore::node::runtime::{NodeStatus, Publisher, Request, Runtime};
-use surfstore::node::storage::{LogStore, MemStore, Stored};
+use surfstore::node::storage::{MemStore, Stored};
 use tokio::sync::oneshot::{self, error::TryRecvError};
 use tokio::sync::{broadcast, watch};
 
