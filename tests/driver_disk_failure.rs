@@ -59,6 +59,7 @@ fn config() -> RaftConfig {
         max_bytes_per_message: 1 << 20,
         max_inflight: 4,
         pre_vote: true,
+        check_quorum: true,
     }
 }
 

@@ -41,6 +41,11 @@ pub enum EventKind {
     LeaderElected {
         term: Term,
     },
+    /// This leader heard from no majority for an election timeout (a
+    /// partition, not `crash()`: crashed nodes still answer) and stepped down.
+    QuorumLost {
+        term: Term,
+    },
     /// This node was leader and is not any more.
     LeadershipLost {
         term: Term,
@@ -89,6 +94,12 @@ impl fmt::Display for EventKind {
             }
             EventKind::LeaderElected { term } => write!(f, "became leader of term {term}"),
             EventKind::LeadershipLost { term } => write!(f, "lost leadership (term {term})"),
+            EventKind::QuorumLost { term } => {
+                write!(
+                    f,
+                    "no majority heard for an election timeout: stepping down (term {term})"
+                )
+            }
             EventKind::Crashed => write!(f, "crashed"),
             EventKind::Restored => write!(f, "restored"),
             EventKind::Committed { index, term, what } => {

@@ -167,6 +167,7 @@ impl NodeOptions {
             max_bytes_per_message: self.max_bytes_per_message,
             max_inflight: self.max_inflight,
             pre_vote: true,
+            check_quorum: true,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::disk::{check_recovered, Pending};
 use super::trace;
 use super::world::World;
 use super::writer::{ModelStore, SimWriter};
+use crate::node::error::NodeError;
 use crate::node::metadata::Metadata;
 use crate::node::raft::{NodeId, Raft};
 use crate::node::runtime::io::Write;
@@ -96,8 +97,10 @@ impl World {
                     let copies = self.net.send(m.clone(), self.tick, true, &mut self.rng);
                     self.log(|| format!("answer{} {}", ["X", " ", "2"][copies], trace::msg(&m)));
                 }
-                // Crashed, failed or a bad request: the caller sees a fault
-                // (or a timeout) and reports the peer unreachable.
+                // Crashed: the caller gets fault 1 at once (alive, for
+                // check-quorum). Failed or a bad request: a fault or a
+                // timeout, and it reports the peer unreachable.
+                Ok(Err(NodeError::Crashed(_))) => self.report_crashed_answer(call.from, n),
                 Ok(Err(_)) | Err(_) => self.maybe_report_unreachable(call.from, n),
             }
         }

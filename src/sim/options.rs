@@ -151,6 +151,9 @@ pub struct Plan {
     /// leader (production's setting); off in a quarter of the runs, so the
     /// plain algorithm stays covered.
     pub pre_vote: bool,
+    /// Leaders step down without a majority (production's setting); off in
+    /// a quarter of the runs.
+    pub check_quorum: bool,
 }
 
 impl Plan {
@@ -172,6 +175,7 @@ impl Plan {
         let disk = rng.gen_bool(0.5);
         let segment_bytes = rng.gen_range(256..=8192);
         let pre_vote = rng.gen_bool(0.75);
+        let check_quorum = rng.gen_bool(0.75);
         let nodes = opts.nodes.unwrap_or(nodes);
         if nodes == 0 {
             return Err("--nodes must be at least 1".into());
@@ -200,6 +204,7 @@ impl Plan {
             snapshot_every,
             disk_segment_bytes,
             pre_vote,
+            check_quorum,
         })
     }
 }

@@ -81,7 +81,8 @@ pub struct World {
     pub counters: Counters,
     pub trace: bool,
     /// `Unreachable` reports due: (tick, to the node, about the peer).
-    pub unreachable: Vec<(u64, NodeId, NodeId)>,
+    /// `true`: the peer answered fault 1 (`crash()`ed, but alive).
+    pub unreachable: Vec<(u64, NodeId, NodeId, bool)>,
     pub references: super::snapshots::References,
 }
 
@@ -154,6 +155,7 @@ impl World {
             max_bytes_per_message: p.max_bytes_per_message,
             max_inflight: p.max_inflight,
             pre_vote: p.pre_vote,
+            check_quorum: p.check_quorum,
         }
     }
 
@@ -285,17 +287,40 @@ impl World {
     pub(super) fn maybe_report_unreachable(&mut self, requester: NodeId, peer: NodeId) {
         if self.rng.gen_bool(0.3) {
             let due = self.tick + self.rng.gen_range(1..=4);
-            self.unreachable.push((due, requester, peer));
+            self.unreachable.push((due, requester, peer, false));
         }
     }
 
-    /// Step: `to` learns that a request to `peer` got no answer.
-    fn report_unreachable(&mut self, to: NodeId, peer: NodeId) -> Result<(), Violation> {
+    /// A crashed node answered a request of `requester` with fault 1: the
+    /// requester hears it a tick or two later, unless the answer is lost on
+    /// a cut link (then it is a missing answer, as in production).
+    pub(super) fn report_crashed_answer(&mut self, requester: NodeId, peer: NodeId) {
+        if self.net.link_up(peer, requester) && self.rng.gen_bool(0.9) {
+            let due = self.tick + self.rng.gen_range(1..=2);
+            self.unreachable.push((due, requester, peer, true));
+        } else {
+            self.maybe_report_unreachable(requester, peer);
+        }
+    }
+
+    /// Step: `to` learns that a request to `peer` got no answer, or (with
+    /// `crashed`) that `peer` answered it with fault 1.
+    fn report_unreachable(
+        &mut self,
+        to: NodeId,
+        peer: NodeId,
+        crashed: bool,
+    ) -> Result<(), Violation> {
         self.begin_step();
         self.counters.unreachable_reports += 1;
-        self.log(|| format!("n{to} hears n{peer} is unreachable"));
+        let what = if crashed { "crashed" } else { "unreachable" };
+        self.log(|| format!("n{to} hears n{peer} is {what}"));
         let rt = &mut self.nodes[to as usize].rt;
-        rt.handle(Request::Unreachable(peer));
+        rt.handle(if crashed {
+            Request::PeerCrashed(peer)
+        } else {
+            Request::Unreachable(peer)
+        });
         rt.end_turn();
         self.end_step(Some(to))
     }
@@ -366,7 +391,7 @@ impl World {
             Tick(NodeId),
             Msg(Message),
             Complete(NodeId),
-            Unreachable(NodeId, NodeId),
+            Unreachable(NodeId, NodeId, bool),
         }
         let mut evs: Vec<Ev> = self
             .net
@@ -385,11 +410,11 @@ impl World {
         let now = self.tick;
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unreachable)
             .into_iter()
-            .partition(|(t, _, _)| *t <= now);
+            .partition(|(t, _, _, _)| *t <= now);
         self.unreachable = later;
         evs.extend(
             due.into_iter()
-                .map(|(_, to, peer)| Ev::Unreachable(to, peer)),
+                .map(|(_, to, peer, crashed)| Ev::Unreachable(to, peer, crashed)),
         );
         evs.shuffle(&mut self.rng);
         for ev in evs {
@@ -404,7 +429,7 @@ impl World {
                         self.complete_writes(n)?;
                     }
                 }
-                Ev::Unreachable(to, peer) => self.report_unreachable(to, peer)?,
+                Ev::Unreachable(to, peer, crashed) => self.report_unreachable(to, peer, crashed)?,
             }
             // Leader churn strikes between any two steps, e.g. between an ack
             // and the next batch.

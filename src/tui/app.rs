@@ -282,7 +282,7 @@ impl App {
             EventKind::PreVoteRefused { .. } => Tone::Info,
             EventKind::VoteGranted { .. } => Tone::Vote,
             EventKind::LeaderElected { .. } => Tone::Leader,
-            EventKind::LeadershipLost { .. } => Tone::LeadershipLost,
+            EventKind::LeadershipLost { .. } | EventKind::QuorumLost { .. } => Tone::LeadershipLost,
             EventKind::Crashed => Tone::Crash,
             EventKind::Restored => Tone::Restore,
             EventKind::Committed { .. } => Tone::Commit,

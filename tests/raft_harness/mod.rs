@@ -52,6 +52,7 @@ pub fn config(id: NodeId, n: usize) -> RaftConfig {
         max_bytes_per_message: 1 << 20,
         max_inflight: 4,
         pre_vote: false,
+        check_quorum: false,
     }
 }
 
@@ -347,9 +348,15 @@ impl Cluster {
         }
         let to = msg.to;
         if !msg.body.is_response() {
+            let from = msg.from;
+            let crashed = self.nodes[to as usize].rt.is_crashed();
             let (reply, answer) = oneshot::channel();
             self.nodes[to as usize].calls.push(answer);
             self.turn(to, Request::Peer { msg, reply });
+            if crashed {
+                // A crashed node answers fault 1 at once, as over HTTP.
+                self.turn(from, Request::PeerCrashed(to));
+            }
         } else {
             self.turn(to, Request::PeerResponse(msg));
         }
@@ -455,6 +462,11 @@ impl Cluster {
         (0..self.nodes.len() as NodeId)
             .filter(|&i| self.node(i).role() == Role::Leader)
             .collect()
+    }
+
+    /// The shell reports that `peer` answered node `id` with fault 1.
+    pub fn crashed_answer(&mut self, id: NodeId, peer: NodeId) {
+        self.turn(id, Request::PeerCrashed(peer));
     }
 
     /// The shell reports that `peer` did not answer node `id`.

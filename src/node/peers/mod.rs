@@ -218,6 +218,11 @@ fn answer(
                 Request::Unreachable(peer)
             }
         },
+        Err(crate::xmlrpc::client::CallError::Fault(f))
+            if f.code == crate::node::error::FAULT_IS_CRASHED =>
+        {
+            Request::PeerCrashed(peer)
+        }
         Err(e) => {
             tracing::debug!(peer, "{method} failed: {e}");
             Request::Unreachable(peer)

@@ -30,11 +30,15 @@ pub struct RaftConfig {
     /// a leader has been heard from within `election_ticks_min` (§4.2.3).
     /// Off, the core is the plain algorithm of the paper's Figure 2.
     pub pre_vote: bool,
+    /// Check-quorum: a leader that has heard from no majority (counting
+    /// itself) during `election_ticks_max` ticks steps down, so a leader cut
+    /// off in a minority stops claiming leadership.
+    pub check_quorum: bool,
 }
 
 impl RaftConfig {
     /// A config with the usual defaults (election 10..=20 ticks, heartbeat 3,
-    /// 64 entries / 1 MiB per message, 8 in flight, seed = id, pre-vote on).
+    /// 64 entries / 1 MiB per message, 8 in flight, seed = id, pre-vote and check-quorum on).
     pub fn new(id: NodeId, members: Vec<NodeId>) -> RaftConfig {
         RaftConfig {
             id,
@@ -47,6 +51,7 @@ impl RaftConfig {
             max_bytes_per_message: 1 << 20,
             max_inflight: 8,
             pre_vote: true,
+            check_quorum: true,
         }
     }
 

@@ -44,6 +44,9 @@ pub struct Progress {
     /// The highest commit the follower could have learned from what we sent
     /// (min of the carried commit and the last index the message verified).
     pub commit_sent: LogIndex,
+    /// Heard from (an answer, or the news that it is `crash()`ed) since the
+    /// leader's last check-quorum round; a new leader starts out trusting.
+    pub recent_active: bool,
 }
 
 impl Progress {
@@ -58,6 +61,7 @@ impl Progress {
             inflight: VecDeque::new(),
             waiting_since: 0,
             commit_sent: 0,
+            recent_active: true,
         }
     }
 

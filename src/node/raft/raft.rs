@@ -66,6 +66,11 @@ pub struct Raft {
     /// Leader: entries or a commit index the followers have not been sent
     /// yet; `ready()` sends them (see `flush_broadcast`).
     pub(super) broadcast_pending: bool,
+    /// Leader: ticks since the last check-quorum round.
+    pub(super) quorum_check_elapsed: u32,
+    /// Set when the leader stepped down for want of a majority; read (and
+    /// cleared) by `take_quorum_lost`.
+    pub(super) quorum_lost: bool,
     /// Rules to break on purpose (the simulation's self-test); `NONE` unless
     /// `inject_bugs` was called, which production never does.
     pub(super) bugs: SeededBugs,
@@ -161,6 +166,8 @@ impl Raft {
             ready_number: 0,
             unpersisted: std::collections::VecDeque::new(),
             broadcast_pending: false,
+            quorum_check_elapsed: 0,
+            quorum_lost: false,
             bugs: SeededBugs::NONE,
             cfg: config,
         })
@@ -172,6 +179,15 @@ impl Raft {
         self.now += 1;
         match self.role {
             Role::Leader => {
+                if self.cfg.check_quorum {
+                    self.quorum_check_elapsed += 1;
+                    if self.quorum_check_elapsed >= self.cfg.election_ticks_max {
+                        self.quorum_check_elapsed = 0;
+                        if !self.check_quorum_round() {
+                            return;
+                        }
+                    }
+                }
                 self.heartbeat_elapsed += 1;
                 if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
                     self.heartbeat_elapsed = 0;
@@ -231,6 +247,25 @@ impl Raft {
         if let Some(pr) = self.progress.get_mut(&peer) {
             pr.become_probe();
         }
+    }
+
+    /// The driver learned that `peer` is alive but `crash()`ed (it answered
+    /// fault 1 at once): it counts as heard from for check-quorum, so a
+    /// leader whose majority is crashed keeps leading (and blocking, as the
+    /// assignment requires) while a leader cut off by the network steps
+    /// down. The request was not handled, so its slots are freed as for
+    /// `report_unreachable`.
+    pub fn report_crashed(&mut self, peer: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.recent_active = true;
+            pr.become_probe();
+        }
+    }
+
+    /// Whether this node stepped down as leader for want of a majority since
+    /// the last call (for the runtime's events and logs).
+    pub fn take_quorum_lost(&mut self) -> bool {
+        std::mem::take(&mut self.quorum_lost)
     }
 
     /// The driver has made `snapshot` (the state machine as of an applied
@@ -403,6 +438,22 @@ impl Raft {
             }
     }
 
+    /// Check-quorum round: did a majority (counting us) answer since the last
+    /// one? If not, step down (followers then elect a leader they can
+    /// reach); if so, start counting again. Returns whether we still lead.
+    pub(super) fn check_quorum_round(&mut self) -> bool {
+        let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+        if active < self.quorum() {
+            self.quorum_lost = true;
+            self.become_follower(self.term, None);
+            return false;
+        }
+        for pr in self.progress.values_mut() {
+            pr.recent_active = false;
+        }
+        true
+    }
+
     /// Become a follower in `term` (>= the current term; a higher term clears
     /// the vote). Drops all leader and candidate state.
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -492,6 +543,7 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
         self.heartbeat_elapsed = 0;
+        self.quorum_check_elapsed = 0;
         self.votes.clear();
         self.read_only.reset();
         let next = self.log.last_index() + 1;

@@ -76,6 +76,11 @@ impl Raft {
 
     /// A message the term rules let through.
     fn step_current(&mut self, msg: Message) -> Result<(), RaftError> {
+        if msg.term == self.term && self.role == Role::Leader {
+            if let Some(pr) = self.progress.get_mut(&msg.from) {
+                pr.recent_active = true;
+            }
+        }
         match msg.body {
             MessageBody::AppendEntries { .. } => self.handle_append_entries(&msg),
             MessageBody::InstallSnapshot { .. } => self.handle_install_snapshot(&msg),

@@ -307,6 +307,11 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                     self.raft.report_unreachable(peer);
                 }
             }
+            Request::PeerCrashed(peer) => {
+                if !self.crashed && self.failed.is_none() {
+                    self.raft.report_crashed(peer);
+                }
+            }
             Request::Crash { reply } => {
                 self.crash();
                 self.publish();
@@ -465,6 +470,16 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
     fn note_roles(&mut self, rd: &Ready) {
         let term = rd.hard_state.map_or(self.term, |hs: HardState| hs.term);
         if let Some(ss) = rd.soft_state {
+            if self.role == Role::Leader && ss.role != Role::Leader && self.raft.take_quorum_lost()
+            {
+                tracing::info!(
+                    node = self.id,
+                    term = self.term,
+                    "no majority heard from for an election timeout: stepping down"
+                );
+                self.publisher
+                    .emit(EventKind::QuorumLost { term: self.term });
+            }
             if self.role == Role::Leader && ss.role != Role::Leader {
                 self.pending.fail_all(self.id, || {
                     NodeError::Unavailable("leadership lost while the call was pending".into())

@@ -44,6 +44,9 @@ pub enum Request {
     PeerResponse(Message),
     /// A request this node sent to `peer` got no answer.
     Unreachable(NodeId),
+    /// `peer` answered a request with fault 1: it is `crash()`ed, but alive
+    /// (check-quorum counts it as heard from).
+    PeerCrashed(NodeId),
     Crash {
         reply: oneshot::Sender<()>,
     },

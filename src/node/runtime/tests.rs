@@ -48,6 +48,7 @@ fn runtime(id: NodeId, n: usize) -> Rt {
         max_bytes_per_message: 1 << 20,
         max_inflight: 4,
         pre_vote: false,
+        check_quorum: false,
     };
     let raft = Raft::new(
         config,
