@@ -166,7 +166,11 @@ pub fn http_request(data: &[u8]) {
     if !super::xml_chars(&value) {
         return;
     }
-    let method = if g.u8() % 8 == 0 { "fault" } else { "echo" };
+    let method = if g.u8().is_multiple_of(8) {
+        "fault"
+    } else {
+        "echo"
+    };
     let mut body = Vec::new();
     codec::encode_call(method, std::slice::from_ref(&value), &mut body);
     let mut req = Vec::new();

@@ -438,7 +438,7 @@ pub fn index_txt(data: &[u8]) {
         if name.is_empty() {
             continue;
         }
-        let hashes = if g.u8() % 4 == 0 {
+        let hashes = if g.u8().is_multiple_of(4) {
             vec!["0".to_owned()]
         } else {
             (0..g.u8() % 4)
