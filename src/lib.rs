@@ -6,6 +6,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod fuzzing;
 pub mod node;
 pub mod sim;
 pub mod tester;

@@ -324,3 +324,36 @@ fn closing(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
         .insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }
+
+/// Serves one connection over any byte stream with the same HTTP settings
+/// and request handling as [`serve`] (no connection limit or shutdown:
+/// the caller owns the stream). The fuzzing entry point
+/// (`crate::fuzzing::http_request` drives it over a `tokio::io::duplex`).
+/// One difference: a peer may shut down its sending side and still read
+/// the answers to what it sent (HTTP half-close), so a harness can send
+/// its bytes, close, and read to the end.
+/// Returns when the peer closes the stream or the connection fails.
+pub async fn serve_connection<H, I>(io: I, handler: H, opts: &ServerOptions) -> hyper::Result<()>
+where
+    H: Handler,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = Arc::new(RequestLimits {
+        max_body_bytes: opts.max_body_bytes,
+        body_read_timeout: opts.body_read_timeout,
+        codec_limits: opts.codec_limits.clone(),
+        stats: opts.stats.clone(),
+    });
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        let limits = limits.clone();
+        async move { Ok::<_, Infallible>(respond(req, handler, &limits).await) }
+    });
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true)
+        .half_close(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await
+}
