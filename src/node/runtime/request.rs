@@ -44,6 +44,8 @@ pub enum Request {
     PeerResponse(Message),
     /// A request this node sent to `peer` got no answer.
     Unreachable(NodeId),
+    /// `peer` refused the snapshot this node sent it (fault 3).
+    SnapshotRefused(NodeId),
     Crash {
         reply: oneshot::Sender<()>,
     },

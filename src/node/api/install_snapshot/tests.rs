@@ -8,9 +8,9 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::*;
+use crate::node::command::{Command, Hash};
 use crate::node::driver::NodeStatus;
 use crate::node::peer_wire::{snapshot_chunks, MAX_SNAPSHOT_BYTES};
-use crate::node::command::{Command, Hash};
 use crate::node::raft::{MessageBody, Role, Snapshot, Status};
 use crate::xmlrpc::codec::MethodCall;
 
@@ -206,7 +206,10 @@ async fn a_snapshot_that_is_not_a_map_is_fault_3_and_never_reaches_the_driver() 
             );
         }
     }
-    assert!(f.seen.try_recv().is_err(), "a bad snapshot reached the driver");
+    assert!(
+        f.seen.try_recv().is_err(),
+        "a bad snapshot reached the driver"
+    );
     // The node still takes a good one, which the driver sees first.
     let msg = snapshot_msg(101, 5000);
     let c = chunks(&msg, 3000);
