@@ -314,7 +314,10 @@ async fn a_snapshot_the_follower_cannot_decode_is_reported_refused() {
             Request::SnapshotRefused(FOLLOWER)
         ));
     }
-    assert!(f.snapshots.try_recv().is_err(), "the driver saw a bad snapshot");
+    assert!(
+        f.snapshots.try_recv().is_err(),
+        "the driver saw a bad snapshot"
+    );
     // A good one still goes through on the same lane.
     tx.send(snapshot(51, 10)).unwrap();
     let (got, reply) = next(&mut f.snapshots).await;

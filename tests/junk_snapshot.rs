@@ -128,7 +128,11 @@ async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
     // The attack on both followers, and (claiming a follower sent it) on the
     // leader; then a flipped-bit real snapshot header and an empty one.
     for (to, c) in clients.iter().enumerate() {
-        let from = if to == leader { (leader + 1) % 3 } else { leader };
+        let from = if to == leader {
+            (leader + 1) % 3
+        } else {
+            leader
+        };
         for (data, why) in [
             (&b"\x01\x02\x03\x04\x05"[..], "bad magic"),
             (b"SFSM\x03\0\0\0\0\0\0\0\0\0\0\0\0", "CRC mismatch"),
@@ -143,8 +147,7 @@ async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
             };
             assert_eq!(f.code, 3, "{f:?}");
             assert!(
-                f.message
-                    .contains("snapshot 100 (term 50) from node")
+                f.message.contains("snapshot 100 (term 50) from node")
                     && f.message.contains("refused, nothing changed")
                     && f.message.contains(why),
                 "{}",
@@ -155,9 +158,16 @@ async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
 
     // Every node still serves, none failed, and no term moved.
     for (i, c) in clients.iter().enumerate() {
-        assert_eq!(c.call("surfstore.ping", &[]).await.unwrap(), Value::Bool(true));
+        assert_eq!(
+            c.call("surfstore.ping", &[]).await.unwrap(),
+            Value::Bool(true)
+        );
         let s = status(c).await.expect("status answers");
-        assert_eq!(field(&s, "failed"), &Value::String(String::new()), "node {i}");
+        assert_eq!(
+            field(&s, "failed"),
+            &Value::String(String::new()),
+            "node {i}"
+        );
         assert_eq!(int(&s, "term"), term, "node {i}'s term moved");
     }
 
