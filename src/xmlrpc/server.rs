@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
@@ -408,22 +408,32 @@ async fn respond<H: Handler>(
     xml(StatusCode::OK, out)
 }
 
-/// Reads the whole body, accounting every frame in `held` before keeping it.
+/// Reads the whole body, accounting the buffer it grows in `held` before
+/// growing it (capacity, not length: a doubling buffer may hold twice what
+/// it was sent), never past the declared length.
 async fn read_body(
     mut body: Limited<Incoming>,
     held: &mut Held,
 ) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
-    let mut buf = BytesMut::new();
+    let declared = body.size_hint().exact().map(|n| n as usize);
+    let mut buf: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
-            held.grow(data.len()).await;
             if buf.is_empty() && body.is_end_stream() {
+                held.grow(data.len()).await;
                 return Ok(data);
+            }
+            let need = buf.len() + data.len();
+            if need > buf.capacity() {
+                let want = need.max(2 * buf.capacity());
+                let cap = declared.map_or(want, |d| want.min(d.max(need)));
+                held.grow(cap - buf.capacity()).await;
+                buf.reserve_exact(cap - buf.len());
             }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf.freeze())
+    Ok(buf.into())
 }
 
 /// 413 with a fault-3 body too, so a client that reads bodies of errors learns
