@@ -166,10 +166,12 @@ impl Held {
     /// (waiting for it while the budget is spent).
     async fn grow(&mut self, n: usize) {
         let free_left = FREE_BODY_BYTES.saturating_sub(self.bytes);
-        let need = n.saturating_sub(free_left);
-        if need > 0 {
-            let need = u32::try_from(need).expect("a frame is under 4 GiB");
-            let permit = match self.budget.clone().try_acquire_many_owned(need) {
+        let mut need = n.saturating_sub(free_left);
+        while need > 0 {
+            // A semaphore hands out at most u32::MAX permits at a time.
+            let part = u32::try_from(need).unwrap_or(u32::MAX);
+            need -= part as usize;
+            let permit = match self.budget.clone().try_acquire_many_owned(part) {
                 Ok(p) => p,
                 Err(_) => {
                     self.stats.budget_waits.fetch_add(1, Ordering::Relaxed);
@@ -177,7 +179,7 @@ impl Held {
                     let p = self
                         .budget
                         .clone()
-                        .acquire_many_owned(need)
+                        .acquire_many_owned(part)
                         .await
                         .expect("the budget semaphore is never closed");
                     self.waiting = false;
