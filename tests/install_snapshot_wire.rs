@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use surfstore::node::command::{Command, Hash};
 use surfstore::node::driver::{NodeStatus, Reply, Request};
+use surfstore::node::metadata::Metadata;
 use surfstore::node::raft::{Message, MessageBody, NodeId, Role, Snapshot, Status};
 use surfstore::node::{peer_wire, peers, NodeHandle};
 use surfstore::xmlrpc::client::Client;
@@ -135,7 +137,28 @@ fn sender_with_status(
     (tx, driver_rx, status_tx)
 }
 
+/// A metadata snapshot: the empty map for `len` 0, else a map of one file
+/// whose one base64 hash makes it `len.max(39)` bytes.
+fn map_bytes(len: usize) -> bytes::Bytes {
+    let mut m = Metadata::new();
+    if len > 0 {
+        let len = len.max(39);
+        let hash = Hash::Bytes((0..len - 39).map(|i| (i * 31 % 256) as u8).collect());
+        let cmd = Command::UpdateFile {
+            filename: "f".into(),
+            version: 1,
+            hashlist: vec![hash],
+        };
+        m.apply(1, &cmd);
+    }
+    m.encode_snapshot()
+}
+
 fn snapshot(index: u64, len: usize) -> Message {
+    with_data(index, map_bytes(len))
+}
+
+fn with_data(index: u64, data: bytes::Bytes) -> Message {
     Message {
         from: LEADER,
         to: FOLLOWER,
@@ -145,10 +168,7 @@ fn snapshot(index: u64, len: usize) -> Message {
             snapshot: Snapshot {
                 index,
                 term: 6,
-                data: (0..len)
-                    .map(|i| (i * 31 % 256) as u8)
-                    .collect::<Vec<_>>()
-                    .into(),
+                data,
             },
         },
     }
@@ -209,7 +229,7 @@ async fn a_snapshot_crosses_in_chunks_and_arrives_whole() {
     reply.send(Ok(success(&got, 1 << 33))).unwrap();
     assert_eq!(match_index(told(&mut driver).await), 1 << 33);
 
-    // An empty snapshot is one call.
+    // The empty map is one call.
     let empty = snapshot(9, 0);
     tx.send(empty.clone()).unwrap();
     let (got, reply) = next(&mut f.snapshots).await;
@@ -273,6 +293,32 @@ async fn a_refused_chunk_reports_the_peer_unreachable() {
     // Restored, the next snapshot goes through on the same lane.
     f.status.send_replace(status(false));
     let mut f = f;
+    tx.send(snapshot(51, 10)).unwrap();
+    let (got, reply) = next(&mut f.snapshots).await;
+    reply.send(Ok(success(&got, 51))).unwrap();
+    assert_eq!(match_index(told(&mut driver).await), 51);
+}
+
+/// The follower's side refuses a snapshot that is not a map (fault 3) before
+/// its driver sees it, and the sender reports it refused, not unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_the_follower_cannot_decode_is_reported_refused() {
+    let mut f = follower().await;
+    let (tx, mut driver) = sender(&f.addr);
+    let mut junk = map_bytes(peers::SNAPSHOT_CHUNK_BYTES * 2).to_vec();
+    junk[100] ^= 0xff;
+    for data in [bytes::Bytes::from_static(b"junk!"), junk.into()] {
+        tx.send(with_data(50, data)).unwrap();
+        assert!(matches!(
+            told(&mut driver).await,
+            Request::SnapshotRefused(FOLLOWER)
+        ));
+    }
+    assert!(
+        f.snapshots.try_recv().is_err(),
+        "the driver saw a bad snapshot"
+    );
+    // A good one still goes through on the same lane.
     tx.send(snapshot(51, 10)).unwrap();
     let (got, reply) = next(&mut f.snapshots).await;
     reply.send(Ok(success(&got, 51))).unwrap();

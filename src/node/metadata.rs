@@ -13,7 +13,10 @@
 //! A snapshot of the map (`encode_snapshot` / `from_snapshot`) is a compact,
 //! deterministic binary: equal maps give equal bytes, whatever order their
 //! files were written in, and decoding hostile bytes returns an error, never
-//! panics or allocates more than the input could hold.
+//! panics or allocates more than the input could hold. It opens with a magic
+//! and a format byte and ends with a CRC-32 of everything before it, so a
+//! snapshot that arrives from the network is checked whole (`from_snapshot`
+//! is the check) before anything uses it.
 //!
 //! The map holds typed hashes (`command::Hash`), not wire values: a hex
 //! SHA-256 costs its 32 bytes. Building the `getfileinfomap` answer is the
@@ -30,12 +33,17 @@ use crate::node::raft::LogIndex;
 
 /// `[magic "SFSM"][format u8]`, then `[files u64]`, then per file in strictly
 /// increasing name order: `[name: len u32 + utf-8][version i64][n u32][n hashes]`
-/// (hashes as `command.rs` encodes them), all little-endian.
+/// (hashes as `command.rs` encodes them), then `[crc u32]`: the CRC-32 (IEEE,
+/// `crc32fast`) of every byte before it; all little-endian.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SFSM";
-/// Format 2 may hold hex SHA-256s as 32 bytes (hash tag 10); format 1 (the
-/// first version's, tagged XML-RPC values) is still read.
-const SNAPSHOT_FORMAT: u8 = 2;
-const SNAPSHOT_FORMATS_READ: [u8; 2] = [1, 2];
+/// Format 3 is format 2 with the CRC trailer. Format 2 may hold hex SHA-256s
+/// as 32 bytes (hash tag 10); format 1 (the first version's, tagged XML-RPC
+/// values) and format 2 are still read (they have no CRC: snapshot files of
+/// those versions are covered by the snapshot file's own CRC).
+const SNAPSHOT_FORMAT: u8 = 3;
+const SNAPSHOT_FORMATS_READ: [u8; 3] = [1, 2, 3];
+/// The first format that ends with a CRC.
+const FIRST_CRC_FORMAT: u8 = 3;
 /// The fewest bytes one file takes: empty name, version, empty hashlist.
 const MIN_FILE_BYTES: usize = 4 + 8 + 4;
 
@@ -45,6 +53,8 @@ pub enum SnapshotDecodeError {
     Magic,
     #[error("unsupported metadata snapshot format {0}")]
     Format(u8),
+    #[error("metadata snapshot CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc { stored: u32, computed: u32 },
     #[error("file names out of order (or repeated) at byte {0}")]
     Order(usize),
     #[error("{0} trailing bytes after the last file")]
@@ -133,6 +143,8 @@ impl MapView {
             out.put_i64_le(info.version);
             command::put_hash_list(&mut out, &info.hashlist);
         }
+        let crc = crc32fast::hash(&out);
+        out.put_u32_le(crc);
         out.freeze()
     }
 }
@@ -231,6 +243,19 @@ impl Metadata {
         let format = r.u8()?;
         if !SNAPSHOT_FORMATS_READ.contains(&format) {
             return Err(SnapshotDecodeError::Format(format));
+        }
+        if format >= FIRST_CRC_FORMAT {
+            // The CRC covers magic, format and body; checked before decoding.
+            let Some(body_end) = data.len().checked_sub(4).filter(|&e| e >= r.pos()) else {
+                return Err(DecodeError::Truncated(data.len()).into());
+            };
+            let stored = u32::from_le_bytes(data[body_end..].try_into().expect("4 bytes"));
+            let computed = crc32fast::hash(&data[..body_end]);
+            if stored != computed {
+                return Err(SnapshotDecodeError::Crc { stored, computed });
+            }
+            r = Reader::new(&data[..body_end]);
+            r.take(5)?;
         }
         let count = r.u64()?;
         // Bound the allocation by what the input could hold, not by its claim.
@@ -409,10 +434,52 @@ mod tests {
         }
         let mut long = enc.to_vec();
         long.push(0);
-        assert_eq!(
+        assert!(matches!(
             Metadata::from_snapshot(1, &long).unwrap_err(),
-            SnapshotDecodeError::Trailing(1)
+            SnapshotDecodeError::Crc { .. }
+        ));
+    }
+
+    #[test]
+    fn every_flipped_bit_past_the_header_fails_the_crc() {
+        let enc = many_files(5, 1).encode_snapshot();
+        assert_eq!(enc[4], SNAPSHOT_FORMAT);
+        for at in 5..enc.len() {
+            for bit in 0..8 {
+                let mut bad = enc.to_vec();
+                bad[at] ^= 1 << bit;
+                assert!(
+                    matches!(
+                        Metadata::from_snapshot(1, &bad),
+                        Err(SnapshotDecodeError::Crc { .. })
+                    ),
+                    "bit {bit} of byte {at} flipped went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn junk_is_refused_by_magic_and_a_format_3_body_needs_its_crc() {
+        assert_eq!(
+            Metadata::from_snapshot(1, b"\x00\x01\x02\x03\x04").unwrap_err(),
+            SnapshotDecodeError::Magic
         );
+        // Format 3 claiming no files but missing the CRC trailer.
+        let mut b = b"SFSM\x03".to_vec();
+        b.extend_from_slice(&0u64.to_le_bytes());
+        assert!(matches!(
+            Metadata::from_snapshot(1, &b),
+            Err(SnapshotDecodeError::Crc { .. })
+        ));
+        assert_eq!(
+            Metadata::from_snapshot(1, b"SFSM\x03\x00").unwrap_err(),
+            SnapshotDecodeError::Corrupt(DecodeError::Truncated(6))
+        );
+        // A format-2 snapshot (no CRC) is still read.
+        let mut b = b"SFSM\x02".to_vec();
+        b.extend_from_slice(&0u64.to_le_bytes());
+        assert!(Metadata::from_snapshot(1, &b).unwrap().is_empty());
     }
 
     #[test]
@@ -481,11 +548,12 @@ mod tests {
         ];
         assert_eq!(m.version("a"), 3);
         assert_eq!(*m.get("a").unwrap().hashlist, want);
-        // Written again in format 2, it reads back the same, the digest 36 bytes
-        // shorter (tag + 32 bytes instead of tag + length + 64 digits).
+        // Written again in format 3, it reads back the same, the digest 36 bytes
+        // shorter (tag + 32 bytes instead of tag + length + 64 digits), plus
+        // the 4-byte CRC.
         let again = m.encode_snapshot();
         assert_eq!(again[4], SNAPSHOT_FORMAT);
-        assert_eq!(again.len(), format1(&v, 4).len() - 36);
+        assert_eq!(again.len(), format1(&v, 4).len() - 36 + 4);
         assert_same_map(&m, &Metadata::from_snapshot(5, &again).unwrap());
     }
 

@@ -14,6 +14,18 @@
 //!   headers time out, slow or truncated bodies only hold their own connection,
 //!   and past [`ServerOptions::max_connections`] new peers wait in the kernel's
 //!   accept queue until a slot frees.
+//! - Memory held for requests is bounded. Per connection: one request at a
+//!   time (HTTP/1.1; a pipelined request waits unread in the socket until the
+//!   one before it is answered), its body at most `max_body_bytes`, and
+//!   hyper's read buffer at most [`READ_BUFFER_BYTES`]. In total: the first
+//!   [`FREE_BODY_BYTES`] of every body are free (so small calls, `ping`
+//!   among them, are never held up), and every body byte past them takes a
+//!   share of [`ServerOptions::max_inflight_bytes`], held until the answer is
+//!   built. A body that finds the budget spent stops being read (its bytes
+//!   wait in the kernel) until a share frees; if none frees within
+//!   `body_read_timeout` it gets 503 and its connection is closed. So request
+//!   bodies never hold more than `max_inflight_bytes + max_connections *
+//!   FREE_BODY_BYTES` (the counters in [`ServerStats`] show it).
 //! - When `shutdown` completes the listener is closed at once, idle connections
 //!   are closed, and in-flight calls get [`ServerOptions::shutdown_grace`] to
 //!   finish before their tasks are aborted.
@@ -33,7 +45,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
 
@@ -46,6 +58,12 @@ pub trait Handler: Clone + Send + Sync + 'static {
     fn call(&self, call: MethodCall) -> impl Future<Output = Result<Value, Fault>> + Send;
 }
 
+/// The body bytes of each request that take no share of the in-flight budget.
+pub const FREE_BODY_BYTES: usize = 64 << 10;
+
+/// hyper's read buffer per connection (headers must fit in it).
+pub const READ_BUFFER_BYTES: usize = 64 << 10;
+
 /// Limits and timeouts. `Default` gives values fit for a SurfStore node.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -53,6 +71,10 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// Connections served at once; further peers wait to be accepted. Default 4096.
     pub max_connections: usize,
+    /// Request body bytes past each body's first [`FREE_BODY_BYTES`] that
+    /// all requests together may hold (being read or being handled); raised
+    /// to `max_body_bytes` if smaller. Default 256 MiB.
+    pub max_inflight_bytes: usize,
     /// Time allowed to receive a request's headers, counted from when the
     /// connection starts waiting for them, so it also closes keep-alive
     /// connections left idle this long. Default 30 s.
@@ -75,6 +97,7 @@ impl Default for ServerOptions {
         ServerOptions {
             max_body_bytes: 16 << 20,
             max_connections: 4096,
+            max_inflight_bytes: 256 << 20,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(2),
@@ -90,6 +113,10 @@ pub struct ServerStats {
     accepted: AtomicU64,
     open: AtomicUsize,
     requests: AtomicU64,
+    inflight_bytes: AtomicUsize,
+    peak_inflight_bytes: AtomicUsize,
+    budget_waits: AtomicU64,
+    budget_refusals: AtomicU64,
 }
 
 impl ServerStats {
@@ -104,6 +131,79 @@ impl ServerStats {
     /// HTTP requests received (any path, method or outcome).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+    /// Request body bytes held right now (read, not yet answered).
+    pub fn inflight_bytes(&self) -> usize {
+        self.inflight_bytes.load(Ordering::Relaxed)
+    }
+    /// The most request body bytes ever held at once.
+    pub fn peak_inflight_bytes(&self) -> usize {
+        self.peak_inflight_bytes.load(Ordering::Relaxed)
+    }
+    /// Times a body stopped being read because the in-flight budget was spent.
+    pub fn budget_waits(&self) -> u64 {
+        self.budget_waits.load(Ordering::Relaxed)
+    }
+    /// Requests refused with 503: no budget freed within `body_read_timeout`.
+    pub fn budget_refusals(&self) -> u64 {
+        self.budget_refusals.load(Ordering::Relaxed)
+    }
+}
+
+/// The body bytes one request holds, and its share of the budget; both are
+/// given back when it is dropped (after the answer is built).
+struct Held {
+    stats: Arc<ServerStats>,
+    budget: Arc<Semaphore>,
+    bytes: usize,
+    share: Option<OwnedSemaphorePermit>,
+    /// Waiting for a share right now (a timeout then is the budget's fault).
+    waiting: bool,
+}
+
+impl Held {
+    /// Accounts `n` more bytes, first taking the share past the free bytes
+    /// (waiting for it while the budget is spent).
+    async fn grow(&mut self, n: usize) {
+        let free_left = FREE_BODY_BYTES.saturating_sub(self.bytes);
+        let mut need = n.saturating_sub(free_left);
+        while need > 0 {
+            // A semaphore hands out at most u32::MAX permits at a time.
+            let part = u32::try_from(need).unwrap_or(u32::MAX);
+            need -= part as usize;
+            let permit = match self.budget.clone().try_acquire_many_owned(part) {
+                Ok(p) => p,
+                Err(_) => {
+                    self.stats.budget_waits.fetch_add(1, Ordering::Relaxed);
+                    self.waiting = true;
+                    let p = self
+                        .budget
+                        .clone()
+                        .acquire_many_owned(part)
+                        .await
+                        .expect("the budget semaphore is never closed");
+                    self.waiting = false;
+                    p
+                }
+            };
+            match &mut self.share {
+                Some(share) => share.merge(permit),
+                None => self.share = Some(permit),
+            }
+        }
+        self.bytes += n;
+        let now = self.stats.inflight_bytes.fetch_add(n, Ordering::Relaxed) + n;
+        self.stats
+            .peak_inflight_bytes
+            .fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stats
+            .inflight_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -131,8 +231,11 @@ pub async fn serve<H: Handler>(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(READ_BUFFER_BYTES)
         .keep_alive(true);
+    let budget = opts.max_inflight_bytes.max(opts.max_body_bytes);
     let limits = Arc::new(RequestLimits {
+        budget: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
         max_body_bytes: opts.max_body_bytes,
         body_read_timeout: opts.body_read_timeout,
         codec_limits: opts.codec_limits.clone(),
@@ -226,6 +329,8 @@ pub async fn serve<H: Handler>(
 
 /// The per-request settings every connection task shares.
 struct RequestLimits {
+    /// Permits: body bytes past the free ones (see the module promises).
+    budget: Arc<Semaphore>,
     max_body_bytes: usize,
     body_read_timeout: Duration,
     codec_limits: codec::Limits,
@@ -258,14 +363,28 @@ async fn respond<H: Handler>(
     if body.size_hint().lower() > limits.max_body_bytes as u64 {
         return too_large(limits.max_body_bytes);
     }
-    let collect = Limited::new(body, limits.max_body_bytes).collect();
-    let body = match tokio::time::timeout(limits.body_read_timeout, collect).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
+    let mut held = Held {
+        stats: limits.stats.clone(),
+        budget: limits.budget.clone(),
+        bytes: 0,
+        share: None,
+        waiting: false,
+    };
+    let read = read_body(Limited::new(body, limits.max_body_bytes), &mut held);
+    let body = match tokio::time::timeout(limits.body_read_timeout, read).await {
+        Ok(Ok(body)) => body,
         Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(limits.max_body_bytes),
         Ok(Err(e)) => {
             // The peer broke off mid-body; nobody is left to read an answer.
             debug!(error = %e, "request body unreadable");
             return closing(plain(StatusCode::BAD_REQUEST, "unreadable request body\n"));
+        }
+        Err(_) if held.waiting => {
+            limits.stats.budget_refusals.fetch_add(1, Ordering::Relaxed);
+            return closing(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server busy: too many request bytes in flight\n",
+            ));
         }
         Err(_) => {
             return closing(plain(
@@ -287,7 +406,36 @@ async fn respond<H: Handler>(
         Ok(value) => codec::encode_response(value, &mut out),
         Err(fault) => codec::encode_fault(fault, &mut out),
     }
+    drop(held);
     xml(StatusCode::OK, out)
+}
+
+/// Reads the whole body, accounting the buffer it grows in `held` before
+/// growing it (capacity, not length: a doubling buffer may hold twice what
+/// it was sent), never past the declared length.
+async fn read_body(
+    mut body: Limited<Incoming>,
+    held: &mut Held,
+) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+    let declared = body.size_hint().exact().map(|n| n as usize);
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if buf.is_empty() && body.is_end_stream() {
+                held.grow(data.len()).await;
+                return Ok(data);
+            }
+            let need = buf.len() + data.len();
+            if need > buf.capacity() {
+                let want = need.max(2 * buf.capacity());
+                let cap = declared.map_or(want, |d| want.min(d.max(need)));
+                held.grow(cap - buf.capacity()).await;
+                buf.reserve_exact(cap - buf.len());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.into())
 }
 
 /// 413 with a fault-3 body too, so a client that reads bodies of errors learns
@@ -338,7 +486,9 @@ where
     H: Handler,
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let budget = opts.max_inflight_bytes.max(opts.max_body_bytes);
     let limits = Arc::new(RequestLimits {
+        budget: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
         max_body_bytes: opts.max_body_bytes,
         body_read_timeout: opts.body_read_timeout,
         codec_limits: opts.codec_limits.clone(),
@@ -352,6 +502,7 @@ where
     http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(READ_BUFFER_BYTES)
         .keep_alive(true)
         .half_close(true)
         .serve_connection(TokioIo::new(io), service)

@@ -2,9 +2,11 @@
 //! time, chunk by chunk, over a client of their own (so a transfer of many
 //! chunks never holds up the heartbeats of the message lane). The lane keeps
 //! one snapshot: a newer snapshot for the peer replaces one not yet started,
-//! and the one being sent is abandoned for it. Any failed chunk reports the
-//! peer unreachable; the last chunk's answer is the core's response. A
-//! crashed node stops a transfer at the next chunk.
+//! and the one being sent is abandoned for it. A chunk the peer refuses with
+//! fault 3 (the snapshot does not decode there, or breaks a limit) reports
+//! the snapshot refused, so the core pauses before sending it again; any
+//! other failed chunk reports the peer unreachable; the last chunk's answer
+//! is the core's response. A crashed node stops a transfer at the next chunk.
 
 use std::time::Duration;
 
@@ -12,9 +14,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::{answer, halted};
 use crate::node::driver::{NodeStatus, Request};
+use crate::node::error::FAULT_BAD_REQUEST;
 use crate::node::peer_wire::{self, INSTALL_SNAPSHOT};
 use crate::node::raft::{Message, MessageBody, NodeId};
-use crate::xmlrpc::client::Client;
+use crate::xmlrpc::client::{CallError, Client};
 
 /// Snapshot bytes per `installSnapshot` call: as base64 in XML, about 1.4 MB
 /// of body, well inside the server's 16 MiB limit and quick to answer.
@@ -90,6 +93,17 @@ async fn send_snapshot(
         let result = client
             .call(INSTALL_SNAPSHOT, &[peer_wire::encode_chunk(&chunk)])
             .await;
+        if let Err(CallError::Fault(f)) = &result {
+            if f.code == FAULT_BAD_REQUEST {
+                tracing::warn!(
+                    peer,
+                    offset = chunk.offset,
+                    "peer refused our snapshot: {}",
+                    f.message
+                );
+                return Request::SnapshotRefused(peer);
+            }
+        }
         if chunk.done {
             return answer(peer, msg.from, INSTALL_SNAPSHOT, result);
         }

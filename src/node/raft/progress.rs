@@ -36,6 +36,9 @@ pub struct Progress {
     pub probe_sent: bool,
     /// Snapshot: the index of the snapshot being sent.
     pub pending_snapshot: LogIndex,
+    /// Snapshot: the follower refused it (`snapshot_failure`); it is sent
+    /// again after the short stall timeout instead of the snapshot one.
+    pub snapshot_refused: bool,
     /// Replicate: last index of each unacknowledged batch, increasing.
     pub inflight: VecDeque<LogIndex>,
     /// Replicate: the leader tick since which an ack has been owed (the last
@@ -58,6 +61,7 @@ impl Progress {
             state: ProgressState::Probe,
             probe_sent: false,
             pending_snapshot: 0,
+            snapshot_refused: false,
             inflight: VecDeque::new(),
             waiting_since: 0,
             commit_sent: 0,
@@ -69,9 +73,20 @@ impl Progress {
     pub fn become_snapshot(&mut self, index: LogIndex, now: u64) {
         self.state = ProgressState::Snapshot;
         self.pending_snapshot = index;
+        self.snapshot_refused = false;
         self.probe_sent = false;
         self.inflight.clear();
         self.waiting_since = now;
+    }
+
+    /// The follower refused the snapshot at leader tick `now`: stay paused
+    /// (heartbeats only), and let `is_stalled` send it again after the short
+    /// timeout (a pause, not a resend at every heartbeat).
+    pub fn snapshot_failure(&mut self, now: u64) {
+        if self.state == ProgressState::Snapshot {
+            self.snapshot_refused = true;
+            self.waiting_since = now;
+        }
     }
 
     pub fn become_probe(&mut self) {
@@ -136,11 +151,13 @@ impl Progress {
     /// Replicate: batches are in flight and no ack has come for `timeout`
     /// ticks, so one was probably lost (the network does not say). The caller
     /// falls back to probing from `match_index + 1`.
-    /// A snapshot is overdue after `snapshot_timeout` ticks.
+    /// A snapshot is overdue after `snapshot_timeout` ticks, or `timeout`
+    /// ticks after the follower refused it.
     pub fn is_stalled(&self, now: u64, timeout: u64, snapshot_timeout: u64) -> bool {
         let waited = now.saturating_sub(self.waiting_since);
         match self.state {
             ProgressState::Replicate => !self.inflight.is_empty() && waited >= timeout,
+            ProgressState::Snapshot if self.snapshot_refused => waited >= timeout,
             ProgressState::Snapshot => waited >= snapshot_timeout,
             ProgressState::Probe => false,
         }
@@ -242,6 +259,25 @@ mod tests {
         assert_eq!(pr.state, ProgressState::Probe);
         assert_eq!(pr.next_index, 41);
         assert!(!pr.is_paused(4));
+    }
+
+    #[test]
+    fn a_refused_snapshot_is_retried_after_the_short_timeout() {
+        let mut pr = Progress::new(10);
+        pr.become_snapshot(20, 100);
+        assert!(!pr.is_stalled(110, 5, 50));
+        pr.snapshot_failure(110);
+        assert!(pr.is_paused(4), "a refused snapshot sends no entries");
+        assert!(!pr.is_stalled(114, 5, 50));
+        assert!(pr.is_stalled(115, 5, 50));
+        // Sending the snapshot again forgets the refusal.
+        pr.become_snapshot(20, 115);
+        assert!(!pr.is_stalled(125, 5, 50));
+        // A refusal outside snapshot state (a stale report) changes nothing.
+        let mut probe = Progress::new(10);
+        probe.snapshot_failure(1);
+        assert_eq!(probe.state, ProgressState::Probe);
+        assert!(!probe.snapshot_refused);
     }
 
     #[test]

@@ -268,6 +268,19 @@ impl Raft {
         std::mem::take(&mut self.quorum_lost)
     }
 
+    /// `peer` refused the snapshot we sent it (it does not decode there, or
+    /// breaks one of its limits): its progress stays paused, heartbeats
+    /// only, and the snapshot goes again one election timeout
+    /// (`election_ticks_min`) later rather than at once, so a peer that
+    /// keeps refusing costs one transfer per election timeout, not a
+    /// stream (raft-rs `report_snapshot(Failure)`). Ignored unless leader
+    /// with a snapshot on its way to `peer`.
+    pub fn report_snapshot_failure(&mut self, peer: NodeId) {
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.snapshot_failure(self.now);
+        }
+    }
+
     /// The driver has made `snapshot` (the state machine as of an applied
     /// index) durable: drop the log through its index and keep it to send to
     /// followers that fall behind the compacted log. `Err` (and no change) if

@@ -312,6 +312,12 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                     self.raft.report_crashed(peer);
                 }
             }
+            Request::SnapshotRefused(peer) => {
+                if !self.crashed && self.failed.is_none() {
+                    tracing::warn!(node = self.id, peer, "peer refused our snapshot");
+                    self.raft.report_snapshot_failure(peer);
+                }
+            }
             Request::Crash { reply } => {
                 self.crash();
                 self.publish();

@@ -47,6 +47,8 @@ pub enum Request {
     /// `peer` answered a request with fault 1: it is `crash()`ed, but alive
     /// (check-quorum counts it as heard from).
     PeerCrashed(NodeId),
+    /// `peer` refused the snapshot this node sent it (fault 3).
+    SnapshotRefused(NodeId),
     Crash {
         reply: oneshot::Sender<()>,
     },

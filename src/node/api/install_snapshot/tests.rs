@@ -1,11 +1,14 @@
 //! `installSnapshot` as the method table serves it, against a fake driver
 //! that answers every `InstallSnapshot` with success.
 
+use std::time::Duration;
+
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::*;
+use crate::node::command::{Command, Hash};
 use crate::node::driver::NodeStatus;
 use crate::node::peer_wire::{snapshot_chunks, MAX_SNAPSHOT_BYTES};
 use crate::node::raft::{MessageBody, Role, Snapshot, Status};
@@ -79,7 +82,29 @@ fn node() -> Fake {
     }
 }
 
+/// A metadata snapshot of exactly `len` bytes (at least 39): one file whose
+/// one hash is `len - 39` bytes of base64.
+fn map_bytes(len: usize) -> Bytes {
+    let mut m = Metadata::new();
+    let hash = Hash::Bytes((0..len - 39).map(|i| (i % 253) as u8).collect());
+    m.apply(
+        1,
+        &Command::UpdateFile {
+            filename: "f".into(),
+            version: 1,
+            hashlist: vec![hash],
+        },
+    );
+    let data = m.encode_snapshot();
+    assert_eq!(data.len(), len);
+    data
+}
+
 fn snapshot_msg(index: LogIndex, len: usize) -> Message {
+    junk_msg(index, map_bytes(len))
+}
+
+fn junk_msg(index: LogIndex, data: Bytes) -> Message {
     Message {
         from: 0,
         to: ME,
@@ -89,7 +114,7 @@ fn snapshot_msg(index: LogIndex, len: usize) -> Message {
             snapshot: Snapshot {
                 index,
                 term: 8,
-                data: (0..len).map(|i| (i % 253) as u8).collect(),
+                data,
             },
         },
     }
@@ -148,12 +173,48 @@ async fn chunks_are_joined_and_the_whole_snapshot_goes_to_the_driver() {
 }
 
 #[tokio::test]
-async fn a_single_chunk_and_an_empty_snapshot_go_straight_through() {
+async fn a_single_chunk_goes_straight_through() {
     let mut f = node();
     let msg = snapshot_msg(5, 100);
     finish(&mut f, &chunks(&msg, 1 << 20)[0], &msg).await;
-    let empty = snapshot_msg(6, 0);
-    finish(&mut f, &chunks(&empty, 1 << 20)[0], &empty).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_that_is_not_a_map_is_fault_3_and_never_reaches_the_driver() {
+    let mut f = node();
+    let mut flipped = map_bytes(10_000).to_vec();
+    flipped[5000] ^= 1;
+    let cases: [(Bytes, &str); 4] = [
+        // The attack of issue 11: five junk bytes in one chunk.
+        (Bytes::from_static(b"\x01\x02\x03\x04\x05"), "bad magic"),
+        (Bytes::new(), "truncated"),
+        (flipped.into(), "CRC mismatch"),
+        (map_bytes(10_000).slice(..9_000), "CRC mismatch"),
+    ];
+    for (data, why) in cases {
+        let msg = junk_msg(100, data);
+        for size in [1 << 20, 3000] {
+            let c = chunks(&msg, size);
+            for chunk in &c[..c.len() - 1] {
+                received(&f.handle, chunk).await;
+            }
+            let e = bad_request(call(&f.handle, vec![c[c.len() - 1].clone()]).await);
+            assert!(
+                e.contains("installSnapshot: snapshot 100 (term 8) from node 0 refused")
+                    && e.contains(why),
+                "{e}"
+            );
+        }
+    }
+    assert!(
+        f.seen.try_recv().is_err(),
+        "a bad snapshot reached the driver"
+    );
+    // The node still takes a good one, which the driver sees first.
+    let msg = snapshot_msg(101, 5000);
+    let c = chunks(&msg, 3000);
+    assert_eq!(received(&f.handle, &c[0]).await, 3000);
+    finish(&mut f, &c[1], &msg).await;
 }
 
 #[tokio::test]
@@ -220,7 +281,7 @@ async fn offset_0_starts_over_with_a_newer_snapshot() {
 #[tokio::test]
 async fn oversized_and_misrouted_chunks_are_fault_3() {
     let f = node();
-    let mut chunk = chunks(&snapshot_msg(5, 10), 4)[0].clone();
+    let mut chunk = chunks(&junk_msg(5, Bytes::from_static(&[7; 10])), 4)[0].clone();
     let set = |c: &mut Value, k: &str, v: u64| {
         if let Value::Struct(s) = c {
             s.insert(k.into(), Value::I8(v as i64));
@@ -250,7 +311,7 @@ fn a_one_chunk_snapshot_is_not_copied() {
     let chunk = snapshot_chunks(&msg, 1000).unwrap().next().unwrap();
     let ptr = chunk.data.as_ptr();
     let mut slot = None;
-    let Ok(Progress::Complete(m)) = accept(&mut slot, chunk) else {
+    let Ok(Progress::Complete(m)) = accept(&mut slot, chunk, Instant::now()) else {
         panic!("not complete");
     };
     let MessageBody::InstallSnapshot { snapshot } = m.body else {
@@ -258,4 +319,55 @@ fn a_one_chunk_snapshot_is_not_copied() {
     };
     assert_eq!(snapshot.data.as_ptr(), ptr);
     assert!(slot.is_none());
+}
+
+#[test]
+fn a_transfer_expires_timeout_after_its_last_chunk() {
+    let msg = snapshot_msg(5, 100);
+    let mut c = snapshot_chunks(&msg, 40).unwrap();
+    let t0 = Instant::now();
+    let timeout = Duration::from_secs(30);
+    let mut slot = None;
+    assert_eq!(expire(&mut slot, t0, timeout), Expiry::Empty);
+    accept(&mut slot, c.next().unwrap(), t0).unwrap();
+    let t1 = t0 + Duration::from_secs(20);
+    assert_eq!(expire(&mut slot, t1, timeout), Expiry::Due(t0 + timeout));
+    accept(&mut slot, c.next().unwrap(), t1).unwrap();
+    // 40 s after the start, but 20 s after the last chunk: alive.
+    let t2 = t1 + Duration::from_secs(20);
+    assert_eq!(expire(&mut slot, t2, timeout), Expiry::Due(t1 + timeout));
+    assert_eq!(expire(&mut slot, t1 + timeout, timeout), Expiry::Dropped);
+    assert!(slot.is_none());
+}
+
+/// The sweeper drops an abandoned transfer on tokio's paused clock (it
+/// jumps to the next timer whenever every task waits, so no real time
+/// passes), and a transfer that keeps receiving chunks is left alone.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_transfer_is_dropped_by_the_sweeper() {
+    let f = node();
+    let mut dropped = f.handle.snapshot_assembly.dropped();
+    let msg = snapshot_msg(77, 10_000);
+    let c = chunks(&msg, 3000);
+    let start = Instant::now();
+    assert_eq!(received(&f.handle, &c[0]).await, 3000);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(received(&f.handle, &c[1]).await, 6000);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(received(&f.handle, &c[2]).await, 9000);
+    let last_chunk = Instant::now();
+    assert_eq!(*dropped.borrow(), 0);
+    // Without a sweeper the paused clock jumps to this hour and the test fails.
+    tokio::time::timeout(Duration::from_secs(3600), dropped.changed())
+        .await
+        .expect("the abandoned transfer was never dropped")
+        .unwrap();
+    assert_eq!(*dropped.borrow(), 1);
+    assert_eq!(last_chunk - start, Duration::from_secs(40));
+    assert!(Instant::now() - last_chunk >= ABANDONED_TRANSFER_TIMEOUT);
+    let e = bad_request(call(&f.handle, vec![c[3].clone()]).await);
+    assert!(e.contains("expected offset 0, got offset 9000"), "{e}");
+    // A new transfer starts a new sweep, which ends with it.
+    assert_eq!(received(&f.handle, &c[0]).await, 3000);
+    assert!(f.handle.snapshot_assembly.lock().sweeping);
 }

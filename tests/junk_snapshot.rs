@@ -1,0 +1,197 @@
+//! Issue 11's attack against a real cluster: three `run-server.sh` processes
+//! (in memory, ports 9820-9822). One unauthenticated `installSnapshot` of
+//! five junk bytes, claiming to come from the leader in a much higher term,
+//! used to make a follower exit. Now every node refuses it with fault 3
+//! (naming what is wrong) and changes nothing: no node stops, no term moves,
+//! no election happens, and the cluster keeps writing and converging.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use surfstore::xmlrpc::client::{CallError, Client};
+use surfstore::xmlrpc::Value;
+
+const PORTS: [u16; 3] = [9820, 9821, 9822];
+const FILE: &str = "junk.txt";
+
+/// The processes; on drop (also on a failed assertion) each is killed by PID.
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
+    match v {
+        Value::Struct(m) => m.get(k).unwrap_or_else(|| panic!("no field {k} in {v:?}")),
+        other => panic!("not a struct: {other:?}"),
+    }
+}
+
+fn int(v: &Value, k: &str) -> i64 {
+    field(v, k)
+        .as_i64()
+        .unwrap_or_else(|| panic!("{k} is not an int"))
+}
+
+async fn status(c: &Client) -> Option<Value> {
+    c.call("surfstore.status", &[]).await.ok()
+}
+
+/// The attack: one chunk that is the whole "snapshot", `data` junk.
+fn junk_chunk(from: usize, to: usize, data: &[u8]) -> Value {
+    let mut m = BTreeMap::new();
+    for (k, v) in [
+        ("from", from as i64),
+        ("to", to as i64),
+        ("term", 50),
+        ("index", 100),
+        ("snap_term", 50),
+        ("offset", 0),
+        ("total", data.len() as i64),
+    ] {
+        m.insert(k.to_string(), Value::Int(v as i32));
+    }
+    m.insert("data".into(), Value::Base64(data.to_vec()));
+    m.insert("done".into(), Value::Bool(true));
+    Value::Struct(m.into_iter().collect())
+}
+
+async fn update(c: &Client, version: i64) {
+    let args = [
+        Value::String(FILE.into()),
+        Value::Int(version as i32),
+        Value::Array(vec![Value::String(format!("h{version}"))]),
+    ];
+    match c.call("surfstore.updatefile", &args).await {
+        Ok(Value::Bool(true)) => {}
+        other => panic!("updatefile v{version} failed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
+    let dir = std::env::temp_dir().join(format!("junk-snapshot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("3nodes.txt");
+    let mut text = String::from("M: 3\n");
+    for (i, p) in PORTS.iter().enumerate() {
+        text.push_str(&format!("metadata{i}: localhost:{p}\n"));
+    }
+    std::fs::write(&config, text).unwrap();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let _nodes = Nodes(
+        (0..3)
+            .map(|i| {
+                Command::new(format!("{repo}/run-server.sh"))
+                    .arg(&config)
+                    .arg(i.to_string())
+                    .arg("--in-memory")
+                    .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
+                    .env("RUST_LOG", "warn")
+                    .current_dir(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("run-server.sh starts")
+            })
+            .collect(),
+    );
+    let clients: Vec<Client> = PORTS
+        .iter()
+        .map(|p| Client::new(&format!("localhost:{p}"), Duration::from_secs(2)))
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = 'found: loop {
+        for (i, c) in clients.iter().enumerate() {
+            if let Some(s) = status(c).await {
+                if field(&s, "role") == &Value::String("leader".into()) {
+                    break 'found i;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for a leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for v in 1..=5 {
+        update(&clients[leader], v).await;
+    }
+    let term = int(&status(&clients[leader]).await.unwrap(), "term");
+
+    // The attack on both followers, and (claiming a follower sent it) on the
+    // leader; then a flipped-bit real snapshot header and an empty one.
+    for (to, c) in clients.iter().enumerate() {
+        let from = if to == leader {
+            (leader + 1) % 3
+        } else {
+            leader
+        };
+        for (data, why) in [
+            (&b"\x01\x02\x03\x04\x05"[..], "bad magic"),
+            (b"SFSM\x03\0\0\0\0\0\0\0\0\0\0\0\0", "CRC mismatch"),
+            (b"", "truncated"),
+        ] {
+            let err = c
+                .call("surfstore.installSnapshot", &[junk_chunk(from, to, data)])
+                .await
+                .expect_err("a junk snapshot was accepted");
+            let CallError::Fault(f) = &err else {
+                panic!("node {to} answered {err:?}, not a fault");
+            };
+            assert_eq!(f.code, 3, "{f:?}");
+            assert!(
+                f.message.contains("snapshot 100 (term 50) from node")
+                    && f.message.contains("refused, nothing changed")
+                    && f.message.contains(why),
+                "{}",
+                f.message
+            );
+        }
+    }
+
+    // Every node still serves, none failed, and no term moved.
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(
+            c.call("surfstore.ping", &[]).await.unwrap(),
+            Value::Bool(true)
+        );
+        let s = status(c).await.expect("status answers");
+        assert_eq!(
+            field(&s, "failed"),
+            &Value::String(String::new()),
+            "node {i}"
+        );
+        assert_eq!(int(&s, "term"), term, "node {i}'s term moved");
+    }
+
+    // The cluster keeps writing, every node converges, with no election.
+    for v in 6..=20 {
+        update(&clients[leader], v).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for c in &clients {
+        loop {
+            let got = c
+                .call("surfstore.tester_getversion", &[Value::String(FILE.into())])
+                .await
+                .ok()
+                .and_then(|v| v.as_i64());
+            if got == Some(20) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a node stuck at {got:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let s = status(&clients[leader]).await.unwrap();
+    assert_eq!(field(&s, "role"), &Value::String("leader".into()));
+    assert_eq!(int(&s, "term"), term, "an election happened");
+    let _ = std::fs::remove_dir_all(&dir);
+}
