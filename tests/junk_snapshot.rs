@@ -6,43 +6,17 @@
 //! no election happens, and the cluster keeps writing and converging.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use surfstore::xmlrpc::client::{CallError, Client};
+
+mod procs;
+use procs::*;
 use surfstore::xmlrpc::Value;
 
 const PORTS: [u16; 3] = [9820, 9821, 9822];
 const FILE: &str = "junk.txt";
-
-/// The processes; on drop (also on a failed assertion) each is killed by PID.
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
-    match v {
-        Value::Struct(m) => m.get(k).unwrap_or_else(|| panic!("no field {k} in {v:?}")),
-        other => panic!("not a struct: {other:?}"),
-    }
-}
-
-fn int(v: &Value, k: &str) -> i64 {
-    field(v, k)
-        .as_i64()
-        .unwrap_or_else(|| panic!("{k} is not an int"))
-}
-
-async fn status(c: &Client) -> Option<Value> {
-    c.call("surfstore.status", &[]).await.ok()
-}
 
 /// The attack: one chunk that is the whole "snapshot", `data` junk.
 fn junk_chunk(from: usize, to: usize, data: &[u8]) -> Value {
@@ -77,49 +51,9 @@ async fn update(c: &Client, version: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
-    let dir = std::env::temp_dir().join(format!("junk-snapshot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("3nodes.txt");
-    let mut text = String::from("M: 3\n");
-    for (i, p) in PORTS.iter().enumerate() {
-        text.push_str(&format!("metadata{i}: localhost:{p}\n"));
-    }
-    std::fs::write(&config, text).unwrap();
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let _nodes = Nodes(
-        (0..3)
-            .map(|i| {
-                Command::new(format!("{repo}/run-server.sh"))
-                    .arg(&config)
-                    .arg(i.to_string())
-                    .arg("--in-memory")
-                    .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
-                    .env("RUST_LOG", "warn")
-                    .current_dir(&dir)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("run-server.sh starts")
-            })
-            .collect(),
-    );
-    let clients: Vec<Client> = PORTS
-        .iter()
-        .map(|p| Client::new(&format!("localhost:{p}"), Duration::from_secs(2)))
-        .collect();
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let leader = 'found: loop {
-        for (i, c) in clients.iter().enumerate() {
-            if let Some(s) = status(c).await {
-                if field(&s, "role") == &Value::String("leader".into()) {
-                    break 'found i;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for a leader");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let _nodes = Nodes::start("junk-snapshot", &PORTS, &[], "warn", Stdio::null);
+    let clients = clients(&PORTS);
+    let leader = wait_for_leader(&clients).await;
     for v in 1..=5 {
         update(&clients[leader], v).await;
     }
@@ -193,5 +127,4 @@ async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
     let s = status(&clients[leader]).await.unwrap();
     assert_eq!(field(&s, "role"), &Value::String("leader".into()));
     assert_eq!(int(&s, "term"), term, "an election happened");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,42 +13,18 @@
 //! before and after the stop.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use surfstore::xmlrpc::client::Client;
 use surfstore::xmlrpc::Value;
+
+mod procs;
+use procs::*;
 
 const PORTS: [u16; 3] = [9710, 9711, 9712];
 const MAX_QUEUED_MSGS: i64 = 3;
 const MAX_QUEUED_BYTES: i64 = 1 << 20;
 const FILE: &str = "silent.txt";
-
-/// The processes; on drop (also on a failed assertion) each is continued and
-/// killed by PID.
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            signal(c.id(), "CONT");
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok && sig != "CONT" {
-        panic!("kill -{sig} {pid} failed");
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
@@ -57,23 +33,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS line")
-}
-
-fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
-    match v {
-        Value::Struct(m) => m.get(k).unwrap_or_else(|| panic!("no field {k} in {v:?}")),
-        other => panic!("not a struct: {other:?}"),
-    }
-}
-
-fn int(v: &Value, k: &str) -> i64 {
-    field(v, k)
-        .as_i64()
-        .unwrap_or_else(|| panic!("{k} is not an int"))
-}
-
-async fn status(c: &Client) -> Option<Value> {
-    c.call("surfstore.status", &[]).await.ok()
 }
 
 /// Polls until `f` holds, or panics after `limit` saying `what`.
@@ -95,58 +54,14 @@ async fn a_stopped_follower_costs_the_leader_a_bounded_queue_and_no_election() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
-    let dir = std::env::temp_dir().join(format!("silent-follower-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("3nodes.txt");
-    let mut text = String::from("M: 3\n");
-    for (i, p) in PORTS.iter().enumerate() {
-        text.push_str(&format!("metadata{i}: localhost:{p}\n"));
-    }
-    std::fs::write(&config, text).unwrap();
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let nodes = Nodes(
-        (0..3)
-            .map(|i| {
-                Command::new(format!("{repo}/run-server.sh"))
-                    .arg(&config)
-                    .arg(i.to_string())
-                    .arg("--in-memory")
-                    .args(
-                        std::env::var("SILENT_FOLLOWER_ARGS")
-                            .ok()
-                            .iter()
-                            .flat_map(|a| a.split_whitespace()),
-                    )
-                    .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
-                    .env(
-                        "RUST_LOG",
-                        std::env::var("SILENT_FOLLOWER_LOG").unwrap_or_else(|_| "warn".into()),
-                    )
-                    .current_dir(&dir)
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("run-server.sh starts")
-            })
-            .collect(),
-    );
-    let clients: Vec<Client> = PORTS
-        .iter()
-        .map(|p| Client::new(&format!("localhost:{p}"), Duration::from_secs(2)))
-        .collect();
-
+    let args: Vec<String> = std::env::var("SILENT_FOLLOWER_ARGS")
+        .map(|a| a.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let log = std::env::var("SILENT_FOLLOWER_LOG").unwrap_or_else(|_| "warn".into());
+    let nodes = Nodes::start("silent-follower", &PORTS, &args, &log, Stdio::inherit);
+    let clients = clients(&PORTS);
     // A leader, and both followers caught up with it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let leader = 'found: loop {
-        for (i, c) in clients.iter().enumerate() {
-            if let Some(s) = status(c).await {
-                if field(&s, "role") == &Value::String("leader".into()) {
-                    break 'found i;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for a leader");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let leader = wait_for_leader(&clients).await;
     let follower = (leader + 1) % 3;
     let before = status(&clients[leader]).await.unwrap();
     let term = int(&before, "term");
@@ -189,10 +104,10 @@ async fn a_stopped_follower_costs_the_leader_a_bounded_queue_and_no_election() {
     )
     .await;
 
-    let leader_pid = nodes.0[leader].id();
+    let leader_pid = nodes.pid(leader);
     let rss_before = rss_kib(leader_pid);
     let applied_at_stop = int(&status(&clients[leader]).await.unwrap(), "applied_index");
-    signal(nodes.0[follower].id(), "STOP");
+    signal(nodes.pid(follower), "STOP");
     let stopped = Instant::now();
     let mut max_msgs = 0;
     let mut max_bytes = 0;
@@ -223,7 +138,7 @@ async fn a_stopped_follower_costs_the_leader_a_bounded_queue_and_no_election() {
     let during = status(&clients[leader]).await.unwrap();
     let written_during_stop = int(&during, "applied_index") - applied_at_stop;
     let rss_after = rss_kib(leader_pid);
-    signal(nodes.0[follower].id(), "CONT");
+    signal(nodes.pid(follower), "CONT");
     stop_tx.send(true).unwrap();
     let last = writer.await.expect("the writer never failed");
     println!(
@@ -259,5 +174,4 @@ async fn a_stopped_follower_costs_the_leader_a_bounded_queue_and_no_election() {
     let after = status(&clients[leader]).await.unwrap();
     assert_eq!(field(&after, "role"), &Value::String("leader".into()));
     drop(nodes);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,125 @@
+//! Real `run-server.sh` processes, for the tests that need a process (a
+//! signal, a raw peer call, its memory): three in-memory nodes of a config
+//! on the given ports, found through `surfstore.status`, each continued and
+//! killed by PID on drop (also on a failed assertion).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use surfstore::xmlrpc::client::Client;
+use surfstore::xmlrpc::Value;
+
+pub struct Nodes {
+    children: Vec<Child>,
+    pub dir: PathBuf,
+}
+
+impl Nodes {
+    /// Starts one node per port from a config naming them, in a fresh
+    /// directory `name-PID` under the temp dir, with `args` after
+    /// `--in-memory`, `RUST_LOG=log`, and stderr where `stderr` says.
+    pub fn start(
+        name: &str,
+        ports: &[u16],
+        args: &[String],
+        log: &str,
+        stderr: fn() -> Stdio,
+    ) -> Nodes {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.txt");
+        let mut text = format!("M: {}\n", ports.len());
+        for (i, p) in ports.iter().enumerate() {
+            text.push_str(&format!("metadata{i}: localhost:{p}\n"));
+        }
+        std::fs::write(&config, text).unwrap();
+        let repo = env!("CARGO_MANIFEST_DIR");
+        let children = (0..ports.len())
+            .map(|i| {
+                Command::new(format!("{repo}/run-server.sh"))
+                    .arg(&config)
+                    .arg(i.to_string())
+                    .arg("--in-memory")
+                    .args(args)
+                    .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
+                    .env("RUST_LOG", log)
+                    .current_dir(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(stderr())
+                    .spawn()
+                    .expect("run-server.sh starts")
+            })
+            .collect();
+        Nodes { children, dir }
+    }
+
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].id()
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            signal(c.id(), "CONT");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `kill -SIG PID`; panics if it fails (except for CONT, sent on drop).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok && sig != "CONT" {
+        panic!("kill -{sig} {pid} failed");
+    }
+}
+
+pub fn clients(ports: &[u16]) -> Vec<Client> {
+    ports
+        .iter()
+        .map(|p| Client::new(&format!("localhost:{p}"), Duration::from_secs(2)))
+        .collect()
+}
+
+pub fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
+    match v {
+        Value::Struct(m) => m.get(k).unwrap_or_else(|| panic!("no field {k} in {v:?}")),
+        other => panic!("not a struct: {other:?}"),
+    }
+}
+
+pub fn int(v: &Value, k: &str) -> i64 {
+    field(v, k)
+        .as_i64()
+        .unwrap_or_else(|| panic!("{k} is not an int"))
+}
+
+pub async fn status(c: &Client) -> Option<Value> {
+    c.call("surfstore.status", &[]).await.ok()
+}
+
+/// The node whose `status` says leader, within 20 s.
+pub async fn wait_for_leader(clients: &[Client]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for (i, c) in clients.iter().enumerate() {
+            if let Some(s) = status(c).await {
+                if field(&s, "role") == &Value::String("leader".into()) {
+                    return i;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for a leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
