@@ -99,6 +99,8 @@ fn responses(mut out: &[u8], bodiless: bool) -> Vec<Response> {
         let status_line = lines.next().unwrap_or_default();
         let status: u16 = status_line
             .strip_prefix("HTTP/1.1 ")
+            // hyper answers an HTTP/1.0 request in HTTP/1.0.
+            .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
             .and_then(|s| s.get(..3))
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
