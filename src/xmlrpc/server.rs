@@ -228,19 +228,8 @@ pub async fn serve<H: Handler>(
     let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let (stop_tx, _) = watch::channel(());
     let mut conns = JoinSet::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(READ_BUFFER_BYTES)
-        .keep_alive(true);
-    let budget = opts.max_inflight_bytes.max(opts.max_body_bytes);
-    let limits = Arc::new(RequestLimits {
-        budget: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
-        max_body_bytes: opts.max_body_bytes,
-        body_read_timeout: opts.body_read_timeout,
-        codec_limits: opts.codec_limits.clone(),
-        stats: opts.stats.clone(),
-    });
+    let http = http_builder(&opts);
+    let limits = RequestLimits::new(&opts);
     let mut backoff = Duration::from_millis(1);
 
     tokio::pin!(shutdown);
@@ -335,6 +324,29 @@ struct RequestLimits {
     body_read_timeout: Duration,
     codec_limits: codec::Limits,
     stats: Arc<ServerStats>,
+}
+
+impl RequestLimits {
+    fn new(opts: &ServerOptions) -> Arc<RequestLimits> {
+        let budget = opts.max_inflight_bytes.max(opts.max_body_bytes);
+        Arc::new(RequestLimits {
+            budget: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
+            max_body_bytes: opts.max_body_bytes,
+            body_read_timeout: opts.body_read_timeout,
+            codec_limits: opts.codec_limits.clone(),
+            stats: opts.stats.clone(),
+        })
+    }
+}
+
+/// The HTTP/1.1 settings every connection is served with.
+fn http_builder(opts: &ServerOptions) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(READ_BUFFER_BYTES)
+        .keep_alive(true);
+    http
 }
 
 /// Turns one HTTP request into one HTTP response; never fails, never panics.
@@ -486,24 +498,13 @@ where
     H: Handler,
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let budget = opts.max_inflight_bytes.max(opts.max_body_bytes);
-    let limits = Arc::new(RequestLimits {
-        budget: Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS))),
-        max_body_bytes: opts.max_body_bytes,
-        body_read_timeout: opts.body_read_timeout,
-        codec_limits: opts.codec_limits.clone(),
-        stats: opts.stats.clone(),
-    });
+    let limits = RequestLimits::new(opts);
     let service = service_fn(move |req| {
         let handler = handler.clone();
         let limits = limits.clone();
         async move { Ok::<_, Infallible>(respond(req, handler, &limits).await) }
     });
-    http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(READ_BUFFER_BYTES)
-        .keep_alive(true)
+    http_builder(opts)
         .half_close(true)
         .serve_connection(TokioIo::new(io), service)
         .await
