@@ -24,14 +24,6 @@ fn cq_cluster(n: usize) -> Cluster {
     )
 }
 
-/// One tick of every node, then every message delivered.
-fn round(c: &mut Cluster, n: usize) {
-    for id in 0..n as NodeId {
-        c.tick(id);
-    }
-    c.deliver_all();
-}
-
 #[test]
 fn a_leader_cut_off_from_its_majority_steps_down_within_two_election_timeouts() {
     let mut c = cq_cluster(3);
@@ -66,9 +58,7 @@ fn a_leader_that_hears_its_followers_never_steps_down() {
     let mut c = cq_cluster(3);
     c.elect(0);
     let timeout = c.node(0).config().election_ticks_max as usize;
-    for _ in 0..10 * timeout {
-        round(&mut c, 3);
-    }
+    c.rounds(10 * timeout);
     assert_eq!(c.leaders(), vec![0]);
 }
 
@@ -79,9 +69,7 @@ fn one_follower_is_enough_for_a_leader_of_three() {
     let term = c.node(0).term();
     let timeout = c.node(0).config().election_ticks_max as usize;
     c.down.insert(2);
-    for _ in 0..10 * timeout {
-        round(&mut c, 3);
-    }
+    c.rounds(10 * timeout);
     assert_eq!(c.node(0).role(), Role::Leader);
     assert_eq!(c.node(0).term(), term);
 }
@@ -99,9 +87,7 @@ fn a_crashed_majority_keeps_the_leader_leading_and_the_write_blocked() {
     c.crash(1);
     c.crash(2);
     let (index, _) = c.propose(0, "waits");
-    for _ in 0..10 * timeout {
-        round(&mut c, 3);
-    }
+    c.rounds(10 * timeout);
     assert_eq!(c.node(0).role(), Role::Leader, "still leading");
     assert_eq!(c.node(0).term(), term);
     assert!(
@@ -109,9 +95,7 @@ fn a_crashed_majority_keeps_the_leader_leading_and_the_write_blocked() {
         "and the write still waits"
     );
     c.restore(1);
-    for _ in 0..timeout {
-        round(&mut c, 3);
-    }
+    c.rounds(timeout);
     assert_eq!(c.node(0).role(), Role::Leader);
     assert!(c.node(0).commit_index() >= index, "committed once restored");
 }

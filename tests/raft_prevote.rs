@@ -109,12 +109,7 @@ fn an_isolated_follower_never_raises_its_term_and_rejoins_quietly() {
     let term = c.node(0).term();
     c.down.insert(2);
     // 20 election timeouts of isolation, with the leader heartbeating.
-    for _ in 0..400 {
-        c.tick(0);
-        c.tick(1);
-        c.tick(2);
-        c.deliver_all();
-    }
+    c.rounds(400);
     assert_eq!(
         c.node(2).term(),
         term,
@@ -139,12 +134,7 @@ fn without_pre_vote_the_same_isolation_deposes_the_leader() {
     c.elect(0);
     let term = c.node(0).term();
     c.down.insert(2);
-    for _ in 0..400 {
-        c.tick(0);
-        c.tick(1);
-        c.tick(2);
-        c.deliver_all();
-    }
+    c.rounds(400);
     assert!(c.node(2).term() > term + 10);
     c.down.remove(&2);
     tick_all(&mut c, &[0, 1, 2], 30);

@@ -394,6 +394,16 @@ impl Cluster {
         self.end_turn(id);
     }
 
+    /// `times` rounds: every node ticks once, then everything is delivered.
+    pub fn rounds(&mut self, times: usize) {
+        for _ in 0..times {
+            for id in 0..self.nodes.len() as NodeId {
+                self.tick(id);
+            }
+            self.deliver_all();
+        }
+    }
+
     /// Tick `id` alone until its election timer fires.
     pub fn campaign(&mut self, id: NodeId) {
         for _ in 0..100 {

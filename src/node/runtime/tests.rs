@@ -96,6 +96,16 @@ fn update(name: &str) -> Command {
     }
 }
 
+/// A single node ticks until it leads, its writes completed as they come.
+fn lead_alone(rt: &mut Rt) {
+    while rt.raft().role() != Role::Leader {
+        rt.tick();
+        rt.end_turn();
+        complete(rt);
+    }
+    complete(rt);
+}
+
 /// Ticks node 0 of 3 into candidacy, lets its vote become durable, and
 /// grants it node 1's vote.
 fn elect(rt: &mut Rt) {
@@ -128,12 +138,7 @@ fn elect(rt: &mut Rt) {
 #[test]
 fn a_single_node_answers_only_after_its_write_is_durable() {
     let mut rt = runtime(0, 1);
-    while rt.raft().role() != Role::Leader {
-        rt.tick();
-        rt.end_turn();
-        complete(&mut rt);
-    }
-    complete(&mut rt);
+    lead_alone(&mut rt);
     let (reply, mut answer) = oneshot::channel();
     rt.handle(Request::Update {
         cmd: update("a"),
@@ -365,12 +370,7 @@ fn a_failed_write_sends_nothing_it_promised_and_fails_the_waiting_calls() {
 fn snapshot_now_compacts_at_the_applied_index_and_refuses_when_nothing_is_new() {
     let mut rt = runtime(0, 1);
     assert!(!rt.snapshot_now(), "nothing applied yet");
-    while rt.raft().role() != Role::Leader {
-        rt.tick();
-        rt.end_turn();
-        complete(&mut rt);
-    }
-    complete(&mut rt);
+    lead_alone(&mut rt);
     let (reply, mut answer) = oneshot::channel();
     rt.handle(Request::Update {
         cmd: update("a"),
