@@ -2,6 +2,7 @@
 //! XML-RPC over HTTP. One node code, run one per process (`server`) or, later,
 //! all M in one process.
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod cluster;

@@ -52,6 +52,8 @@ enum Command {
         log_file: Option<PathBuf>,
         #[command(flatten)]
         storage: StorageArgs,
+        #[command(flatten)]
+        secrets: surfstore::auth::SecretArgs,
     },
 }
 
@@ -148,6 +150,8 @@ struct ServerArgs {
     /// Blocks no file references are deleted after this many seconds; 0 never deletes.
     #[arg(long, default_value_t = 3600)]
     block_gc_grace_secs: u64,
+    #[command(flatten)]
+    secrets: surfstore::auth::SecretArgs,
 }
 
 fn main() -> ExitCode {
@@ -170,7 +174,15 @@ fn main() -> ExitCode {
             seed,
             log_file,
             storage,
+            secrets,
         } => {
+            let keys = match secrets.load() {
+                Ok(keys) => keys,
+                Err(e) => {
+                    eprintln!("surfstore: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let opts = surfstore::cluster::launch::LaunchOptions {
                 config,
                 cluster: surfstore::cluster::ClusterOptions {
@@ -179,6 +191,7 @@ fn main() -> ExitCode {
                     data_dir: storage.dir(PathBuf::from("data")),
                     fsync: storage.fsync,
                     snapshot_threshold: storage.snapshot_threshold,
+                    keys,
                     ..Default::default()
                 },
                 headless,
@@ -217,7 +230,10 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     timing.validate()?;
     let config = surfstore::config::load(&args.config)?;
     config.member(args.id as usize)?;
+    let keys = args.secrets.load()?;
     let mut opts = NodeOptions::new(args.id, config.members.clone());
+    opts.cluster_key = keys.cluster;
+    opts.client_key = keys.client;
     opts.timing = timing;
     opts.server.max_body_bytes = args.max_body_bytes;
     opts.server.max_connections = args.max_connections;

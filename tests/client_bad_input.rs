@@ -10,7 +10,7 @@ use std::time::Duration;
 use surfstore::client::{sync, ClientError, SyncOptions};
 use surfstore::node::blocks::hash_hex;
 use surfstore::xmlrpc::codec::MethodCall;
-use surfstore::xmlrpc::server::{self, Handler, ServerOptions};
+use surfstore::xmlrpc::server::{self, CallContext, Handler, ServerOptions};
 use surfstore::xmlrpc::{Fault, Value};
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -108,7 +108,7 @@ struct Malicious {
 }
 
 impl Handler for Malicious {
-    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, call: MethodCall, _: CallContext) -> Result<Value, Fault> {
         let h = hash_hex(&self.block);
         match call.method.as_str() {
             "surfstore.members" => Ok(Value::Array(vec![])),

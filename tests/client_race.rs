@@ -13,7 +13,7 @@ use std::time::Duration;
 use surfstore::client::{sync, SyncOptions};
 use surfstore::node::blocks::hash_hex;
 use surfstore::xmlrpc::codec::MethodCall;
-use surfstore::xmlrpc::server::{self, Handler, ServerOptions};
+use surfstore::xmlrpc::server::{self, CallContext, Handler, ServerOptions};
 use surfstore::xmlrpc::{Fault, Value};
 
 /// Answers the first `getfileinfomap` with `before`, every later one with
@@ -27,7 +27,7 @@ struct Scripted {
 }
 
 impl Handler for Scripted {
-    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, call: MethodCall, _: CallContext) -> Result<Value, Fault> {
         match call.method.as_str() {
             "surfstore.members" => Ok(Value::Array(vec![])),
             "surfstore.getfileinfomap" => Ok(if self.reads.fetch_add(1, Ordering::SeqCst) == 0 {

@@ -305,9 +305,6 @@ async fn bad_input_gets_a_fault_and_changes_nothing() {
         ("tester_getversion", vec![Value::Int(1)], 3),
         ("ping", vec![Value::Int(1)], 3),
         ("getfileinfomap", vec![s("x")], 3),
-        ("appendEntries", vec![], 3),
-        ("appendEntries", vec![s("x")], 3),
-        ("requestVote", vec![Value::Struct(BTreeMap::new())], 3),
         ("nosuch", vec![], 4),
     ];
     for (method, params, code) in cases {
@@ -320,14 +317,44 @@ async fn bad_input_gets_a_fault_and_changes_nothing() {
         Some(4),
         "methods live under surfstore.: {r:?}"
     );
-    // A forged vote request from a non-member is refused, not counted.
-    let mut forged = BTreeMap::new();
-    for k in ["from", "to", "term", "last_index", "last_term"] {
-        forged.insert(k.to_owned(), Value::I8(if k == "from" { 99 } else { 1 }));
+    // Peer calls without a member's identity headers are refused (fault 7)
+    // before their arguments are read; from a member, malformed ones get
+    // fault 3.
+    let peer = (l + 1) % 3;
+    let member = c.peer_client(l, peer);
+    for (method, params) in [
+        ("appendEntries", vec![]),
+        ("appendEntries", vec![s("x")]),
+        ("requestVote", vec![Value::Struct(BTreeMap::new())]),
+    ] {
+        let r = c.call(l, method, &params).await;
+        assert_eq!(fault_code(&r), Some(7), "{method}{params:?} -> {r:?}");
+        let r = member.call(&format!("surfstore.{method}"), &params).await;
+        assert_eq!(fault_code(&r), Some(3), "{method}{params:?} -> {r:?}");
     }
-    forged.insert("to".to_owned(), Value::I8(l as i64));
-    let r = c.call(l, "requestVote", &[Value::Struct(forged)]).await;
+    // A forged vote request from a non-member is refused, not counted; so
+    // is one that claims to be from another member than its headers.
+    let forged = |from: i64| {
+        let mut m = BTreeMap::new();
+        for k in ["from", "to", "term", "last_index", "last_term"] {
+            m.insert(k.to_owned(), Value::I8(1));
+        }
+        m.insert("from".to_owned(), Value::I8(from));
+        m.insert("to".to_owned(), Value::I8(l as i64));
+        Value::Struct(m)
+    };
+    let r = member.call("surfstore.requestVote", &[forged(99)]).await;
     assert_eq!(fault_code(&r), Some(3), "{r:?}");
+    let other = ((l + 2) % 3) as i64;
+    let r = member.call("surfstore.requestVote", &[forged(other)]).await;
+    assert_eq!(fault_code(&r), Some(7), "{r:?}");
+    let text = r.unwrap_err().to_string();
+    assert!(
+        text.contains(&format!(
+            "member {peer} sent a message that claims to be from {other}"
+        )),
+        "{text}"
+    );
     assert_eq!(c.call(l, "getfileinfomap", &[]).await.unwrap(), before);
     assert_eq!(
         c.handle(l).status().raft.last_index,

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use surfstore::xmlrpc::client::{CallError, Client};
 use surfstore::xmlrpc::codec::MethodCall;
-use surfstore::xmlrpc::server::{self, Handler, ServerOptions, ServerStats};
+use surfstore::xmlrpc::server::{self, CallContext, Handler, ServerOptions, ServerStats};
 use surfstore::xmlrpc::{Fault, Value};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -21,7 +21,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 struct Echo;
 
 impl Handler for Echo {
-    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, call: MethodCall, _: CallContext) -> Result<Value, Fault> {
         match call.method.as_str() {
             "fault" => Err(Fault::new(2, "NotLeader: leader is localhost:9002")),
             "slow" => {

@@ -15,7 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use surfstore::xmlrpc::client::Client;
 use surfstore::xmlrpc::codec::MethodCall;
-use surfstore::xmlrpc::server::{self, Handler, ServerOptions, ServerStats, FREE_BODY_BYTES};
+use surfstore::xmlrpc::server::{
+    self, CallContext, Handler, ServerOptions, ServerStats, FREE_BODY_BYTES,
+};
 use surfstore::xmlrpc::{Fault, Value};
 
 const FLOOD: usize = 16;
@@ -26,7 +28,7 @@ const SENT: usize = 1 << 20;
 struct Pong;
 
 impl Handler for Pong {
-    async fn call(&self, _: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, _: MethodCall, _: CallContext) -> Result<Value, Fault> {
         Ok(Value::Bool(true))
     }
 }

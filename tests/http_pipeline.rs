@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use surfstore::xmlrpc::client::CallError;
 use surfstore::xmlrpc::codec::MethodCall;
 use surfstore::xmlrpc::pipeline::{Connection, PipelineError};
-use surfstore::xmlrpc::server::{self, Handler, ServerOptions};
+use surfstore::xmlrpc::server::{self, CallContext, Handler, ServerOptions};
 use surfstore::xmlrpc::{Fault, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 struct Slow;
 
 impl Handler for Slow {
-    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, call: MethodCall, _: CallContext) -> Result<Value, Fault> {
         match call.method.as_str() {
             "fault" => Err(Fault::new(3, "BadRequest: asked for")),
             _ => {
@@ -46,7 +46,9 @@ async fn pipelined_calls_are_answered_in_order_on_one_connection() {
         let _ = stop_rx.await;
     }));
 
-    let mut conn = Connection::connect(&addr, TIMEOUT, 1 << 20).await.unwrap();
+    let mut conn = Connection::connect(&addr, TIMEOUT, 1 << 20, &Default::default())
+        .await
+        .unwrap();
     // The first call is the slowest: a server answering out of order, or a
     // client matching answers wrongly, would show here.
     let delays = [80, 40, 0, 20, 0];
@@ -117,7 +119,9 @@ async fn bad_answers_end_the_connection_with_an_error() {
     ];
     for (reply, expected) in cases {
         let addr = fake(reply).await;
-        let mut conn = Connection::connect(&addr, TIMEOUT, 1 << 20).await.unwrap();
+        let mut conn = Connection::connect(&addr, TIMEOUT, 1 << 20, &Default::default())
+            .await
+            .unwrap();
         conn.writer.push_call("x", &[]);
         while conn.writer.unwritten() > 0 {
             conn.writer.write_some().await.unwrap();
@@ -139,7 +143,7 @@ async fn a_refused_connection_is_a_connect_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
-    let err = Connection::connect(&addr, TIMEOUT, 1 << 20)
+    let err = Connection::connect(&addr, TIMEOUT, 1 << 20, &Default::default())
         .await
         .expect_err("nothing listens");
     assert!(matches!(err, PipelineError::Connect(_)), "{err:?}");

@@ -13,7 +13,7 @@ use tokio::time::timeout;
 
 use surfstore::xmlrpc::client::{CallError, Client};
 use surfstore::xmlrpc::codec::{self, MethodCall};
-use surfstore::xmlrpc::server::{self, Handler, ServerOptions, ServerStats};
+use surfstore::xmlrpc::server::{self, CallContext, Handler, ServerOptions, ServerStats};
 use surfstore::xmlrpc::{Fault, Value};
 
 /// A guard against a test hanging forever on a broken server.
@@ -31,7 +31,7 @@ struct Echo {
 const BARRIER: usize = 64;
 
 impl Handler for Echo {
-    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, call: MethodCall, _: CallContext) -> Result<Value, Fault> {
         match call.method.as_str() {
             "fault" => Err(Fault::new(42, "asked for a fault")),
             "slow" => {

@@ -18,7 +18,7 @@ use surfstore::node::raft::{Message, MessageBody, NodeId, Role, Snapshot, Status
 use surfstore::node::{peer_wire, peers, NodeHandle};
 use surfstore::xmlrpc::client::Client;
 use surfstore::xmlrpc::codec::MethodCall;
-use surfstore::xmlrpc::server::{self, Handler, ServerOptions, ServerStats};
+use surfstore::xmlrpc::server::{self, CallContext, Handler, ServerOptions, ServerStats};
 use surfstore::xmlrpc::{Fault, Value};
 
 const LEADER: NodeId = 0;
@@ -343,7 +343,7 @@ async fn no_listener_reports_the_peer_unreachable() {
 struct Answers(Value);
 
 impl Handler for Answers {
-    async fn call(&self, _: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, _: MethodCall, _: CallContext) -> Result<Value, Fault> {
         Ok(self.0.clone())
     }
 }

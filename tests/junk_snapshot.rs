@@ -1,9 +1,11 @@
 //! Issue 11's attack against a real cluster: three `run-server.sh` processes
 //! (in memory, ports 9820-9822). One unauthenticated `installSnapshot` of
 //! five junk bytes, claiming to come from the leader in a much higher term,
-//! used to make a follower exit. Now every node refuses it with fault 3
-//! (naming what is wrong) and changes nothing: no node stops, no term moves,
-//! no election happens, and the cluster keeps writing and converging.
+//! used to make a follower exit. Now a call without a member's identity
+//! headers is refused with fault 7 before it is read, and one that carries
+//! them (an attacker who read the config file) with fault 3 naming what is
+//! wrong with the snapshot. Neither changes anything: no node stops, no term
+//! moves, no election happens, and the cluster keeps writing and converging.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -61,12 +63,21 @@ async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
 
     // The attack on both followers, and (claiming a follower sent it) on the
     // leader; then a flipped-bit real snapshot header and an empty one.
-    for (to, c) in clients.iter().enumerate() {
+    for (to, stranger) in clients.iter().enumerate() {
         let from = if to == leader {
             (leader + 1) % 3
         } else {
             leader
         };
+        let err = stranger
+            .call(
+                "surfstore.installSnapshot",
+                &[junk_chunk(from, to, b"\x01")],
+            )
+            .await
+            .expect_err("a stranger's snapshot was accepted");
+        assert_eq!(err.fault().map(|f| f.code), Some(7), "{err:?}");
+        let c = &member_client(&PORTS, to, from);
         for (data, why) in [
             (&b"\x01\x02\x03\x04\x05"[..], "bad magic"),
             (b"SFSM\x03\0\0\0\0\0\0\0\0\0\0\0\0", "CRC mismatch"),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::Uri;
 
-use crate::xmlrpc::client::{pooled_http, post, HttpClient};
+use crate::xmlrpc::client::{pooled_http, post, HttpClient, Transport};
 
 /// Why a POST produced no HTTP answer (the XML-RPC client's reasons).
 pub use crate::xmlrpc::client::PostError as HttpError;
@@ -51,7 +51,15 @@ impl JsonClient {
         let uri: Uri = format!("{}{path}", self.base)
             .parse()
             .map_err(|e| HttpError::Connect(format!("bad path {path}: {e}")))?;
-        let (status, body) = post(&self.http, uri, "application/json", body, self.timeout).await?;
+        let (status, body) = post(
+            &self.http,
+            uri,
+            "application/json",
+            body,
+            &Transport::default(),
+            self.timeout,
+        )
+        .await?;
         Ok((status.as_u16(), body))
     }
 }

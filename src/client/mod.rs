@@ -83,6 +83,8 @@ pub struct SyncOptions {
     pub parallel: usize,
     /// Progress bars on stderr for large transfers.
     pub progress: bool,
+    /// What goes with every call (the proof of a secret, when given).
+    pub transport: crate::xmlrpc::client::Transport,
 }
 
 impl SyncOptions {
@@ -93,6 +95,7 @@ impl SyncOptions {
             retry_budget: Duration::from_secs(60),
             call_timeout: Duration::from_secs(10),
             parallel: 16,
+            transport: Default::default(),
             progress: false,
         }
     }
@@ -118,12 +121,22 @@ pub struct ClientArgs {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub secrets: crate::auth::SecretArgs,
 }
 
 /// Runs one sync for the command line; returns the exit code (0: synced,
 /// 1: synced but some files were skipped, 2: the sync failed).
 pub fn run_cli(args: &ClientArgs) -> i32 {
+    let keys = match args.secrets.load() {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("surfstore client: {e}");
+            return 2;
+        }
+    };
     let opts = SyncOptions {
+        transport: crate::xmlrpc::client::Transport::signed(keys.signing()),
         base_dir: args.base_dir.clone(),
         block_size: args.block_size,
         retry_budget: Duration::from_secs(args.retry_secs),

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::ClientError;
 use crate::node::error::{FAULT_BAD_REQUEST, FAULT_NOT_LEADER, FAULT_NO_SUCH_METHOD};
-use crate::xmlrpc::client::{CallError, Client};
+use crate::xmlrpc::client::{CallError, Client, Transport};
 use crate::xmlrpc::Value;
 
 /// Where calls go; cheap to clone (clones share the leader guess).
@@ -31,8 +31,9 @@ impl Remote {
         addr: &str,
         call_timeout: Duration,
         budget: Duration,
+        transport: &Transport,
     ) -> Result<Remote, ClientError> {
-        let first = Client::new(addr, call_timeout);
+        let first = Client::with_transport(addr, call_timeout, transport.clone());
         let members = match first.call("surfstore.members", &[]).await {
             Ok(Value::Array(a)) => {
                 let m: Vec<String> = a
@@ -60,7 +61,7 @@ impl Remote {
                 if m == addr {
                     first.clone()
                 } else {
-                    Client::new(m, call_timeout)
+                    Client::with_transport(m, call_timeout, transport.clone())
                 }
             })
             .collect();

@@ -135,7 +135,8 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
     .await
     .map_err(|e| ClientError::Protocol(format!("hashing task failed: {e}")))??;
 
-    let remote = Remote::connect(addr, opts.call_timeout, opts.retry_budget).await?;
+    let remote =
+        Remote::connect(addr, opts.call_timeout, opts.retry_budget, &opts.transport).await?;
     let map = parse_map(&remote.leader_call("getfileinfomap", &[]).await?)?;
 
     let mut run = Run {

@@ -51,6 +51,8 @@ pub struct ClusterOptions {
     pub fsync: crate::node::storage::FsyncPolicy,
     /// Snapshot and compact every this many applied entries (0: never).
     pub snapshot_threshold: u64,
+    /// The cluster and client secrets every node asks calls for.
+    pub keys: crate::auth::Keys,
 }
 
 impl Default for ClusterOptions {
@@ -63,6 +65,7 @@ impl Default for ClusterOptions {
             data_dir: None,
             fsync: crate::node::storage::FsyncPolicy::Always,
             snapshot_threshold: crate::node::DEFAULT_SNAPSHOT_THRESHOLD,
+            keys: crate::auth::Keys::default(),
         }
     }
 }
@@ -171,6 +174,8 @@ impl Cluster {
             node_opts.data_dir = opts.data_dir.as_ref().map(|d| node_dir(d, i as u64));
             node_opts.fsync = opts.fsync;
             node_opts.snapshot_threshold = opts.snapshot_threshold;
+            node_opts.cluster_key = opts.keys.cluster.clone();
+            node_opts.client_key = opts.keys.client.clone();
             if let Some(seed) = opts.seed {
                 node_opts.seed = seed.wrapping_add(i as u64);
             }

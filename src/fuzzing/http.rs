@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::gen::Gen;
 use super::same_value;
 use crate::xmlrpc::codec::{self, MethodCall};
-use crate::xmlrpc::server::{serve_connection, Handler, ServerOptions};
+use crate::xmlrpc::server::{serve_connection, CallContext, Handler, ServerOptions};
 use crate::xmlrpc::{Fault, Value};
 
 /// Answers every call with `[method, params...]`, and a fault for `fault`.
@@ -20,7 +20,7 @@ use crate::xmlrpc::{Fault, Value};
 struct Echo;
 
 impl Handler for Echo {
-    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, call: MethodCall, _: CallContext) -> Result<Value, Fault> {
         if call.method == "fault" {
             return Err(Fault::new(1, "asked for a fault"));
         }

@@ -13,17 +13,19 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::auth::{Need, Verifier};
 use crate::node::blocks::BlockService;
 use crate::node::command::{Command, Hash};
 use crate::node::driver::{LogLine, NodeStatus, Request};
 use crate::node::error::NodeError;
 use crate::node::events::NodeEvent;
+use crate::node::identity::Identity;
 use crate::node::metadata::MapView;
 use crate::node::peer_wire;
 use crate::node::peers::{PeerNumbers, PeerTable};
 use crate::node::raft::NodeId;
 use crate::xmlrpc::codec::MethodCall;
-use crate::xmlrpc::server::Handler;
+use crate::xmlrpc::server::{CallContext, Handler};
 use crate::xmlrpc::{Fault, Value};
 
 use args::Args;
@@ -43,6 +45,34 @@ pub struct NodeHandle {
     snapshot_assembly: install_snapshot::AssemblySlot,
     /// The peer senders' numbers (empty when the node has no senders).
     peer_stats: PeerTable,
+    /// Checks that peer calls come from members of this cluster; `None`
+    /// checks nothing (tests that play a peer).
+    identity: Option<Arc<Identity>>,
+    /// The secrets calls from the network need; `None`: open.
+    auth: Option<Arc<Verifier>>,
+}
+
+/// Who may make a call, for the secrets and the identity check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// Node-to-node: needs the cluster secret and a member's identity.
+    Peer,
+    /// Changes a node's state by hand: needs the cluster secret, once.
+    Admin,
+    /// Everything a client calls.
+    Client,
+}
+
+impl Class {
+    fn of(name: &str) -> Class {
+        match name {
+            "appendEntries" | "requestVote" | "installSnapshot" | "storeBlock" | "readBlock" => {
+                Class::Peer
+            }
+            "crash" | "restore" => Class::Admin,
+            _ => Class::Client,
+        }
+    }
 }
 
 const PREFIX: &str = "surfstore.";
@@ -64,7 +94,28 @@ impl NodeHandle {
             blocks: None,
             snapshot_assembly: Default::default(),
             peer_stats: Arc::new([]),
+            identity: None,
+            auth: None,
         }
+    }
+
+    /// This handle, refusing peer calls that do not come from a member of
+    /// the cluster `identity` describes.
+    pub fn with_identity(mut self, identity: Arc<Identity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// This handle, asking calls from the network for proof of the secrets
+    /// `auth` holds.
+    pub fn with_auth(mut self, auth: Option<Arc<Verifier>>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Peer calls refused because they came from no member of this cluster.
+    pub fn refused_peer_calls(&self) -> u64 {
+        self.identity.as_ref().map_or(0, |i| i.refused())
     }
 
     /// This handle, reporting the peer senders' numbers in `status`.
@@ -123,15 +174,53 @@ impl NodeHandle {
         rx.await.map_err(|_| stopped())
     }
 
-    /// Refuses a peer message not from another member to this node.
-    fn check_route(&self, name: &str, from: NodeId, to: NodeId) -> Result<(), NodeError> {
+    /// Refuses a peer message not from another member to this node, or not
+    /// from the member the call's headers proved (`sender`).
+    fn check_route(
+        &self,
+        name: &str,
+        from: NodeId,
+        to: NodeId,
+        sender: Option<NodeId>,
+    ) -> Result<(), NodeError> {
         if to != self.id || from as usize >= self.members.len() || from == self.id {
             return Err(NodeError::BadRequest(format!(
                 "{name}: message from {from} to {to} reached node {}",
                 self.id
             )));
         }
+        if let Some(sender) = sender.filter(|&s| s != from) {
+            return Err(NodeError::NotPeer(format!(
+                "{name}: member {sender} sent a message that claims to be from {from}"
+            )));
+        }
         Ok(())
+    }
+
+    /// What a call from the network must pass before its method runs: the
+    /// secrets (when set), then for peer calls the identity check (after
+    /// the crashed check, so a crashed node answers fault 1 as API.md
+    /// says). Returns the member a peer call proved to come from.
+    fn guard(&self, name: &str, ctx: &CallContext) -> Result<Option<NodeId>, NodeError> {
+        let class = Class::of(name);
+        if let Some(auth) = &self.auth {
+            let need = match class {
+                Class::Peer | Class::Admin => Need::Cluster,
+                Class::Client => Need::Client,
+            };
+            auth.allows(need, &ctx.proof)
+                .map_err(|e| NodeError::Unauthorized(format!("{name} {e}")))?;
+            if class == Class::Admin {
+                auth.check_fresh(&ctx.proof, std::time::SystemTime::now())
+                    .map_err(|e| NodeError::Unauthorized(format!("{name}: {e}")))?;
+            }
+        }
+        match (&self.identity, class) {
+            (Some(identity), Class::Peer) if !self.crashed() => {
+                identity.check(name, &ctx.headers, ctx.peer).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 
     pub async fn update_file(
@@ -174,14 +263,29 @@ impl NodeHandle {
         self.ask(|reply| Request::Restore { reply }).await
     }
 
-    /// Dispatches one XML-RPC call. Each method takes its arguments through
-    /// an [`Args`] cursor, which names the method and argument in a refusal.
+    /// Dispatches one XML-RPC call made in this process (the dashboard,
+    /// tests): no secret or identity is asked for.
     pub async fn dispatch(&self, call: MethodCall) -> Result<Value, NodeError> {
+        self.dispatch_from(call, None).await
+    }
+
+    /// Dispatches one XML-RPC call; one from the network (`ctx`) first
+    /// passes [`NodeHandle::guard`]. Each method takes its arguments through
+    /// an [`Args`] cursor, which names the method and argument in a refusal.
+    pub async fn dispatch_from(
+        &self,
+        call: MethodCall,
+        ctx: Option<&CallContext>,
+    ) -> Result<Value, NodeError> {
         let Some(name) = call.method.strip_prefix(PREFIX) else {
             return Err(NodeError::NoSuchMethod(format!(
                 "'{}' (methods live under '{PREFIX}')",
                 call.method
             )));
+        };
+        let sender = match ctx {
+            Some(ctx) => self.guard(name, ctx)?,
+            None => None,
         };
         let params = call.params;
         match name {
@@ -239,11 +343,11 @@ impl NodeHandle {
                 }
                 let msg = peer_wire::decode_request(&call.method, &params)
                     .map_err(|e| NodeError::BadRequest(format!("{name}: {e}")))?;
-                self.check_route(name, msg.from, msg.to)?;
+                self.check_route(name, msg.from, msg.to, sender)?;
                 let resp = self.ask(|reply| Request::Peer { msg, reply }).await??;
                 Ok(peer_wire::encode(&resp))
             }
-            "installSnapshot" => self.install_snapshot(params).await,
+            "installSnapshot" => self.install_snapshot(params, sender).await,
             "getblock" | "putblock" | "hasblocks" | "storeBlock" | "readBlock" => {
                 // The crashed check comes before any argument check.
                 if self.crashed() {
@@ -263,8 +367,10 @@ impl NodeHandle {
 }
 
 impl Handler for NodeHandle {
-    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
-        self.dispatch(call).await.map_err(Fault::from)
+    async fn call(&self, call: MethodCall, ctx: CallContext) -> Result<Value, Fault> {
+        self.dispatch_from(call, Some(&ctx))
+            .await
+            .map_err(Fault::from)
     }
 }
 

@@ -8,6 +8,8 @@ pub const FAULT_NOT_LEADER: i32 = 2;
 pub const FAULT_BAD_REQUEST: i32 = 3;
 pub const FAULT_NO_SUCH_METHOD: i32 = 4;
 pub const FAULT_UNAVAILABLE: i32 = 5;
+pub const FAULT_UNAUTHORIZED: i32 = 6;
+pub const FAULT_NOT_PEER: i32 = 7;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum NodeError {
@@ -24,6 +26,13 @@ pub enum NodeError {
     /// down) while the call was pending.
     #[error("Unavailable: {0}")]
     Unavailable(String),
+    /// The call needs proof of a secret it did not give (`crate::auth`).
+    #[error("Unauthorized: {0}")]
+    Unauthorized(String),
+    /// A peer call that does not come from a member of this cluster (another
+    /// cluster's id, a member id or address that is not what it claims).
+    #[error("NotPeer: {0}")]
+    NotPeer(String),
 }
 
 impl NodeError {
@@ -34,6 +43,8 @@ impl NodeError {
             NodeError::BadRequest(_) => FAULT_BAD_REQUEST,
             NodeError::NoSuchMethod(_) => FAULT_NO_SUCH_METHOD,
             NodeError::Unavailable(_) => FAULT_UNAVAILABLE,
+            NodeError::Unauthorized(_) => FAULT_UNAUTHORIZED,
+            NodeError::NotPeer(_) => FAULT_NOT_PEER,
         }
     }
 }

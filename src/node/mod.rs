@@ -8,6 +8,7 @@ pub mod command;
 pub mod driver;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod metadata;
 pub mod peer_wire;
 pub mod peers;
@@ -25,11 +26,14 @@ pub use api::NodeHandle;
 pub use driver::NodeStatus;
 pub use error::NodeError;
 
+use crate::auth;
+use crate::node::identity::Identity;
 use crate::node::metadata::Metadata;
 use crate::node::raft::{Raft, RaftConfig};
 use crate::node::runtime::io::{InlineWriter, PeerLanes, ThreadWriter};
 use crate::node::runtime::{Publisher, Runtime};
 use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, Stored, Volatile};
+use crate::xmlrpc::client::Transport;
 use crate::xmlrpc::server::{self, ServerOptions};
 
 /// Raft timing, in wall-clock terms; the driver turns it into ticks.
@@ -135,6 +139,12 @@ pub struct NodeOptions {
     /// Snapshot the map and compact the log every this many applied entries
     /// (0: never).
     pub snapshot_threshold: u64,
+    /// The cluster secret (`--secret-file`): peer and admin calls must
+    /// prove it, and this node signs its own peer calls with it.
+    pub cluster_key: Option<Arc<auth::Key>>,
+    /// The client secret (`--client-secret-file`): client calls must prove
+    /// it (or the cluster secret).
+    pub client_key: Option<Arc<auth::Key>>,
 }
 
 impl NodeOptions {
@@ -152,6 +162,8 @@ impl NodeOptions {
             fsync: storage::FsyncPolicy::Always,
             blocks: blocks::BlockOptions::default(),
             snapshot_threshold: DEFAULT_SNAPSHOT_THRESHOLD,
+            cluster_key: None,
+            client_key: None,
         }
     }
 
@@ -234,11 +246,25 @@ pub async fn start_on(
         failed: None,
     });
     let (req_tx, req_rx) = mpsc::channel(4096);
-    let sender = peers::SenderOptions::new(
+    let members: Arc<[String]> = opts.members.clone().into();
+    // Resolving the members' hosts may block on DNS.
+    let identity = {
+        let (id, members) = (opts.id, members.clone());
+        tokio::task::spawn_blocking(move || Identity::new(id, members))
+            .await
+            .map_err(|e| StartError::Timing(format!("resolving the members' hosts: {e}")))?
+    };
+    let identity = Arc::new(identity);
+    let transport = Transport {
+        key: opts.cluster_key.clone(),
+        headers: identity.headers(),
+    };
+    let mut sender = peers::SenderOptions::new(
         opts.timing.peer_timeout,
         opts.max_inflight,
         opts.max_bytes_per_message,
     );
+    sender.transport = transport.clone();
     let (peers, peer_stats): (Vec<_>, Vec<_>) = opts
         .members
         .iter()
@@ -258,7 +284,6 @@ pub async fn start_on(
         })
         .unzip();
     let peer_stats: peers::PeerTable = peer_stats.into_iter().flatten().collect();
-    let members: Arc<[String]> = opts.members.clone().into();
     let (events, _) = broadcast::channel(1024);
     let lanes = PeerLanes { lanes: peers };
     let publisher = Publisher::new(opts.id, status_tx, events.clone());
@@ -293,11 +318,19 @@ pub async fn start_on(
         block_store,
         opts.blocks.clone(),
         opts.timing.peer_timeout,
+        transport,
         status_rx.clone(),
     );
+    let verifier = auth::Verifier::new(
+        opts.cluster_key.as_deref().cloned(),
+        opts.client_key.as_deref().cloned(),
+    )
+    .map(Arc::new);
     let handle = NodeHandle::new(opts.id, members, req_tx, status_rx, events)
         .with_blocks(block_service.clone())
-        .with_peer_stats(peer_stats);
+        .with_peer_stats(peer_stats)
+        .with_identity(identity)
+        .with_auth(verifier.clone());
     tokio::spawn(blocks::repair::run(
         block_service,
         handle.clone(),
@@ -308,10 +341,14 @@ pub async fn start_on(
         source,
     })?;
     let mut sd = shutdown;
+    let server_opts = ServerOptions {
+        auth: verifier,
+        ..opts.server.clone()
+    };
     let server = tokio::spawn(server::serve(
         listener,
         handle.clone(),
-        opts.server.clone(),
+        server_opts,
         async move {
             let _ = sd.wait_for(|s| *s).await;
         },

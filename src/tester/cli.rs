@@ -26,6 +26,8 @@ pub struct TesterArgs {
     /// surfstore.members (or taken from --config).
     #[arg(required_unless_present = "list")]
     pub addr: Option<String>,
+    #[command(flatten)]
+    pub secrets: crate::auth::SecretArgs,
     /// Take the members from this config file instead of asking the node.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -217,11 +219,19 @@ pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Result<Ru
     let seed = args
         .seed
         .unwrap_or_else(|| u64::from(rand::random::<u32>()));
+    let keys = match args.secrets.load() {
+        Ok(keys) => keys,
+        Err(e) => {
+            reporter.line(&format!("surfstore tester: {e}"));
+            return (2, Err(e.to_string()));
+        }
+    };
     let cluster = match super::cluster::Cluster::discover(
         &addr,
         args.config.as_deref(),
         args.rpc_timeout,
         args.connect_timeout,
+        crate::xmlrpc::client::Transport::signed(keys.signing()),
     )
     .await
     {

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::error::TesterError;
 use super::{fmt, poll};
-use crate::xmlrpc::client::{CallError, Client};
+use crate::xmlrpc::client::{CallError, Client, Transport};
 use crate::xmlrpc::Value;
 
 /// A handle on the cluster; clones share clients and the crash record.
@@ -34,22 +34,25 @@ struct Inner {
     members: Vec<String>,
     clients: Vec<Client>,
     rpc_timeout: Duration,
+    /// What goes with every call (the secret's proof, when given).
+    transport: Transport,
     /// Nodes this tester crashed and has not restored yet.
     crashed: Mutex<BTreeSet<usize>>,
 }
 
 impl Cluster {
     /// A cluster of `members` (no call is made).
-    pub fn new(members: Vec<String>, rpc_timeout: Duration) -> Cluster {
+    pub fn new(members: Vec<String>, rpc_timeout: Duration, transport: Transport) -> Cluster {
         let clients = members
             .iter()
-            .map(|a| Client::new(a, rpc_timeout))
+            .map(|a| Client::with_transport(a, rpc_timeout, transport.clone()))
             .collect();
         Cluster {
             inner: Arc::new(Inner {
                 members,
                 clients,
                 rpc_timeout,
+                transport,
                 crashed: Mutex::new(BTreeSet::new()),
             }),
         }
@@ -63,12 +66,17 @@ impl Cluster {
         config: Option<&Path>,
         rpc_timeout: Duration,
         connect_timeout: Duration,
+        transport: Transport,
     ) -> Result<Cluster, TesterError> {
         if let Some(path) = config {
             let cfg = crate::config::load(path)?;
-            return Ok(Cluster::new(cfg.members, rpc_timeout));
+            return Ok(Cluster::new(cfg.members, rpc_timeout, transport));
         }
-        let client = Client::new(addr, rpc_timeout.min(Duration::from_secs(2)));
+        let client = Client::with_transport(
+            addr,
+            rpc_timeout.min(Duration::from_secs(2)),
+            transport.clone(),
+        );
         let what = format!("{addr} to answer surfstore.members()");
         let (members, _) = poll::until(
             &what,
@@ -93,7 +101,7 @@ impl Cluster {
         )
         .await
         .map_err(|e| TesterError::Discovery(e.to_string()))?;
-        Ok(Cluster::new(members, rpc_timeout))
+        Ok(Cluster::new(members, rpc_timeout, transport))
     }
 
     /// M.
@@ -142,7 +150,11 @@ impl Cluster {
     /// A separate client for node `i` with its own connections and timeout
     /// (for calls expected to block, or to race from distinct connections).
     pub fn fresh_client(&self, i: usize, timeout: Duration) -> Client {
-        Client::new(&self.inner.members[i], timeout)
+        Client::with_transport(
+            &self.inner.members[i],
+            timeout,
+            self.inner.transport.clone(),
+        )
     }
 
     /// `surfstore.<method>(params)` on node `i`.
@@ -329,6 +341,7 @@ impl Drop for CrashGuard {
                 // a thread of our own, with fresh clients, and wait for it.
                 let members = self.cluster.members().to_vec();
                 let timeout = self.cluster.rpc_timeout();
+                let transport = self.cluster.inner.transport.clone();
                 let crashed = self.cluster.crashed_by_tester();
                 let _ = std::thread::spawn(move || {
                     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -339,7 +352,7 @@ impl Drop for CrashGuard {
                     };
                     rt.block_on(async move {
                         for i in crashed {
-                            let c = Client::new(&members[i], timeout);
+                            let c = Client::with_transport(&members[i], timeout, transport.clone());
                             let _ = c.call("surfstore.restore", &[]).await;
                         }
                     });

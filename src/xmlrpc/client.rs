@@ -10,18 +10,47 @@
 //! - Idle connections are dropped after [`POOL_IDLE_TIMEOUT`], before the
 //!   server's own idle cutoff (its 30 s header timeout) can race a reuse.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::codec::{self, CodecError};
 use super::{Fault, Value};
+use crate::auth;
 
+/// What goes with every request to a server besides the call: a proof of a
+/// secret, and fixed headers (a node's identity on its peer calls).
+/// `Default` is the assignment's open client.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// Signs each request body (the `X-SurfStore-Auth` header).
+    pub key: Option<Arc<auth::Key>>,
+    /// Sent as they are with each request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Transport {
+    /// A transport that signs with `key`, when there is one.
+    pub fn signed(key: Option<Arc<auth::Key>>) -> Transport {
+        Transport {
+            key,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The headers for one request with `body`, in order, for writers that
+    /// build requests by hand.
+    pub fn headers_for(&self, body: &[u8]) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+        let proof = self.key.as_ref().map(|k| (auth::HEADER, k.sign_now(body)));
+        self.headers.iter().cloned().chain(proof)
+    }
+}
 /// How long an unused pooled connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -71,6 +100,7 @@ pub struct Client {
     /// `http://host:port/RPC2`, or why `addr` could not make one.
     uri: Result<Uri, String>,
     timeout: Duration,
+    transport: Transport,
 }
 
 impl std::fmt::Debug for Client {
@@ -91,6 +121,11 @@ impl Client {
     /// connecting if needed, is bounded by `timeout`. An unusable address is
     /// reported by every call as [`CallError::Connect`].
     pub fn new(addr: &str, timeout: Duration) -> Client {
+        Client::with_transport(addr, timeout, Transport::default())
+    }
+
+    /// Like [`Client::new`], sending what `transport` says with each call.
+    pub fn with_transport(addr: &str, timeout: Duration, transport: Transport) -> Client {
         let uri = format!("http://{addr}/RPC2")
             .parse::<Uri>()
             .map_err(|e| format!("bad address `{addr}`: {e}"))
@@ -99,7 +134,12 @@ impl Client {
                 None => Err(format!("bad address `{addr}`: expected host:port")),
             });
         let http = pooled_http(timeout);
-        Client { http, uri, timeout }
+        Client {
+            http,
+            uri,
+            timeout,
+            transport,
+        }
     }
 
     /// Calls `method(params...)` and waits for the answer.
@@ -107,7 +147,14 @@ impl Client {
         let uri = self.uri.clone().map_err(CallError::Connect)?;
         let mut body = Vec::with_capacity(256);
         codec::encode_call(method, params, &mut body);
-        let post = post(&self.http, uri, "text/xml", Bytes::from(body), self.timeout);
+        let post = post(
+            &self.http,
+            uri,
+            "text/xml",
+            Bytes::from(body),
+            &self.transport,
+            self.timeout,
+        );
         let (status, body) = post.await.map_err(|e| match e {
             PostError::Connect(e) => CallError::Connect(e),
             PostError::Transport(e) => CallError::Transport(e),
@@ -141,19 +188,25 @@ pub enum PostError {
 }
 
 /// POSTs `body` as `content_type` to `uri` and returns the status and the
-/// whole answer body (at most [`MAX_RESPONSE_BYTES`]), all within `timeout`.
+/// whole answer body (at most [`MAX_RESPONSE_BYTES`]), all within `timeout`,
+/// with the headers `transport` adds.
 pub async fn post(
     http: &HttpClient,
     uri: Uri,
     content_type: &'static str,
     body: Bytes,
+    transport: &Transport,
     timeout: Duration,
 ) -> Result<(hyper::StatusCode, Bytes), PostError> {
+    let extra: Vec<_> = transport.headers_for(&body).collect();
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = Method::POST;
     *req.uri_mut() = uri;
-    req.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = req.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    for (name, value) in extra {
+        headers.insert(name, value);
+    }
     let exchange = async {
         let resp = http.request(req).await.map_err(|e| {
             if e.is_connect() {

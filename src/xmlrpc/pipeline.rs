@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use super::client::CallError;
+use super::client::{CallError, Transport};
 use super::codec;
 use super::Value;
 
@@ -60,6 +60,7 @@ pub struct Connection {
 pub struct Writer {
     stream: OwnedWriteHalf,
     host: String,
+    transport: Transport,
     /// Bytes pushed and not yet written; `buf[pos..]` is still to go.
     buf: Vec<u8>,
     pos: usize,
@@ -77,11 +78,13 @@ pub struct Reader {
 
 impl Connection {
     /// Connects to `addr` (`host:port`) within `timeout`, with `TCP_NODELAY`.
-    /// Response bodies over `max_body` bytes are refused.
+    /// Response bodies over `max_body` bytes are refused. Each request goes
+    /// with the headers `transport` adds.
     pub async fn connect(
         addr: &str,
         timeout: Duration,
         max_body: usize,
+        transport: &Transport,
     ) -> Result<Connection, PipelineError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -98,6 +101,7 @@ impl Connection {
             writer: Writer {
                 stream: write,
                 host: addr.to_owned(),
+                transport: transport.clone(),
                 buf: Vec::new(),
                 pos: 0,
             },
@@ -117,11 +121,19 @@ impl Writer {
     pub fn push_call(&mut self, method: &str, params: &[Value]) -> usize {
         let mut body = Vec::with_capacity(256);
         codec::encode_call(method, params, &mut body);
-        let head = format!(
-            "POST /RPC2 HTTP/1.1\r\nHost: {}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+        let mut head = format!(
+            "POST /RPC2 HTTP/1.1\r\nHost: {}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n",
             self.host,
             body.len()
         );
+        for (name, value) in self.transport.headers_for(&body) {
+            head.push_str(name.as_str());
+            head.push_str(": ");
+            // Header values are visible ASCII (they were made from strings).
+            head.push_str(value.to_str().unwrap_or_default());
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;

@@ -32,14 +32,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -51,11 +52,39 @@ use tracing::{debug, error, warn};
 
 use super::codec::{self, MethodCall};
 use super::{Fault, Value};
+use crate::auth::{self, Proof, Verifier};
 
 /// The method table behind the server. Cloned once per request, so make it a
 /// handle (an `Arc` or channel senders), not the state itself.
 pub trait Handler: Clone + Send + Sync + 'static {
-    fn call(&self, call: MethodCall) -> impl Future<Output = Result<Value, Fault>> + Send;
+    fn call(
+        &self,
+        call: MethodCall,
+        ctx: CallContext,
+    ) -> impl Future<Output = Result<Value, Fault>> + Send;
+}
+
+/// What the server knows of a call besides the call itself.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The TCP peer (`None` when serving a stream that has none).
+    pub peer: Option<SocketAddr>,
+    /// What the request proved of the configured secrets
+    /// ([`Proof::OPEN`] when none is configured).
+    pub proof: Proof,
+    /// The request's headers (moved out of the request, not copied).
+    pub headers: HeaderMap,
+}
+
+impl CallContext {
+    /// A call with no peer, no headers and no proof (tests, fuzzing).
+    pub fn none() -> CallContext {
+        CallContext {
+            peer: None,
+            proof: Proof::OPEN,
+            headers: HeaderMap::new(),
+        }
+    }
 }
 
 /// The body bytes of each request that take no share of the in-flight budget.
@@ -87,6 +116,9 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Bounds on parsing a call beyond its size (nesting depth).
     pub codec_limits: codec::Limits,
+    /// The secrets requests are checked against (see [`crate::auth`]); the
+    /// handler decides what each method needs. `None`: nothing is checked.
+    pub auth: Option<Arc<Verifier>>,
     /// Counters the server keeps up to date; clone the `Arc` before passing
     /// the options in to watch them.
     pub stats: Arc<ServerStats>,
@@ -102,6 +134,7 @@ impl Default for ServerOptions {
             body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(2),
             codec_limits: codec::Limits::default(),
+            auth: None,
             stats: Arc::default(),
         }
     }
@@ -271,7 +304,7 @@ pub async fn serve<H: Handler>(
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let limits = limits.clone();
-            async move { Ok::<_, Infallible>(respond(req, handler, &limits).await) }
+            async move { Ok::<_, Infallible>(respond(req, handler, &limits, Some(peer)).await) }
         });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let mut stop_rx = stop_tx.subscribe();
@@ -323,6 +356,7 @@ struct RequestLimits {
     max_body_bytes: usize,
     body_read_timeout: Duration,
     codec_limits: codec::Limits,
+    auth: Option<Arc<Verifier>>,
     stats: Arc<ServerStats>,
 }
 
@@ -334,6 +368,7 @@ impl RequestLimits {
             max_body_bytes: opts.max_body_bytes,
             body_read_timeout: opts.body_read_timeout,
             codec_limits: opts.codec_limits.clone(),
+            auth: opts.auth.clone(),
             stats: opts.stats.clone(),
         })
     }
@@ -354,6 +389,7 @@ async fn respond<H: Handler>(
     req: Request<Incoming>,
     handler: H,
     limits: &RequestLimits,
+    peer: Option<SocketAddr>,
 ) -> Response<Full<Bytes>> {
     limits.stats.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path();
@@ -370,7 +406,7 @@ async fn respond<H: Handler>(
         return resp;
     }
 
-    let body = req.into_body();
+    let (parts, body) = req.into_parts();
     // A declared Content-Length is known before a byte of the body is read.
     if body.size_hint().lower() > limits.max_body_bytes as u64 {
         return too_large(limits.max_body_bytes);
@@ -406,10 +442,19 @@ async fn respond<H: Handler>(
         }
     };
 
+    let proof = match &limits.auth {
+        Some(v) => v.verify(parts.headers.get(auth::HEADER), &body, SystemTime::now()),
+        None => Proof::OPEN,
+    };
     let outcome = match codec::parse_call_with(&body, &limits.codec_limits) {
         Ok(call) => {
             drop(body);
-            handler.call(call).await
+            let ctx = CallContext {
+                peer,
+                proof,
+                headers: parts.headers,
+            };
+            handler.call(call, ctx).await
         }
         Err(e) => Err(Fault::new(3, format!("BadRequest: {e}"))),
     };
@@ -502,7 +547,7 @@ where
     let service = service_fn(move |req| {
         let handler = handler.clone();
         let limits = limits.clone();
-        async move { Ok::<_, Infallible>(respond(req, handler, &limits).await) }
+        async move { Ok::<_, Infallible>(respond(req, handler, &limits, None).await) }
     });
     http_builder(opts)
         .half_close(true)

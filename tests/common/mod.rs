@@ -134,11 +134,31 @@ impl TestCluster {
         .await
     }
 
+    /// A client for node `to` that sends what member `member` sends with
+    /// its peer calls (its identity headers), so a test can play a peer.
+    pub fn peer_client(&self, to: usize, member: usize) -> Client {
+        member_client(&self.addrs, to, member)
+    }
+
     pub async fn call(&self, i: usize, method: &str, params: &[Value]) -> Result<Value, CallError> {
         self.clients[i]
             .call(&format!("surfstore.{method}"), params)
             .await
     }
+}
+
+/// A client for `members[to]` carrying member `member`'s identity headers.
+pub fn member_client(members: &[String], to: usize, member: usize) -> Client {
+    let ident = surfstore::node::identity::Identity::with_addrs(
+        member as u64,
+        members.to_vec().into(),
+        vec![None; members.len()],
+    );
+    let transport = surfstore::xmlrpc::client::Transport {
+        key: None,
+        headers: ident.headers(),
+    };
+    Client::with_transport(&members[to], Duration::from_secs(30), transport)
 }
 
 pub fn s(v: &str) -> Value {

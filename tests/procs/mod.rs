@@ -91,6 +91,28 @@ pub fn clients(ports: &[u16]) -> Vec<Client> {
         .collect()
 }
 
+/// The members of the config [`Nodes::start`] writes for `ports`.
+pub fn members(ports: &[u16]) -> Vec<String> {
+    ports.iter().map(|p| format!("localhost:{p}")).collect()
+}
+
+/// A client for node `to` that sends member `member`'s identity headers
+/// with each call, as that member's own peer calls do: a test can play a
+/// peer (or an attacker who read the config file).
+pub fn member_client(ports: &[u16], to: usize, member: usize) -> Client {
+    let members = members(ports);
+    let ident = surfstore::node::identity::Identity::with_addrs(
+        member as u64,
+        members.clone().into(),
+        vec![None; members.len()],
+    );
+    let transport = surfstore::xmlrpc::client::Transport {
+        key: None,
+        headers: ident.headers(),
+    };
+    Client::with_transport(&members[to], Duration::from_secs(2), transport)
+}
+
 pub fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
     match v {
         Value::Struct(m) => m.get(k).unwrap_or_else(|| panic!("no field {k} in {v:?}")),

@@ -215,7 +215,11 @@ fn chunk_end(slot: &Option<Assembly>) -> u64 {
 impl NodeHandle {
     /// `installSnapshot(chunk)`: a [`ChunkAck`] for a chunk that is not the
     /// last, the core's `AppendEntriesResponse` for the last.
-    pub(super) async fn install_snapshot(&self, params: Vec<Value>) -> Result<Value, NodeError> {
+    pub(super) async fn install_snapshot(
+        &self,
+        params: Vec<Value>,
+        sender: Option<NodeId>,
+    ) -> Result<Value, NodeError> {
         const NAME: &str = "installSnapshot";
         // The crashed check comes before any argument check.
         if self.crashed() {
@@ -224,7 +228,7 @@ impl NodeHandle {
         }
         let chunk = peer_wire::decode_chunk(params)
             .map_err(|e| NodeError::BadRequest(format!("{NAME}: {e}")))?;
-        self.check_route(NAME, chunk.from, chunk.to)?;
+        self.check_route(NAME, chunk.from, chunk.to, sender)?;
         let from = chunk.from;
         let progress = {
             let mut state = self.snapshot_assembly.lock();

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::{hash_hex, is_hash, BlockError, BlockOptions, BlockStore};
 use crate::node::driver::NodeStatus;
-use crate::xmlrpc::client::Client;
+use crate::xmlrpc::client::{Client, Transport};
 use crate::xmlrpc::Value;
 
 pub const STORE_BLOCK: &str = "surfstore.storeBlock";
@@ -44,6 +44,7 @@ impl BlockService {
         store: BlockStore,
         opts: BlockOptions,
         peer_timeout: Duration,
+        transport: Transport,
         status: watch::Receiver<NodeStatus>,
     ) -> Self {
         // Blocks are megabytes: give a peer call room beyond the Raft timeout.
@@ -51,7 +52,9 @@ impl BlockService {
         let peers = members
             .iter()
             .enumerate()
-            .map(|(i, a)| (i as u64 != id).then(|| Client::new(a, timeout)))
+            .map(|(i, a)| {
+                (i as u64 != id).then(|| Client::with_transport(a, timeout, transport.clone()))
+            })
             .collect();
         BlockService {
             store,

@@ -177,7 +177,14 @@ impl Lane {
                 strip_entries(&mut msg);
             }
             if self.conn.is_none() {
-                match Connection::connect(&self.addr, self.opts.timeout, MAX_ANSWER_BYTES).await {
+                match Connection::connect(
+                    &self.addr,
+                    self.opts.timeout,
+                    MAX_ANSWER_BYTES,
+                    &self.opts.transport,
+                )
+                .await
+                {
                     Ok(c) => self.conn = Some(c),
                     Err(e) => {
                         tracing::debug!(peer = self.peer, "{method}: {e}");
@@ -212,8 +219,14 @@ impl Lane {
                 self.shared.stats.set_inflight(self.inflight.len());
                 self.shared.stats.set_rtt(call.sent_at.elapsed());
                 self.silent = false;
-                self.report(answer(self.peer, call.from, call.method, result))
-                    .await
+                self.report(answer(
+                    self.peer,
+                    call.from,
+                    call.method,
+                    result,
+                    &self.shared.stats,
+                ))
+                .await
             }
             Err(e) => self.lose_connection(e).await,
         }

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::node::driver::{NodeStatus, Request};
 use crate::node::raft::{Message, MessageBody, NodeId};
+use crate::xmlrpc::client::Transport;
 
 pub use queue::{Limits, Pushed, Queue};
 pub use snapshot::SNAPSHOT_CHUNK_BYTES;
@@ -54,6 +55,9 @@ pub struct SenderOptions {
     /// `max_bytes_per_message`).
     pub max_call_bytes: usize,
     pub queue: Limits,
+    /// What goes with each call: this node's identity and, with a cluster
+    /// secret, its proof.
+    pub transport: Transport,
 }
 
 impl SenderOptions {
@@ -71,6 +75,7 @@ impl SenderOptions {
                 max_msgs: 4 * max_inflight + 2,
                 max_bytes: 2 * max_bytes_per_message + (1 << 20),
             },
+            transport: Transport::default(),
         }
     }
 }
@@ -172,6 +177,8 @@ pub fn spawn_sender(
         peer,
         addr.to_owned(),
         opts.timeout,
+        opts.transport.clone(),
+        stats.clone(),
         snap_rx,
         driver.clone(),
         status.clone(),
@@ -200,7 +207,28 @@ fn answer(
     from: NodeId,
     method: &str,
     result: Result<crate::xmlrpc::Value, crate::xmlrpc::client::CallError>,
+    stats: &PeerStats,
 ) -> Request {
+    use crate::node::error::{FAULT_NOT_PEER, FAULT_UNAUTHORIZED};
+    let refusal = match &result {
+        Err(crate::xmlrpc::client::CallError::Fault(f))
+            if f.code == FAULT_UNAUTHORIZED || f.code == FAULT_NOT_PEER =>
+        {
+            Some(f)
+        }
+        _ => None,
+    };
+    if stats.note_refusal(refusal.map_or(0, |f| f.code)) {
+        match refusal {
+            Some(f) => tracing::warn!(
+                peer,
+                "peer {peer} ({}) refuses our calls until this changes: {}",
+                stats.addr,
+                f.message
+            ),
+            None => tracing::info!(peer, "peer {peer} accepts our calls again"),
+        }
+    }
     match result {
         Ok(value) => match crate::node::peer_wire::decode_response(method, &value) {
             Ok(resp) if resp.from == peer && resp.to == from => Request::PeerResponse(resp),

@@ -8,16 +8,17 @@
 //! other failed chunk reports the peer unreachable; the last chunk's answer
 //! is the core's response. A crashed node stops a transfer at the next chunk.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{answer, halted};
+use super::{answer, halted, PeerStats};
 use crate::node::driver::{NodeStatus, Request};
-use crate::node::error::FAULT_BAD_REQUEST;
+use crate::node::error::{FAULT_BAD_REQUEST, FAULT_NOT_PEER, FAULT_UNAUTHORIZED};
 use crate::node::peer_wire::{self, INSTALL_SNAPSHOT};
 use crate::node::raft::{Message, MessageBody, NodeId};
-use crate::xmlrpc::client::{CallError, Client};
+use crate::xmlrpc::client::{CallError, Client, Transport};
 
 /// Snapshot bytes per `installSnapshot` call: as base64 in XML, about 1.4 MB
 /// of body, well inside the server's 16 MiB limit and quick to answer.
@@ -29,6 +30,8 @@ pub(super) async fn run(
     peer: NodeId,
     addr: String,
     timeout: Duration,
+    transport: Transport,
+    stats: Arc<PeerStats>,
     mut slot: watch::Receiver<Option<Message>>,
     driver: mpsc::Sender<Request>,
     status: watch::Receiver<NodeStatus>,
@@ -42,7 +45,8 @@ pub(super) async fn run(
         let Some(mut msg) = slot.borrow_and_update().clone() else {
             continue;
         };
-        let client = client.get_or_insert_with(|| Client::new(&addr, timeout));
+        let client =
+            client.get_or_insert_with(|| Client::with_transport(&addr, timeout, transport.clone()));
         loop {
             tokio::select! {
                 biased;
@@ -54,7 +58,7 @@ pub(super) async fn run(
                     tracing::debug!(peer, "snapshot superseded while being sent");
                     msg = m;
                 }
-                answer = send_snapshot(peer, client, &msg, &status) => {
+                answer = send_snapshot(peer, client, &msg, &status, &stats) => {
                     if driver.send(answer).await.is_err() {
                         return;
                     }
@@ -72,6 +76,7 @@ async fn send_snapshot(
     client: &Client,
     msg: &Message,
     status: &watch::Receiver<NodeStatus>,
+    stats: &PeerStats,
 ) -> Request {
     let chunks = peer_wire::snapshot_chunks(msg, SNAPSHOT_CHUNK_BYTES)
         .expect("lane invariant: only InstallSnapshot messages reach the snapshot lane");
@@ -94,7 +99,7 @@ async fn send_snapshot(
             .call(INSTALL_SNAPSHOT, &[peer_wire::encode_chunk(&chunk)])
             .await;
         if let Err(CallError::Fault(f)) = &result {
-            if f.code == FAULT_BAD_REQUEST {
+            if [FAULT_BAD_REQUEST, FAULT_UNAUTHORIZED, FAULT_NOT_PEER].contains(&f.code) {
                 tracing::warn!(
                     peer,
                     offset = chunk.offset,
@@ -105,7 +110,7 @@ async fn send_snapshot(
             }
         }
         if chunk.done {
-            return answer(peer, msg.from, INSTALL_SNAPSHOT, result);
+            return answer(peer, msg.from, INSTALL_SNAPSHOT, result, stats);
         }
         let ack = match result {
             Ok(value) => peer_wire::decode_chunk_ack(&value),

@@ -3,7 +3,7 @@
 //! Plain atomics: a reader sees each number as it was at some moment, not all
 //! of them at one moment.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::node::raft::NodeId;
@@ -21,6 +21,9 @@ pub struct PeerStats {
     calls: AtomicU64,
     replaced: AtomicU64,
     overflowed: AtomicU64,
+    /// The fault code of the peer's last refusal of our calls as not
+    /// authorized or not a peer (0: it answers).
+    refusal: AtomicI32,
 }
 
 /// Every other member's numbers, in id order.
@@ -60,7 +63,15 @@ impl PeerStats {
             calls: AtomicU64::new(0),
             replaced: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
+            refusal: AtomicI32::new(0),
         }
+    }
+
+    /// Records that the peer answered a call (`code` 0) or refused it with
+    /// fault `code`; true when that differs from the call before, so a
+    /// refusal is logged once, not once per heartbeat.
+    pub fn note_refusal(&self, code: i32) -> bool {
+        self.refusal.swap(code, Ordering::Relaxed) != code
     }
 
     pub fn numbers(&self) -> PeerNumbers {

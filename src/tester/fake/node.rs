@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::state::{Bug, Shared, State, CATCHUP_DELAY, ELECTION_DELAY};
 use crate::xmlrpc::codec::MethodCall;
-use crate::xmlrpc::server::Handler;
+use crate::xmlrpc::server::{CallContext, Handler};
 use crate::xmlrpc::{Fault, Value};
 
 #[derive(Clone)]
@@ -171,7 +171,7 @@ impl FakeNode {
 }
 
 impl Handler for FakeNode {
-    async fn call(&self, call: MethodCall) -> Result<Value, Fault> {
+    async fn call(&self, call: MethodCall, _: CallContext) -> Result<Value, Fault> {
         self.dispatch(call).await
     }
 }
