@@ -113,6 +113,11 @@ impl NodeHandle {
         self
     }
 
+    /// This node's cluster id (see [`crate::node::identity`]).
+    pub fn cluster_id(&self) -> Option<String> {
+        self.identity.as_ref().map(|i| i.cluster.clone())
+    }
+
     /// Peer calls refused because they came from no member of this cluster.
     pub fn refused_peer_calls(&self) -> u64 {
         self.identity.as_ref().map_or(0, |i| i.refused())

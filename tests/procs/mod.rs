@@ -27,17 +27,34 @@ impl Nodes {
         log: &str,
         stderr: fn() -> Stdio,
     ) -> Nodes {
+        let ids: Vec<usize> = (0..ports.len()).collect();
+        Nodes::start_members(name, &members(ports), &ids, args, log, &|_, _| stderr())
+    }
+
+    /// Starts members `ids` of a config listing `members`, in a fresh
+    /// directory `name-PID` under the temp dir, with `args` after
+    /// `--in-memory`, `RUST_LOG=log`, and node i's stderr where
+    /// `stderr(i, dir)` says (a file in `dir`, say).
+    pub fn start_members(
+        name: &str,
+        members: &[String],
+        ids: &[usize],
+        args: &[String],
+        log: &str,
+        stderr: &dyn Fn(usize, &std::path::Path) -> Stdio,
+    ) -> Nodes {
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("config.txt");
-        let mut text = format!("M: {}\n", ports.len());
-        for (i, p) in ports.iter().enumerate() {
-            text.push_str(&format!("metadata{i}: localhost:{p}\n"));
+        let mut text = format!("M: {}\n", members.len());
+        for (i, m) in members.iter().enumerate() {
+            text.push_str(&format!("metadata{i}: {m}\n"));
         }
         std::fs::write(&config, text).unwrap();
         let repo = env!("CARGO_MANIFEST_DIR");
-        let children = (0..ports.len())
-            .map(|i| {
+        let children = ids
+            .iter()
+            .map(|&i| {
                 Command::new(format!("{repo}/run-server.sh"))
                     .arg(&config)
                     .arg(i.to_string())
@@ -47,12 +64,17 @@ impl Nodes {
                     .env("RUST_LOG", log)
                     .current_dir(&dir)
                     .stdout(Stdio::null())
-                    .stderr(stderr())
+                    .stderr(stderr(i, &dir))
                     .spawn()
                     .expect("run-server.sh starts")
             })
             .collect();
         Nodes { children, dir }
+    }
+
+    /// A file in this run's directory to send a node's stderr to.
+    pub fn log_file(dir: &std::path::Path, name: &str) -> Stdio {
+        Stdio::from(std::fs::File::create(dir.join(name)).expect("log file"))
     }
 
     pub fn pid(&self, i: usize) -> u32 {

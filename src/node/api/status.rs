@@ -37,6 +37,11 @@ pub(super) fn status(node: &NodeHandle, params: Vec<Value>) -> Result<Value, Nod
         out.insert(k.to_owned(), v);
     };
     put("id", int(node.id));
+    put(
+        "cluster",
+        Value::String(node.cluster_id().unwrap_or_default()),
+    );
+    put("refused_peer_calls", int(node.refused_peer_calls()));
     put("role", Value::String(role.into()));
     put("term", int(r.term));
     put("leader", id_or_none(r.leader));
@@ -73,6 +78,7 @@ pub(super) fn status(node: &NodeHandle, params: Vec<Value>) -> Result<Value, Nod
             put("replaced", int(p.replaced));
             put("overflowed", int(p.overflowed));
             put("match_index", id_or_none(match_index));
+            put("refused_with", Value::Int(p.refused_with));
             Value::Struct(m)
         })
         .collect();

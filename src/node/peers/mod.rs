@@ -210,15 +210,17 @@ fn answer(
     stats: &PeerStats,
 ) -> Request {
     use crate::node::error::{FAULT_NOT_PEER, FAULT_UNAUTHORIZED};
+    // An answer clears a refusal; a lost call says nothing either way.
     let refusal = match &result {
+        Ok(_) => Some(None),
         Err(crate::xmlrpc::client::CallError::Fault(f))
             if f.code == FAULT_UNAUTHORIZED || f.code == FAULT_NOT_PEER =>
         {
-            Some(f)
+            Some(Some(f))
         }
         _ => None,
     };
-    if stats.note_refusal(refusal.map_or(0, |f| f.code)) {
+    if let Some(refusal) = refusal.filter(|r| stats.note_refusal(r.map_or(0, |f| f.code))) {
         match refusal {
             Some(f) => tracing::warn!(
                 peer,

@@ -49,6 +49,9 @@ pub struct PeerNumbers {
     pub replaced: u64,
     /// Requests refused at the queue's bound.
     pub overflowed: u64,
+    /// The fault code the peer last refused our calls with (6
+    /// `Unauthorized`, 7 `NotPeer`); 0 while it accepts them.
+    pub refused_with: i32,
 }
 
 impl PeerStats {
@@ -86,6 +89,7 @@ impl PeerStats {
             calls: get(&self.calls),
             replaced: get(&self.replaced),
             overflowed: get(&self.overflowed),
+            refused_with: self.refusal.load(Ordering::Relaxed),
         }
     }
 
