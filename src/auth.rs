@@ -4,12 +4,13 @@
 //! The scheme: every request carries
 //!
 //! ```text
-//! X-SurfStore-Auth: v1 t=<unix seconds> mac=<64 hex digits>
+//! X-SurfStore-Auth: v1 t=<unix seconds> n=<16 hex digits> mac=<64 hex digits>
 //! ```
 //!
-//! where `mac` is HMAC-SHA256, keyed with the secret file's bytes, over
-//! `surfstore-auth-v1\n<t>\n` followed by the whole request body (which
-//! names the method). So the secret itself never travels: someone who
+//! where `n` is a random nonce (so two identical calls in one second are
+//! two proofs) and `mac` is HMAC-SHA256, keyed with the secret file's
+//! bytes, over `surfstore-auth-v1\n<t>\n<n>\n` followed by the whole
+//! request body (which names the method). So the secret itself never travels: someone who
 //! watches the wire learns neither the secret nor how to sign another
 //! body, and a captured request goes stale [`WINDOW`] after it was made.
 //! Within the window a capture could be sent again: for peer messages that
@@ -179,11 +180,10 @@ impl Key {
         }
     }
 
-    fn tagger(&self, t: u64, body: &[u8]) -> HmacSha256 {
+    fn tagger(&self, t: u64, nonce: u64, body: &[u8]) -> HmacSha256 {
         let mut mac = self.mac.clone();
         mac.update(CONTEXT);
-        mac.update(t.to_string().as_bytes());
-        mac.update(b"\n");
+        mac.update(format!("{t}\n{nonce:016x}\n").as_bytes());
         mac.update(body);
         mac
     }
@@ -191,8 +191,9 @@ impl Key {
     /// The header value proving this key for `body`, stamped `now`.
     pub fn sign(&self, body: &[u8], now: SystemTime) -> HeaderValue {
         let t = unix_secs(now);
-        let tag = self.tagger(t, body).finalize().into_bytes();
-        let mut s = format!("v1 t={t} mac=");
+        let nonce: u64 = rand::random();
+        let tag = self.tagger(t, nonce, body).finalize().into_bytes();
+        let mut s = format!("v1 t={t} n={nonce:016x} mac=");
         for b in tag.iter() {
             s.push_str(&format!("{b:02x}"));
         }
@@ -204,8 +205,8 @@ impl Key {
         self.sign(body, SystemTime::now())
     }
 
-    fn matches(&self, t: u64, tag: &[u8; 32], body: &[u8]) -> bool {
-        self.tagger(t, body).verify_slice(tag).is_ok()
+    fn matches(&self, t: u64, nonce: u64, tag: &[u8; 32], body: &[u8]) -> bool {
+        self.tagger(t, nonce, body).verify_slice(tag).is_ok()
     }
 }
 
@@ -285,8 +286,8 @@ impl Verifier {
         let Some(header) = header else {
             return fail("no X-SurfStore-Auth header");
         };
-        let Some((t, tag)) = parse_header(header.as_bytes()) else {
-            return fail("malformed X-SurfStore-Auth header (expected `v1 t=<secs> mac=<64 hex>`)");
+        let Some((t, nonce, tag)) = parse_header(header.as_bytes()) else {
+            return fail("malformed X-SurfStore-Auth header (expected `v1 t=<secs> n=<16 hex> mac=<64 hex>`)");
         };
         let now = unix_secs(now);
         if t.abs_diff(now) > WINDOW.as_secs() {
@@ -300,14 +301,14 @@ impl Verifier {
         if self
             .cluster
             .as_ref()
-            .is_some_and(|k| k.matches(t, &tag, body))
+            .is_some_and(|k| k.matches(t, nonce, &tag, body))
         {
             return proof(Level::Cluster);
         }
         if self
             .client
             .as_ref()
-            .is_some_and(|k| k.matches(t, &tag, body))
+            .is_some_and(|k| k.matches(t, nonce, &tag, body))
         {
             return proof(Level::Client);
         }
@@ -366,7 +367,7 @@ impl Verifier {
 }
 
 /// `v1 t=<secs> mac=<64 hex>` → the timestamp and the MAC.
-fn parse_header(h: &[u8]) -> Option<(u64, [u8; 32])> {
+fn parse_header(h: &[u8]) -> Option<(u64, u64, [u8; 32])> {
     let s = std::str::from_utf8(h).ok()?;
     let mut parts = s.split(' ').filter(|p| !p.is_empty());
     if parts.next()? != "v1" {
@@ -377,6 +378,11 @@ fn parse_header(h: &[u8]) -> Option<(u64, [u8; 32])> {
         return None;
     }
     let t: u64 = t.parse().ok()?;
+    let n = parts.next()?.strip_prefix("n=")?;
+    if n.len() != 16 || !n.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let nonce = u64::from_str_radix(n, 16).ok()?;
     let hex = parts.next()?.strip_prefix("mac=")?;
     if parts.next().is_some() || hex.len() != 64 {
         return None;
@@ -387,7 +393,7 @@ fn parse_header(h: &[u8]) -> Option<(u64, [u8; 32])> {
         let lo = (pair[1] as char).to_digit(16)?;
         tag[i] = (hi * 16 + lo) as u8;
     }
-    Some((t, tag))
+    Some((t, nonce, tag))
 }
 
 #[cfg(test)]
@@ -443,6 +449,9 @@ mod tests {
             "v1 t=-5 mac=0000000000000000000000000000000000000000000000000000000000000000",
             "v1 t=1 mac=zz00000000000000000000000000000000000000000000000000000000000000",
             "v1 t=1 mac=00 extra",
+            "v1 t=1 mac=0000000000000000000000000000000000000000000000000000000000000000",
+            "v1 t=1 n=12 mac=0000000000000000000000000000000000000000000000000000000000000000",
+            "v1 t=1 n=000000000000000g mac=0000000000000000000000000000000000000000000000000000000000000000",
             "v1 t=99999999999999999999999 mac=0000000000000000000000000000000000000000000000000000000000000000",
         ] {
             let h = HeaderValue::from_str(bad).unwrap();
@@ -485,8 +494,8 @@ mod tests {
         assert!(v.check_fresh(&p, now).is_ok());
         let e = v.check_fresh(&p, now).unwrap_err();
         assert!(e.contains("replay"), "{e}");
-        // The same call signed a second later is a new proof.
-        let h2 = key("cluster-secret-0123").sign(b"crash", now + Duration::from_secs(1));
+        // The same call signed again, even in the same second, is a new proof.
+        let h2 = key("cluster-secret-0123").sign(b"crash", now);
         let p2 = v.verify(Some(&h2), b"crash", now);
         assert!(v.check_fresh(&p2, now).is_ok());
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ClientError;
-use crate::node::error::{FAULT_BAD_REQUEST, FAULT_NOT_LEADER, FAULT_NO_SUCH_METHOD};
+use crate::node::error::{
+    FAULT_BAD_REQUEST, FAULT_NOT_LEADER, FAULT_NO_SUCH_METHOD, FAULT_UNAUTHORIZED,
+};
 use crate::xmlrpc::client::{CallError, Client, Transport};
 use crate::xmlrpc::Value;
 
@@ -103,8 +105,11 @@ impl Remote {
             let i = self.leader.load(Ordering::Relaxed) % self.members.len();
             match self.clients[i].call(&full, params).await {
                 Ok(v) => return Ok(v),
+                // Retrying cannot change these answers (a missing secret
+                // is missing on every node).
                 Err(CallError::Fault(f))
-                    if f.code == FAULT_BAD_REQUEST || f.code == FAULT_NO_SUCH_METHOD =>
+                    if [FAULT_BAD_REQUEST, FAULT_NO_SUCH_METHOD, FAULT_UNAUTHORIZED]
+                        .contains(&f.code) =>
                 {
                     return Err(ClientError::Refused {
                         what: format!("{method} on {}", self.members[i]),
