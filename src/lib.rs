@@ -11,5 +11,6 @@ pub mod fuzzing;
 pub mod node;
 pub mod sim;
 pub mod tester;
+pub mod tls;
 pub mod tui;
 pub mod xmlrpc;

@@ -54,7 +54,12 @@ enum Command {
         storage: StorageArgs,
         #[command(flatten)]
         secrets: surfstore::auth::SecretArgs,
+        #[command(flatten)]
+        tls: surfstore::tls::TlsArgs,
     },
+    /// Make a test CA and a node certificate for a cluster (for --tls-cert,
+    /// --tls-key and --tls-ca), offline.
+    Cert(surfstore::tls::cert::CertArgs),
 }
 
 #[derive(Args)]
@@ -152,6 +157,8 @@ struct ServerArgs {
     block_gc_grace_secs: u64,
     #[command(flatten)]
     secrets: surfstore::auth::SecretArgs,
+    #[command(flatten)]
+    tls: surfstore::tls::TlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -167,6 +174,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             ExitCode::from(surfstore::bench::run_cli(&args).clamp(0, 255) as u8)
         }
+        Command::Cert(args) => {
+            ExitCode::from(surfstore::tls::cert::run_cli(&args).clamp(0, 255) as u8)
+        }
         Command::Cluster {
             config,
             timing,
@@ -175,9 +185,17 @@ fn main() -> ExitCode {
             log_file,
             storage,
             secrets,
+            tls,
         } => {
             let keys = match secrets.load() {
                 Ok(keys) => keys,
+                Err(e) => {
+                    eprintln!("surfstore: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let tls = match tls.load() {
+                Ok(tls) => tls,
                 Err(e) => {
                     eprintln!("surfstore: {e}");
                     return ExitCode::FAILURE;
@@ -192,6 +210,7 @@ fn main() -> ExitCode {
                     fsync: storage.fsync,
                     snapshot_threshold: storage.snapshot_threshold,
                     keys,
+                    tls,
                     ..Default::default()
                 },
                 headless,
@@ -231,9 +250,12 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let config = surfstore::config::load(&args.config)?;
     config.member(args.id as usize)?;
     let keys = args.secrets.load()?;
+    let tls = args.tls.load()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut opts = NodeOptions::new(args.id, config.members.clone());
     opts.cluster_key = keys.cluster;
     opts.client_key = keys.client;
+    opts.tls = tls;
     opts.timing = timing;
     opts.server.max_body_bytes = args.max_body_bytes;
     opts.server.max_connections = args.max_connections;
@@ -256,7 +278,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let node = node::start(opts, shutdown_rx).await?;
-        tracing::info!(id = args.id, addr = %node.addr, members = config.members.len(), "node listening");
+        tracing::info!(id = args.id, addr = %node.addr, members = config.members.len(), scheme, "node listening");
         // The driver ends by itself only when the node failed. (Awaiting it,
         // not the status watch, which changes on every turn: a waiter woken
         // per turn cost a thread wake-up per turn.)

@@ -60,7 +60,7 @@ async fn pipelined_calls_are_answered_in_order_on_one_connection() {
                 .push_call("slow", &[Value::Int(*ms), Value::Int(tag as i32)]);
         }
     }
-    while conn.writer.unwritten() > 0 {
+    while conn.writer.wants_write() {
         conn.writer.write_some().await.unwrap();
     }
     for tag in 0..delays.len() {
@@ -123,7 +123,7 @@ async fn bad_answers_end_the_connection_with_an_error() {
             .await
             .unwrap();
         conn.writer.push_call("x", &[]);
-        while conn.writer.unwritten() > 0 {
+        while conn.writer.wants_write() {
             conn.writer.write_some().await.unwrap();
         }
         let err = tokio::time::timeout(TIMEOUT, conn.reader.next_response())

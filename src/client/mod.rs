@@ -123,6 +123,8 @@ pub struct ClientArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub secrets: crate::auth::SecretArgs,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsClientArgs,
 }
 
 /// Runs one sync for the command line; returns the exit code (0: synced,
@@ -135,8 +137,15 @@ pub fn run_cli(args: &ClientArgs) -> i32 {
             return 2;
         }
     };
+    let tls = match args.tls.load() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("surfstore client: {e}");
+            return 2;
+        }
+    };
     let opts = SyncOptions {
-        transport: crate::xmlrpc::client::Transport::signed(keys.signing()),
+        transport: crate::xmlrpc::client::Transport::signed(keys.signing()).with_tls(tls),
         base_dir: args.base_dir.clone(),
         block_size: args.block_size,
         retry_budget: Duration::from_secs(args.retry_secs),

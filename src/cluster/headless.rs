@@ -21,7 +21,12 @@ pub async fn run(
         .zip(cluster.local_addrs())
         .enumerate()
     {
-        writeln!(out, "node {id} listening on {member} ({addr})")?;
+        let tls = if cluster.serves_tls() {
+            ", HTTPS only"
+        } else {
+            ""
+        };
+        writeln!(out, "node {id} listening on {member} ({addr}{tls})")?;
     }
     out.flush()?;
     let Some(mut feed) = cluster.take_events() else {

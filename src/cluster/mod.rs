@@ -53,6 +53,8 @@ pub struct ClusterOptions {
     pub snapshot_threshold: u64,
     /// The cluster and client secrets every node asks calls for.
     pub keys: crate::auth::Keys,
+    /// TLS for every node (one certificate naming every member's host).
+    pub tls: Option<crate::tls::NodeTls>,
 }
 
 impl Default for ClusterOptions {
@@ -66,6 +68,7 @@ impl Default for ClusterOptions {
             fsync: crate::node::storage::FsyncPolicy::Always,
             snapshot_threshold: crate::node::DEFAULT_SNAPSHOT_THRESHOLD,
             keys: crate::auth::Keys::default(),
+            tls: None,
         }
     }
 }
@@ -176,6 +179,7 @@ impl Cluster {
             node_opts.snapshot_threshold = opts.snapshot_threshold;
             node_opts.cluster_key = opts.keys.cluster.clone();
             node_opts.client_key = opts.keys.client.clone();
+            node_opts.tls = opts.tls.clone();
             if let Some(seed) = opts.seed {
                 node_opts.seed = seed.wrapping_add(i as u64);
             }
@@ -273,6 +277,11 @@ impl Cluster {
     /// Always false for a started cluster; here because `len` is.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// The nodes serve HTTPS only (they were started with TLS).
+    pub fn serves_tls(&self) -> bool {
+        self.options.first().is_some_and(|o| o.tls.is_some())
     }
 
     /// The address each node actually listens on, in id order.

@@ -77,6 +77,14 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(Box<crate::tls::TlsError>),
+}
+
+impl From<crate::tls::TlsError> for StartError {
+    fn from(e: crate::tls::TlsError) -> Self {
+        StartError::Tls(Box::new(e))
+    }
 }
 
 impl Timing {
@@ -145,6 +153,9 @@ pub struct NodeOptions {
     /// The client secret (`--client-secret-file`): client calls must prove
     /// it (or the cluster secret).
     pub client_key: Option<Arc<auth::Key>>,
+    /// TLS (`--tls-cert`, `--tls-key`, `--tls-ca`): serve HTTPS only and call
+    /// the peers over HTTPS; `None`: plain HTTP both ways.
+    pub tls: Option<crate::tls::NodeTls>,
 }
 
 impl NodeOptions {
@@ -164,6 +175,7 @@ impl NodeOptions {
             snapshot_threshold: DEFAULT_SNAPSHOT_THRESHOLD,
             cluster_key: None,
             client_key: None,
+            tls: None,
         }
     }
 
@@ -203,6 +215,10 @@ pub async fn start(
         .get(opts.id as usize)
         .cloned()
         .ok_or_else(|| StartError::Timing(format!("id {} is not a member", opts.id)))?;
+    if let Some(tls) = &opts.tls {
+        // Before binding: a node that could never be called is not started.
+        tls.check_serves(&addr)?;
+    }
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -221,6 +237,12 @@ pub async fn start_on(
     opts.timing.validate()?;
     let config = opts.raft_config();
     config.validate()?;
+    if let Some(tls) = &opts.tls {
+        // Peers call this node by its config file's host; refuse now what
+        // each of them would refuse at every handshake.
+        let member = &opts.members[opts.id as usize];
+        tls.check_serves(member)?;
+    }
     let (store, stored) = open_store(&opts)?;
     let metadata = if stored.snapshot.index > 0 {
         Metadata::from_snapshot(stored.snapshot.index, &stored.snapshot.data).map_err(|e| {
@@ -258,6 +280,7 @@ pub async fn start_on(
     let transport = Transport {
         key: opts.cluster_key.clone(),
         headers: identity.headers(),
+        tls: opts.tls.as_ref().map(|t| t.client.clone()),
     };
     let mut sender = peers::SenderOptions::new(
         opts.timing.peer_timeout,
@@ -343,6 +366,10 @@ pub async fn start_on(
     let mut sd = shutdown;
     let server_opts = ServerOptions {
         auth: verifier,
+        tls: match &opts.tls {
+            Some(tls) => Some(tls.server.clone()),
+            None => opts.server.tls.clone(),
+        },
         ..opts.server.clone()
     };
     let server = tokio::spawn(server::serve(

@@ -28,6 +28,8 @@ pub struct TesterArgs {
     pub addr: Option<String>,
     #[command(flatten)]
     pub secrets: crate::auth::SecretArgs,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsClientArgs,
     /// Take the members from this config file instead of asking the node.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -226,12 +228,19 @@ pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Result<Ru
             return (2, Err(e.to_string()));
         }
     };
+    let tls = match args.tls.load() {
+        Ok(tls) => tls,
+        Err(e) => {
+            reporter.line(&format!("surfstore tester: {e}"));
+            return (2, Err(e.to_string()));
+        }
+    };
     let cluster = match super::cluster::Cluster::discover(
         &addr,
         args.config.as_deref(),
         args.rpc_timeout,
         args.connect_timeout,
-        crate::xmlrpc::client::Transport::signed(keys.signing()),
+        crate::xmlrpc::client::Transport::signed(keys.signing()).with_tls(tls),
     )
     .await
     {

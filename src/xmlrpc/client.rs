@@ -9,6 +9,9 @@
 //!   value, the peer's fault, or a [`CallError`] saying which layer failed.
 //! - Idle connections are dropped after [`POOL_IDLE_TIMEOUT`], before the
 //!   server's own idle cutoff (its 30 s header timeout) can race a reuse.
+//! - With a TLS configuration in its [`Transport`], every call is `https://`
+//!   and the server's certificate must chain to the configured CAs and name
+//!   the host called; a failed handshake is a [`CallError::Connect`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::codec::{self, CodecError};
@@ -25,14 +29,17 @@ use super::{Fault, Value};
 use crate::auth;
 
 /// What goes with every request to a server besides the call: a proof of a
-/// secret, and fixed headers (a node's identity on its peer calls).
-/// `Default` is the assignment's open client.
+/// secret, fixed headers (a node's identity on its peer calls), and TLS.
+/// `Default` is the assignment's open client over plain HTTP.
 #[derive(Clone, Debug, Default)]
 pub struct Transport {
     /// Signs each request body (the `X-SurfStore-Auth` header).
     pub key: Option<Arc<auth::Key>>,
     /// Sent as they are with each request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Call over HTTPS, verifying servers with this (see [`crate::tls`]);
+    /// `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Transport {
@@ -40,8 +47,13 @@ impl Transport {
     pub fn signed(key: Option<Arc<auth::Key>>) -> Transport {
         Transport {
             key,
-            headers: Vec::new(),
+            ..Transport::default()
         }
+    }
+
+    /// The same, over HTTPS when `tls` is given.
+    pub fn with_tls(self, tls: Option<Arc<rustls::ClientConfig>>) -> Transport {
+        Transport { tls, ..self }
     }
 
     /// The headers for one request with `body`, in order, for writers that
@@ -96,8 +108,9 @@ impl CallError {
 /// A pooled keep-alive XML-RPC client for one server. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
-    /// `http://host:port/RPC2`, or why `addr` could not make one.
+    http: Pool,
+    /// `http://host:port/RPC2` (`https` with TLS), or why `addr` could not
+    /// make one.
     uri: Result<Uri, String>,
     timeout: Duration,
     transport: Transport,
@@ -126,14 +139,22 @@ impl Client {
 
     /// Like [`Client::new`], sending what `transport` says with each call.
     pub fn with_transport(addr: &str, timeout: Duration, transport: Transport) -> Client {
-        let uri = format!("http://{addr}/RPC2")
+        let scheme = if transport.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri = format!("{scheme}://{addr}/RPC2")
             .parse::<Uri>()
             .map_err(|e| format!("bad address `{addr}`: {e}"))
             .and_then(|uri| match uri.port_u16() {
                 Some(_) => Ok(uri),
                 None => Err(format!("bad address `{addr}`: expected host:port")),
             });
-        let http = pooled_http(timeout);
+        let http = match &transport.tls {
+            None => Pool::Plain(pooled_http(timeout)),
+            Some(tls) => Pool::Tls(pooled_https(timeout, tls)),
+        };
         Client {
             http,
             uri,
@@ -147,20 +168,27 @@ impl Client {
         let uri = self.uri.clone().map_err(CallError::Connect)?;
         let mut body = Vec::with_capacity(256);
         codec::encode_call(method, params, &mut body);
-        let post = post(
-            &self.http,
-            uri,
-            "text/xml",
-            Bytes::from(body),
-            &self.transport,
-            self.timeout,
-        );
-        let (status, body) = post.await.map_err(|e| match e {
+        let body = Bytes::from(body);
+        let (t, timeout) = (&self.transport, self.timeout);
+        let posted = match &self.http {
+            Pool::Plain(http) => post(http, uri, "text/xml", body, t, timeout).await,
+            Pool::Tls(http) => post(http, uri, "text/xml", body, t, timeout).await,
+        };
+        let (status, body) = posted.map_err(|e| match e {
             PostError::Connect(e) => CallError::Connect(e),
             PostError::Transport(e) => CallError::Transport(e),
             PostError::Timeout => CallError::Timeout,
         })?;
         if status != hyper::StatusCode::OK {
+            if status == hyper::StatusCode::BAD_REQUEST
+                && body.as_ref() == crate::tls::PLAIN_HTTP_REFUSAL.as_bytes()
+            {
+                // Not delivered: a TLS port passes no plain request on.
+                return Err(CallError::Connect(
+                    "the node serves HTTPS only (call it with --tls-ca FILE, the cluster's CA)"
+                        .into(),
+                ));
+            }
             return Err(CallError::Http(status.as_u16()));
         }
         match codec::parse_response(&body) {
@@ -173,6 +201,17 @@ impl Client {
 
 /// The pooled HTTP client both the XML-RPC client and the bench use.
 pub type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// The same over TLS (HTTPS only).
+pub type HttpsClient =
+    hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A [`Client`]'s connections: plain or TLS, as its transport says.
+#[derive(Clone)]
+enum Pool {
+    Plain(HttpClient),
+    Tls(HttpsClient),
+}
 
 /// Why a POST got no complete HTTP answer.
 #[derive(thiserror::Error, Debug)]
@@ -190,14 +229,17 @@ pub enum PostError {
 /// POSTs `body` as `content_type` to `uri` and returns the status and the
 /// whole answer body (at most [`MAX_RESPONSE_BYTES`]), all within `timeout`,
 /// with the headers `transport` adds.
-pub async fn post(
-    http: &HttpClient,
+pub async fn post<C>(
+    http: &hyper_util::client::legacy::Client<C, Full<Bytes>>,
     uri: Uri,
     content_type: &'static str,
     body: Bytes,
     transport: &Transport,
     timeout: Duration,
-) -> Result<(hyper::StatusCode, Bytes), PostError> {
+) -> Result<(hyper::StatusCode, Bytes), PostError>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     let extra: Vec<_> = transport.headers_for(&body).collect();
     let mut req = Request::new(Full::new(body));
     *req.method_mut() = Method::POST;
@@ -233,16 +275,37 @@ pub async fn post(
 /// `timeout`, idle connections dropped after [`POOL_IDLE_TIMEOUT`]. The
 /// XML-RPC client and the benchmark's JSON client both use it, so they
 /// measure servers alike.
-pub fn pooled_http(
-    timeout: Duration,
-) -> hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>> {
+pub fn pooled_http(timeout: Duration) -> HttpClient {
+    pool_builder().build(tcp_connector(timeout))
+}
+
+/// [`pooled_http`] over TLS: `https://` URIs only, servers verified with
+/// `tls` (HTTP/1.1, no ALPN: the servers speak nothing else). The connect
+/// bound covers TCP; the handshake counts against the call's timeout.
+pub fn pooled_https(timeout: Duration, tls: &Arc<rustls::ClientConfig>) -> HttpsClient {
+    let mut tcp = tcp_connector(timeout);
+    tcp.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(rustls::ClientConfig::clone(tls))
+        .https_only()
+        .enable_http1()
+        .wrap_connector(tcp);
+    pool_builder().build(connector)
+}
+
+fn tcp_connector(timeout: Duration) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(timeout));
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+    connector
+}
+
+fn pool_builder() -> hyper_util::client::legacy::Builder {
+    let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+    builder
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
+        .pool_timer(TokioTimer::new());
+    builder
 }
 
 /// An error and its causes, `outer: inner: innermost` (hyper's own messages

@@ -1,15 +1,21 @@
-//! A pipelining XML-RPC client over one TCP connection: HTTP/1.1 requests are
-//! written back to back without waiting for answers, and the answers are read
-//! in the order the requests were sent (RFC 9112 §9.3.2; hyper's http1 server,
-//! ours, answers pipelined requests one by one, in order).
+//! A pipelining XML-RPC client over one TCP connection, or one TLS
+//! connection when the [`Transport`] carries a TLS configuration: HTTP/1.1
+//! requests are written back to back without waiting for answers, and the
+//! answers are read in the order the requests were sent (RFC 9112 §9.3.2;
+//! hyper's http1 server, ours, answers pipelined requests one by one, in
+//! order).
 //!
 //! Promises:
 //! - [`Connection::push_call`] only appends to a write buffer; the caller
 //!   decides how many calls are outstanding. Nothing here allocates beyond
-//!   the calls pushed and one response being read.
+//!   the calls pushed and one response being read (over TLS, rustls also
+//!   buffers at most its 64 KiB of records not yet taken by the kernel).
 //! - [`Writer::write_some`] and [`Reader::next_response`] are cancel safe (a
 //!   `select!` may drop them and call again without losing or repeating a
 //!   byte), so one task can write, read and watch timers at once.
+//! - What is pushed reaches the kernel while [`Writer::wants_write`] is
+//!   polled with `write_some`: over TLS a write may leave records in rustls
+//!   that only a flush sends, and `wants_write` stays true until it has.
 //! - A response is refused (and the connection is then unusable) when its
 //!   head passes [`MAX_HEAD_BYTES`], its body passes the reader's limit, it is
 //!   not `HTTP/1.x` with a `Content-Length`, or it uses chunked encoding
@@ -21,8 +27,7 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use super::client::{CallError, Transport};
@@ -55,55 +60,106 @@ pub struct Connection {
     pub reader: Reader,
 }
 
+/// The byte stream under a connection: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Stream for T {}
+
 /// The sending half: a buffer of encoded requests not yet taken by the kernel.
-#[derive(Debug)]
 pub struct Writer {
-    stream: OwnedWriteHalf,
+    stream: WriteHalf<Box<dyn Stream>>,
     host: String,
     transport: Transport,
     /// Bytes pushed and not yet written; `buf[pos..]` is still to go.
     buf: Vec<u8>,
     pos: usize,
+    /// Bytes were written since the last flush: over TLS they may still be
+    /// records in rustls rather than in the kernel.
+    flush_due: bool,
 }
 
 /// The receiving half: reads responses in order.
-#[derive(Debug)]
 pub struct Reader {
-    stream: OwnedReadHalf,
+    stream: ReadHalf<Box<dyn Stream>>,
     buf: BytesMut,
     max_body: usize,
     /// The server said `Connection: close`, or the stream ended.
     closed: bool,
 }
 
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("host", &self.host)
+            .field("unwritten", &self.unwritten())
+            .field("flush_due", &self.flush_due)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("buffered", &self.buf.len())
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
 impl Connection {
-    /// Connects to `addr` (`host:port`) within `timeout`, with `TCP_NODELAY`.
-    /// Response bodies over `max_body` bytes are refused. Each request goes
-    /// with the headers `transport` adds.
+    /// Connects to `addr` (`host:port`) within `timeout`, with `TCP_NODELAY`,
+    /// and with TLS when `transport` says so (the handshake within the same
+    /// `timeout`; the certificate must name `addr`'s host). Response bodies
+    /// over `max_body` bytes are refused. Each request goes with the headers
+    /// `transport` adds.
     pub async fn connect(
         addr: &str,
         timeout: Duration,
         max_body: usize,
         transport: &Transport,
     ) -> Result<Connection, PipelineError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(PipelineError::Connect(format!("{addr}: {e}"))),
+        let open = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|e| PipelineError::Connect(format!("{addr}: {e}")))?;
+            tcp.set_nodelay(true)?;
+            let stream: Box<dyn Stream> = match &transport.tls {
+                None => Box::new(tcp),
+                Some(config) => Box::new(
+                    crate::tls::connect(config, addr, tcp)
+                        .await
+                        .map_err(|e| PipelineError::Connect(format!("{addr}: TLS: {e}")))?,
+                ),
+            };
+            Ok::<_, PipelineError>(stream)
+        };
+        let stream = match tokio::time::timeout(timeout, open).await {
+            Ok(stream) => stream?,
             Err(_) => {
                 return Err(PipelineError::Connect(format!(
                     "{addr}: no connection within {timeout:?}"
                 )))
             }
         };
-        stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
-        Ok(Connection {
+        Ok(Connection::over(stream, addr, max_body, transport))
+    }
+
+    /// A connection over an open stream to `addr`.
+    fn over(
+        stream: Box<dyn Stream>,
+        addr: &str,
+        max_body: usize,
+        transport: &Transport,
+    ) -> Connection {
+        let (read, write) = tokio::io::split(stream);
+        Connection {
             writer: Writer {
                 stream: write,
                 host: addr.to_owned(),
                 transport: transport.clone(),
                 buf: Vec::new(),
                 pos: 0,
+                flush_due: false,
             },
             reader: Reader {
                 stream: read,
@@ -111,7 +167,7 @@ impl Connection {
                 max_body,
                 closed: false,
             },
-        })
+        }
     }
 }
 
@@ -143,34 +199,43 @@ impl Writer {
         head.len() + body.len()
     }
 
-    /// Bytes pushed and not yet handed to the kernel.
+    /// Bytes pushed and not yet handed to the stream (over TLS, to rustls).
     pub fn unwritten(&self) -> usize {
         self.buf.len() - self.pos
     }
 
-    /// Writes some of what is pushed; pending while the socket cannot take
-    /// any. Cancel safe: bytes count as written only once the kernel has them.
+    /// Something pushed has not reached the kernel yet: bytes in the buffer,
+    /// or (over TLS) records rustls holds until a flush.
+    pub fn wants_write(&self) -> bool {
+        self.unwritten() > 0 || self.flush_due
+    }
+
+    /// Writes some of what is pushed, or once all of it is written, flushes
+    /// it; pending while the socket cannot take any. Cancel safe: bytes
+    /// count as written once the stream has taken them (a TCP socket takes
+    /// them only when it can; rustls's `poll_write` reports every byte it
+    /// took, and takes none when it is pending), and a flush cut short is
+    /// simply due again.
     pub async fn write_some(&mut self) -> Result<(), PipelineError> {
-        loop {
-            if self.unwritten() == 0 {
+        if self.unwritten() > 0 {
+            let n = self.stream.write(&self.buf[self.pos..]).await?;
+            if n == 0 {
+                return Err(PipelineError::Closed);
+            }
+            self.pos += n;
+            self.flush_due = true;
+            if self.pos < self.buf.len() {
                 return Ok(());
             }
-            self.stream.writable().await?;
-            match self.stream.try_write(&self.buf[self.pos..]) {
-                Ok(0) => return Err(PipelineError::Closed),
-                Ok(n) => {
-                    self.pos += n;
-                    if self.pos == self.buf.len() {
-                        // Release a large body at once, not at the next push.
-                        self.buf = Vec::new();
-                        self.pos = 0;
-                    }
-                    return Ok(());
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.into()),
-            }
+            // Release a large body at once, not at the next push.
+            self.buf = Vec::new();
+            self.pos = 0;
         }
+        if self.flush_due {
+            self.stream.flush().await?;
+            self.flush_due = false;
+        }
+        Ok(())
     }
 }
 
@@ -342,6 +407,82 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// A TLS client stream and its server end, over an in-memory pipe that
+    /// holds `pipe` bytes.
+    async fn tls_pair(
+        pipe: usize,
+    ) -> (
+        tokio_rustls::client::TlsStream<tokio::io::DuplexStream>,
+        tokio_rustls::server::TlsStream<tokio::io::DuplexStream>,
+    ) {
+        let g = crate::tls::cert::generate(&crate::tls::cert::names(&[]), 1).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "surfstore-pipeline-tls-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        crate::tls::cert::write(&dir, &g, false).unwrap();
+        let (server, _) =
+            crate::tls::server_config(&dir.join("node.pem"), &dir.join("node-key.pem")).unwrap();
+        let client = crate::tls::client_config(&dir.join("ca.pem")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (near, far) = tokio::io::duplex(pipe);
+        let name = crate::tls::server_name("localhost").unwrap();
+        let connect = tokio_rustls::TlsConnector::from(client).connect(name, near);
+        let accept = tokio_rustls::TlsAcceptor::from(server).accept(far);
+        let (c, s) = tokio::join!(connect, accept);
+        (c.unwrap(), s.unwrap())
+    }
+
+    #[tokio::test]
+    async fn over_tls_a_written_call_is_flushed_before_the_writer_is_done() {
+        let (client, mut server) = tls_pair(4 << 10).await;
+        let mut conn = Connection::over(
+            Box::new(client),
+            "localhost:1",
+            1 << 20,
+            &Transport::default(),
+        );
+        // Smaller than rustls's buffer, larger than the pipe: one write hands
+        // it all to rustls, which can send only what the pipe holds.
+        let size = conn
+            .writer
+            .push_call("m", &[Value::String("z".repeat(30 << 10))]);
+        // The flush cannot finish while nobody reads: cut it short.
+        let cut_short = tokio::time::timeout(Duration::from_millis(50), conn.writer.write_some());
+        assert!(cut_short.await.is_err(), "the pipe cannot hold it all");
+        assert_eq!(conn.writer.unwritten(), 0, "rustls took every byte");
+        assert!(conn.writer.wants_write(), "but has not sent them all");
+        // The peer reads while the writer finishes; a cancelled flush is
+        // simply due again.
+        let read = tokio::spawn(async move {
+            let mut got = vec![0u8; size];
+            server.read_exact(&mut got).await.map(|_| got)
+        });
+        let mut cut = 0;
+        while conn.writer.wants_write() {
+            tokio::select! {
+                biased;
+                _ = tokio::task::yield_now(), if cut < 3 => cut += 1,
+                w = conn.writer.write_some() => w.unwrap(),
+            }
+        }
+        let got = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the whole request arrives")
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("POST /RPC2 HTTP/1.1\r\n"),
+            "{}",
+            &text[..40]
+        );
+        let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let call = codec::parse_call(&got[end..]).unwrap();
+        assert_eq!(call.params, [Value::String("z".repeat(30 << 10))]);
     }
 
     #[test]

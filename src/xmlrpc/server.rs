@@ -29,6 +29,11 @@
 //! - When `shutdown` completes the listener is closed at once, idle connections
 //!   are closed, and in-flight calls get [`ServerOptions::shutdown_grace`] to
 //!   finish before their tasks are aborted.
+//! - With [`ServerOptions::tls`] every connection is TLS (nothing else is
+//!   served; see [`crate::tls::accept`]). The handshake runs in the
+//!   connection's own task, holding its connection slot, and must finish
+//!   within `header_read_timeout`; a failed or late one closes the
+//!   connection and is logged at debug level only.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,9 +47,10 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::service::{service_fn, HttpService};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -122,6 +128,9 @@ pub struct ServerOptions {
     /// Counters the server keeps up to date; clone the `Arc` before passing
     /// the options in to watch them.
     pub stats: Arc<ServerStats>,
+    /// Serve HTTPS only, with this (see [`crate::tls`]); `None`: plain HTTP.
+    /// [`serve_connection`] ignores it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerOptions {
@@ -136,6 +145,7 @@ impl Default for ServerOptions {
             codec_limits: codec::Limits::default(),
             auth: None,
             stats: Arc::default(),
+            tls: None,
         }
     }
 }
@@ -263,6 +273,7 @@ pub async fn serve<H: Handler>(
     let mut conns = JoinSet::new();
     let http = http_builder(&opts);
     let limits = RequestLimits::new(&opts);
+    let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let mut backoff = Duration::from_millis(1);
 
     tokio::pin!(shutdown);
@@ -306,24 +317,30 @@ pub async fn serve<H: Handler>(
             let limits = limits.clone();
             async move { Ok::<_, Infallible>(respond(req, handler, &limits, Some(peer)).await) }
         });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
         let mut stop_rx = stop_tx.subscribe();
+        let (http, tls) = (http.clone(), tls.clone());
+        let handshake_timeout = opts.header_read_timeout;
         conns.spawn(async move {
             let _permit = permit;
             let _open = open;
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = stop_rx.changed() => {
-                    // Closes the connection if idle, else after the response
-                    // in flight.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(acceptor) = tls else {
+                return drive(&http, stream, service, &mut stop_rx, peer).await;
             };
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
+            let handshake = tokio::time::timeout(
+                handshake_timeout,
+                crate::tls::accept(&acceptor, stream),
+            );
+            let stream = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return debug!(%peer, "connection closed: {e}"),
+                    Err(_) => {
+                        return debug!(%peer, "connection closed: no TLS handshake within {handshake_timeout:?}")
+                    }
+                },
+                _ = stop_rx.changed() => return,
+            };
+            drive(&http, stream, service, &mut stop_rx, peer).await
         });
         // Reap finished connection tasks so the set does not grow forever.
         while let Some(done) = conns.try_join_next() {
@@ -347,6 +364,33 @@ pub async fn serve<H: Handler>(
         conns.shutdown().await;
     }
     Ok(())
+}
+
+/// Serves one accepted connection until it ends; after `stop` changes, the
+/// connection closes if idle, else after the response in flight.
+async fn drive<I, S>(
+    http: &http1::Builder,
+    io: I,
+    service: S,
+    stop: &mut watch::Receiver<()>,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// The per-request settings every connection task shares.

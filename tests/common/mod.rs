@@ -157,6 +157,7 @@ pub fn member_client(members: &[String], to: usize, member: usize) -> Client {
     let transport = surfstore::xmlrpc::client::Transport {
         key: None,
         headers: ident.headers(),
+        tls: None,
     };
     Client::with_transport(&members[to], Duration::from_secs(30), transport)
 }

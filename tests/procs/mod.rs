@@ -131,6 +131,7 @@ pub fn member_client(ports: &[u16], to: usize, member: usize) -> Client {
     let transport = surfstore::xmlrpc::client::Transport {
         key: None,
         headers: ident.headers(),
+        tls: None,
     };
     Client::with_transport(&members[to], Duration::from_secs(2), transport)
 }

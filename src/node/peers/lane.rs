@@ -115,7 +115,7 @@ impl Lane {
                 c.sent_at + self.opts.timeout * waits
             });
             let open = self.conn.is_some();
-            let writing = self.conn.as_ref().is_some_and(|c| c.writer.unwritten() > 0);
+            let writing = self.conn.as_ref().is_some_and(|c| c.writer.wants_write());
             let (reader, writer) = match self.conn.as_mut() {
                 Some(c) => (Some(&mut c.reader), Some(&mut c.writer)),
                 None => (None, None),
@@ -147,7 +147,7 @@ impl Lane {
             } else {
                 self.opts.max_inflight
             };
-            let busy = self.conn.as_ref().is_some_and(|c| c.writer.unwritten() > 0);
+            let busy = self.conn.as_ref().is_some_and(|c| c.writer.wants_write());
             if self.inflight.len() >= limit || busy {
                 return Ok(());
             }
