@@ -135,6 +135,8 @@ pub enum TlsError {
         what: &'static str,
         why: String,
     },
+    #[error("{}: the private key is encrypted, and a node cannot ask for its passphrase; decrypt it with `openssl pkey -in {} -out plain-key.pem`", path.display(), path.display())]
+    Encrypted { path: PathBuf },
     #[error("{}: {count} private keys in it; expected exactly one", path.display())]
     ManyKeys { path: PathBuf, count: usize },
     #[error("{}: the private key cannot be used: {why} (usable: RSA of 2048 bits or more, ECDSA P-256 or P-384, Ed25519)", path.display())]
@@ -439,10 +441,8 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .collect();
     match keys.len() {
         1 => Ok(keys.pop().expect("one key")),
-        0 if pem.encrypted => Err(TlsError::Missing {
+        0 if pem.encrypted => Err(TlsError::Encrypted {
             path: path.to_path_buf(),
-            what,
-            why: encrypted_hint(path),
         }),
         0 => Err(TlsError::Missing {
             path: path.to_path_buf(),
@@ -471,17 +471,30 @@ struct Pem {
 
 fn read_pem(path: &Path, what: &'static str) -> Result<Pem, TlsError> {
     let bytes = read_capped(path, what)?;
+    let encrypted = encrypted(&bytes);
     let mut sections = Vec::new();
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes) {
-        sections.push(section.map_err(|e| TlsError::NotPem {
+        match section {
+            Ok(section) => sections.push(section),
+            // An old-style encrypted key's headers are no base64.
+            Err(_) if encrypted => {
+                return Err(TlsError::Encrypted {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(e) => {
+                return Err(TlsError::NotPem {
+                    path: path.to_path_buf(),
+                    what,
+                    why: e.to_string(),
+                })
+            }
+        }
+    }
+    if sections.is_empty() && encrypted {
+        return Err(TlsError::Encrypted {
             path: path.to_path_buf(),
-            what,
-            why: if encrypted(&bytes) {
-                encrypted_hint(path)
-            } else {
-                e.to_string()
-            },
-        })?);
+        });
     }
     if sections.is_empty() {
         return Err(TlsError::NotPem {
@@ -492,7 +505,7 @@ fn read_pem(path: &Path, what: &'static str) -> Result<Pem, TlsError> {
     }
     Ok(Pem {
         sections,
-        encrypted: encrypted(&bytes),
+        encrypted,
     })
 }
 
@@ -524,8 +537,6 @@ fn not_pem_hint(bytes: &[u8], path: &Path) -> String {
     let p = path.display();
     if bytes.iter().all(u8::is_ascii_whitespace) {
         "the file is empty".into()
-    } else if encrypted(bytes) {
-        encrypted_hint(path)
     } else if text.contains("-----BEGIN ") {
         "it holds no section of a kind used here (CERTIFICATE, PRIVATE KEY, RSA PRIVATE KEY, EC PRIVATE KEY)".into()
     } else if bytes.first() == Some(&0x30) {
@@ -542,14 +553,6 @@ fn not_pem_hint(bytes: &[u8], path: &Path) -> String {
 /// `Proc-Type: 4,ENCRYPTED` header.
 fn encrypted(bytes: &[u8]) -> bool {
     bytes.windows(9).any(|w| w == b"ENCRYPTED")
-}
-
-fn encrypted_hint(path: &Path) -> String {
-    format!(
-        "the private key is encrypted, and a node cannot ask for its passphrase; decrypt it \
-         with `openssl pkey -in {} -out plain-key.pem`",
-        path.display()
-    )
 }
 
 /// `CERTIFICATE, PRIVATE KEY`: the kinds of `sections`, in order, once each.

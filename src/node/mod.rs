@@ -216,7 +216,9 @@ pub async fn start(
         .cloned()
         .ok_or_else(|| StartError::Timing(format!("id {} is not a member", opts.id)))?;
     if let Some(tls) = &opts.tls {
-        // Before binding: a node that could never be called is not started.
+        // Before binding, so the certificate is named even when the host is
+        // not this machine's (`start_on` checks again, for callers that
+        // bind themselves).
         tls.check_serves(&addr)?;
     }
     let listener = TcpListener::bind(&addr)

@@ -228,6 +228,17 @@ fn unusable_keys_are_refused() {
         msg.contains("encrypted") && msg.contains("openssl pkey"),
         "{msg}"
     );
+    let old_style = d.file(
+        "old-enc-key.pem",
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+         DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\nMAMCAQA=\n\
+         -----END RSA PRIVATE KEY-----\n",
+    );
+    let msg = refused(NodeTls::load(&cert, &old_style, &ca), &old_style);
+    assert!(
+        msg.contains("encrypted") && msg.contains("openssl pkey"),
+        "{msg}"
+    );
     // The key with a certificate that does not parse.
     let bad_cert = d.file(
         "bad-cert.pem",

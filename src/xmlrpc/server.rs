@@ -333,9 +333,15 @@ pub async fn serve<H: Handler>(
             let stream = tokio::select! {
                 done = handshake => match done {
                     Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => return debug!(%peer, "connection closed: {e}"),
+                    // Debug only: a port scan or a confused client would
+                    // otherwise write a warning per attempt.
+                    Ok(Err(e)) => {
+                        debug!(%peer, "connection closed: {e}");
+                        return;
+                    }
                     Err(_) => {
-                        return debug!(%peer, "connection closed: no TLS handshake within {handshake_timeout:?}")
+                        debug!(%peer, "connection closed: no TLS handshake within {handshake_timeout:?}");
+                        return;
                     }
                 },
                 _ = stop_rx.changed() => return,
