@@ -39,25 +39,13 @@ fn junk_chunk(from: usize, to: usize, data: &[u8]) -> Value {
     Value::Struct(m.into_iter().collect())
 }
 
-async fn update(c: &Client, version: i64) {
-    let args = [
-        Value::String(FILE.into()),
-        Value::Int(version as i32),
-        Value::Array(vec![Value::String(format!("h{version}"))]),
-    ];
-    match c.call("surfstore.updatefile", &args).await {
-        Ok(Value::Bool(true)) => {}
-        other => panic!("updatefile v{version} failed: {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
     let _nodes = Nodes::start("junk-snapshot", &PORTS, &[], "warn", Stdio::null);
     let clients = clients(&PORTS);
     let leader = wait_for_leader(&clients).await;
     for v in 1..=5 {
-        update(&clients[leader], v).await;
+        update(&clients[leader], FILE, v).await;
     }
     let term = int(&status(&clients[leader]).await.unwrap(), "term");
 
@@ -118,7 +106,7 @@ async fn a_junk_snapshot_is_refused_and_the_cluster_keeps_writing() {
 
     // The cluster keeps writing, every node converges, with no election.
     for v in 6..=20 {
-        update(&clients[leader], v).await;
+        update(&clients[leader], FILE, v).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     for c in &clients {

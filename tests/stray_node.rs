@@ -29,18 +29,6 @@ const FILE: &str = "stray.txt";
 /// 9834-9837 (member 1 is the healthy 9831).
 const STRAY_IDS: [usize; 4] = [0, 2, 3, 4];
 
-async fn update(c: &Client, version: i64) {
-    let args = [
-        Value::String(FILE.into()),
-        Value::Int(version as i32),
-        Value::Array(vec![Value::String(format!("h{version}"))]),
-    ];
-    match c.call("surfstore.updatefile", &args).await {
-        Ok(Value::Bool(true)) => {}
-        other => panic!("updatefile v{version} failed: {other:?}"),
-    }
-}
-
 /// (term, leader) of every healthy node.
 async fn terms(clients: &[Client]) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
@@ -73,7 +61,7 @@ async fn stray_nodes_cause_no_term_or_leader_change() {
     let clients = clients(&HEALTHY);
     let leader = wait_for_leader(&clients).await;
     for v in 1..=5 {
-        update(&clients[leader], v).await;
+        update(&clients[leader], FILE, v).await;
     }
     let before = terms(&clients).await;
     assert!(
@@ -215,7 +203,7 @@ async fn stray_nodes_cause_no_term_or_leader_change() {
         "a healthy term or leader moved"
     );
     for v in 6..=10 {
-        update(&clients[leader], v).await;
+        update(&clients[leader], FILE, v).await;
     }
     assert_eq!(
         terms(&clients).await,

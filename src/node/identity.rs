@@ -119,6 +119,16 @@ impl Identity {
         }
     }
 
+    /// What member `id` of `members` sends with its peer calls, unsigned
+    /// and in plain HTTP: for tests and tools that play a peer.
+    pub fn playing(id: NodeId, members: &[String]) -> crate::xmlrpc::client::Transport {
+        let ident = Identity::with_addrs(id, members.to_vec().into(), vec![None; members.len()]);
+        crate::xmlrpc::client::Transport {
+            headers: ident.headers(),
+            ..Default::default()
+        }
+    }
+
     /// The headers this node sends with each of its peer calls.
     pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
         let me = format!("{} {}", self.id, self.members[self.id as usize]);

@@ -149,16 +149,7 @@ impl TestCluster {
 
 /// A client for `members[to]` carrying member `member`'s identity headers.
 pub fn member_client(members: &[String], to: usize, member: usize) -> Client {
-    let ident = surfstore::node::identity::Identity::with_addrs(
-        member as u64,
-        members.to_vec().into(),
-        vec![None; members.len()],
-    );
-    let transport = surfstore::xmlrpc::client::Transport {
-        key: None,
-        headers: ident.headers(),
-        tls: None,
-    };
+    let transport = surfstore::node::identity::Identity::playing(member as u64, members);
     Client::with_transport(&members[to], Duration::from_secs(30), transport)
 }
 

@@ -123,17 +123,21 @@ pub fn members(ports: &[u16]) -> Vec<String> {
 /// peer (or an attacker who read the config file).
 pub fn member_client(ports: &[u16], to: usize, member: usize) -> Client {
     let members = members(ports);
-    let ident = surfstore::node::identity::Identity::with_addrs(
-        member as u64,
-        members.clone().into(),
-        vec![None; members.len()],
-    );
-    let transport = surfstore::xmlrpc::client::Transport {
-        key: None,
-        headers: ident.headers(),
-        tls: None,
-    };
+    let transport = surfstore::node::identity::Identity::playing(member as u64, &members);
     Client::with_transport(&members[to], Duration::from_secs(2), transport)
+}
+
+/// `updatefile(file, version, ["h<version>"])`, which must succeed.
+pub async fn update(c: &Client, file: &str, version: i64) {
+    let args = [
+        Value::String(file.into()),
+        Value::Int(version as i32),
+        Value::Array(vec![Value::String(format!("h{version}"))]),
+    ];
+    match c.call("surfstore.updatefile", &args).await {
+        Ok(Value::Bool(true)) => {}
+        other => panic!("updatefile {file} v{version} failed: {other:?}"),
+    }
 }
 
 pub fn field<'a>(v: &'a Value, k: &str) -> &'a Value {
