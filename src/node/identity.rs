@@ -171,14 +171,7 @@ impl Identity {
     }
 
     fn judge(&self, headers: &HeaderMap, source: Option<SocketAddr>) -> Result<NodeId, String> {
-        let text = |name: &HeaderName| {
-            headers.get(name).map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .chars()
-                    .take(128)
-                    .collect::<String>()
-            })
-        };
+        let text = |name: &HeaderName| header_text(headers, name);
         let Some(cluster) = text(&CLUSTER_HEADER) else {
             return Err(
                 "no X-SurfStore-Cluster header (peer calls come only from members of this cluster)"
@@ -231,17 +224,7 @@ impl Identity {
     }
 
     fn log_once(&self, method: &str, headers: &HeaderMap, source: Option<SocketAddr>, why: &str) {
-        let header = |n: &HeaderName| {
-            headers
-                .get(n)
-                .map(|v| {
-                    String::from_utf8_lossy(v.as_bytes())
-                        .chars()
-                        .take(128)
-                        .collect::<String>()
-                })
-                .unwrap_or_default()
-        };
+        let header = |n: &HeaderName| header_text(headers, n).unwrap_or_default();
         let key = format!(
             "{}|{}|{}",
             source.map(|s| s.ip().to_string()).unwrap_or_default(),
@@ -269,6 +252,17 @@ impl Identity {
             "refusing peer calls ({method} first): {why}; later calls from this sender are refused without a log line"
         );
     }
+}
+
+/// A header's value as text, cut to 128 characters (for checks and logs:
+/// a sender cannot make either hold more).
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    headers.get(name).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(128)
+            .collect()
+    })
 }
 
 /// An IPv4 address mapped into IPv6 is the IPv4 address.
