@@ -313,6 +313,7 @@ mod seeds {
             msg(MessageBody::RequestVote {
                 last_index: 7,
                 last_term: 2,
+                transfer: false,
             }),
             msg(MessageBody::PreVote {
                 last_index: 7,

@@ -38,6 +38,7 @@ fn status(crashed: bool) -> NodeStatus {
             snapshot_index: 0,
             commit_index: 0,
             applied_index: 0,
+            transferee: None,
             progress: Vec::new(),
         },
         crashed,

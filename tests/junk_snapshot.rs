@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use surfstore::xmlrpc::client::{CallError, Client};
+use surfstore::xmlrpc::client::CallError;
 
 mod procs;
 use procs::*;

@@ -65,6 +65,7 @@ fn one_vote_per_term() {
         body: MessageBody::RequestVote {
             last_index: 0,
             last_term: 0,
+            transfer: false,
         },
     };
     let granted = |n: &mut Raft, m| {
@@ -135,6 +136,7 @@ fn election_restriction_denies_votes_to_stale_logs() {
             body: MessageBody::RequestVote {
                 last_index,
                 last_term,
+                transfer: false,
             },
         })
         .unwrap();
@@ -853,6 +855,7 @@ fn every_request_gets_exactly_one_response_with_its_ctx() {
             MessageBody::RequestVote {
                 last_index: 9,
                 last_term: 4,
+                transfer: false,
             },
         ),
         (
@@ -870,6 +873,7 @@ fn every_request_gets_exactly_one_response_with_its_ctx() {
             MessageBody::RequestVote {
                 last_index: 0,
                 last_term: 0,
+                transfer: false,
             },
         ),
     ];
@@ -936,6 +940,7 @@ fn acks_and_votes_leave_only_with_the_state_they_promise() {
         body: MessageBody::RequestVote {
             last_index: 0,
             last_term: 0,
+            transfer: false,
         },
     })
     .unwrap();
@@ -1074,7 +1079,8 @@ fn bad_input_is_refused_without_state_change() {
             3,
             MessageBody::RequestVote {
                 last_index: 1,
-                last_term: 7
+                last_term: 7,
+                transfer: false,
             }
         )),
         Err(RaftError::InvalidMessage { .. })

@@ -160,6 +160,7 @@ fn a_follower_hearing_its_leader_ignores_a_higher_term_request_vote() {
         body: MessageBody::RequestVote {
             last_index: last,
             last_term: term,
+            transfer: false,
         },
     };
     c.deliver(rv);
@@ -186,6 +187,7 @@ fn a_follower_hearing_its_leader_ignores_a_higher_term_request_vote() {
         body: MessageBody::RequestVote {
             last_index: last,
             last_term: term,
+            transfer: false,
         },
     };
     c.deliver(rv2);
@@ -235,6 +237,7 @@ fn granting_a_pre_vote_records_nothing() {
         body: MessageBody::RequestVote {
             last_index: 0,
             last_term: 0,
+            transfer: false,
         },
     };
     let r = answer(&mut n, rv);

@@ -141,6 +141,18 @@ fn disk() {
     assert!(s.compactions > 0 && s.snapshots_installed > 0, "{s}");
 }
 
+/// Leadership transfers asked of the leader at random times, to random
+/// nodes, over a lossy network with crashes: most complete (the successor
+/// leads, the answer names it), none breaks an invariant, and no
+/// acknowledged write is lost (the checker judges every history).
+#[test]
+fn transfer() {
+    let s = mix("transfer");
+    assert!(s.transfers >= 5 * s.runs, "{s}");
+    assert!(s.transfers_done >= s.transfers / 3, "{s}");
+    assert!(s.clients.updates_true > 0, "{s}");
+}
+
 /// Log compaction across the seeds: nodes snapshot and compact, and nodes
 /// that fall behind a compacted log catch up through installed snapshots.
 #[test]
@@ -183,10 +195,11 @@ fn every_mix_is_covered() {
         "churn",
         "isolate",
         "disk",
+        "transfer",
     ] {
         assert!(names.contains(&m), "{m} has no test");
     }
-    assert_eq!(names.len(), 9, "a new mix needs a test here");
+    assert_eq!(names.len(), 10, "a new mix needs a test here");
 }
 
 #[test]

@@ -123,7 +123,9 @@ async fn a_cluster_secret_locks_peer_and_admin_calls_only() {
             ("readBlock", Value::String("00".repeat(32))),
         ] {
             for client in [c, &member] {
-                let r = client.call(&format!("surfstore.{m}"), &[p.clone()]).await;
+                let r = client
+                    .call(&format!("surfstore.{m}"), std::slice::from_ref(&p))
+                    .await;
                 assert_eq!(code(&r), Some(6), "{m}: {r:?}");
                 let text = r.unwrap_err().to_string();
                 assert!(

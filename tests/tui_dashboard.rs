@@ -32,6 +32,7 @@ fn status(id: u64, role: Role, term: u64, last: u64, crashed: bool) -> NodeStatu
             snapshot_index: 0,
             commit_index: last.saturating_sub(1),
             applied_index: last.saturating_sub(1),
+            transferee: None,
             progress: Vec::new(),
         },
         crashed,

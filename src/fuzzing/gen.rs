@@ -141,6 +141,7 @@ impl<'a> Gen<'a> {
             2 => MessageBody::RequestVote {
                 last_index: self.wire_u64(),
                 last_term: self.wire_u64(),
+                transfer: false,
             },
             3 => MessageBody::PreVote {
                 last_index: self.wire_u64(),

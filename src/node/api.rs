@@ -66,10 +66,9 @@ enum Class {
 impl Class {
     fn of(name: &str) -> Class {
         match name {
-            "appendEntries" | "requestVote" | "installSnapshot" | "storeBlock" | "readBlock" => {
-                Class::Peer
-            }
-            "crash" | "restore" => Class::Admin,
+            "appendEntries" | "requestVote" | "timeoutNow" | "installSnapshot" | "storeBlock"
+            | "readBlock" => Class::Peer,
+            "crash" | "restore" | "transferLeader" => Class::Admin,
             _ => Class::Client,
         }
     }
@@ -268,6 +267,41 @@ impl NodeHandle {
         self.ask(|reply| Request::Restore { reply }).await
     }
 
+    /// Before stopping: if this node leads, hand leadership to the most
+    /// up-to-date follower, then let the proposals it took finish (they
+    /// apply here as the successor commits them), all within `within`.
+    /// Says what happened, for the log; `None` if it was not the leader.
+    pub async fn hand_off(&self, within: std::time::Duration) -> Option<String> {
+        if !self.status().is_leader() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        let said = match tokio::time::timeout_at(deadline, self.transfer_leader(None)).await {
+            Ok(Ok(to)) => format!("handed leadership to node {to}"),
+            Ok(Err(e)) => format!("could not hand leadership off: {e}"),
+            Err(_) => format!("could not hand leadership off within {within:?}"),
+        };
+        let quiet = tokio::time::timeout_at(deadline, self.ask(|reply| Request::Quiesce { reply }));
+        match quiet.await {
+            Ok(_) => Some(said),
+            Err(_) => Some(format!("{said}; calls still pending after {within:?}")),
+        }
+    }
+
+    /// Hands leadership to `to` (`None`: the most up-to-date follower) and
+    /// waits until it leads; returns its id. Only the leader can; see
+    /// `Request::TransferLeader` for the faults.
+    pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<NodeId, NodeError> {
+        if let Some(to) = to.filter(|&t| t as usize >= self.members.len()) {
+            return Err(NodeError::BadRequest(format!(
+                "transferLeader: node {to} is not a member (ids 0..{})",
+                self.members.len()
+            )));
+        }
+        self.ask(|reply| Request::TransferLeader { to, reply })
+            .await?
+    }
+
     /// Dispatches one XML-RPC call made in this process (the dashboard,
     /// tests): no secret or identity is asked for.
     pub async fn dispatch(&self, call: MethodCall) -> Result<Value, NodeError> {
@@ -336,12 +370,27 @@ impl NodeHandle {
                 no_args(name, params)?;
                 self.restore().await.map(|()| Value::Bool(true))
             }
+            "transferLeader" => {
+                let to = if params.is_empty() {
+                    None
+                } else {
+                    let mut args = Args::new(name, "([id:int])", params);
+                    let id = args.next_int("id")?;
+                    args.finish()?;
+                    Some(u64::try_from(id).map_err(|_| {
+                        NodeError::BadRequest(format!("transferLeader: id {id} is negative"))
+                    })?)
+                };
+                self.transfer_leader(to)
+                    .await
+                    .map(|id| int_value(id as i64))
+            }
             "status" => status::status(self, params),
             "isCrashed" | "iscrashed" => {
                 no_args(name, params)?;
                 Ok(Value::Bool(self.crashed()))
             }
-            "appendEntries" | "requestVote" => {
+            "appendEntries" | "requestVote" | "timeoutNow" => {
                 // The crashed check comes before any argument check.
                 if self.crashed() {
                     return Err(NodeError::Crashed(self.id));

@@ -50,6 +50,28 @@ pub enum EventKind {
     LeadershipLost {
         term: Term,
     },
+    /// This leader started handing leadership to `to` (thesis §3.10).
+    TransferStarted {
+        to: NodeId,
+        term: Term,
+    },
+    /// `to` did not take over within an election timeout: this node
+    /// leads on.
+    TransferAborted {
+        to: NodeId,
+        term: Term,
+    },
+    /// This former leader heard `to` lead in `term`: the transfer is done.
+    LeadershipTransferred {
+        to: NodeId,
+        term: Term,
+    },
+    /// The leader `from` chose this node as its successor (TimeoutNow): it
+    /// campaigns at once.
+    TakingOver {
+        from: NodeId,
+        term: Term,
+    },
     Crashed,
     Restored,
     /// The leader applied a committed entry (`what` describes it).
@@ -100,6 +122,20 @@ impl fmt::Display for EventKind {
                     "no majority heard for an election timeout: stepping down (term {term})"
                 )
             }
+            EventKind::TransferStarted { to, term } => {
+                write!(f, "handing leadership to node {to} (term {term})")
+            }
+            EventKind::TransferAborted { to, term } => write!(
+                f,
+                "node {to} did not take over within an election timeout: leading on (term {term})"
+            ),
+            EventKind::LeadershipTransferred { to, term } => {
+                write!(f, "leadership transferred to node {to} (term {term})")
+            }
+            EventKind::TakingOver { from, term } => write!(
+                f,
+                "asked by leader {from} to take over: campaigning now (term {term})"
+            ),
             EventKind::Crashed => write!(f, "crashed"),
             EventKind::Restored => write!(f, "restored"),
             EventKind::Committed { index, term, what } => {

@@ -7,6 +7,10 @@
 //! An `InstallSnapshot` travels in chunks, through `installSnapshot` calls
 //! (see [`snapshot`]); the answer to its last chunk is the core's
 //! `AppendEntriesResponse`, encoded like an `appendEntries` answer.
+//!
+//! A leadership transfer's `TimeoutNow` is a `timeoutNow` call (`from`, `to`,
+//! `term`), answered with `accepted`; the candidate's `requestVote` then
+//! carries `transfer: true` (absent: false).
 
 mod snapshot;
 
@@ -26,6 +30,7 @@ pub use snapshot::{
 pub const APPEND_ENTRIES: &str = "surfstore.appendEntries";
 pub const REQUEST_VOTE: &str = "surfstore.requestVote";
 pub const INSTALL_SNAPSHOT: &str = "surfstore.installSnapshot";
+pub const TIMEOUT_NOW: &str = "surfstore.timeoutNow";
 
 /// The largest snapshot a node accepts (a chunk's `total`): what one node
 /// may buffer for a transfer in progress.
@@ -57,9 +62,11 @@ pub fn method_for(msg: &Message) -> Option<&'static str> {
         MessageBody::AppendEntries { .. } => Some(APPEND_ENTRIES),
         MessageBody::RequestVote { .. } | MessageBody::PreVote { .. } => Some(REQUEST_VOTE),
         MessageBody::InstallSnapshot { .. } => Some(INSTALL_SNAPSHOT),
+        MessageBody::TimeoutNow => Some(TIMEOUT_NOW),
         MessageBody::AppendEntriesResponse { .. }
         | MessageBody::RequestVoteResponse { .. }
-        | MessageBody::PreVoteResponse { .. } => None,
+        | MessageBody::PreVoteResponse { .. }
+        | MessageBody::TimeoutNowResponse { .. } => None,
     }
 }
 
@@ -108,13 +115,24 @@ pub fn encode(msg: &Message) -> Value {
         MessageBody::RequestVote {
             last_index,
             last_term,
+            transfer,
+        } => {
+            m.insert("last_index".into(), num(*last_index));
+            m.insert("last_term".into(), num(*last_term));
+            if *transfer {
+                m.insert("transfer".into(), Value::Bool(true));
+            }
         }
-        | MessageBody::PreVote {
+        MessageBody::PreVote {
             last_index,
             last_term,
         } => {
             m.insert("last_index".into(), num(*last_index));
             m.insert("last_term".into(), num(*last_term));
+        }
+        MessageBody::TimeoutNow => {}
+        MessageBody::TimeoutNowResponse { accepted } => {
+            m.insert("accepted".into(), Value::Bool(*accepted));
         }
         MessageBody::RequestVoteResponse { granted } | MessageBody::PreVoteResponse { granted } => {
             m.insert("granted".into(), Value::Bool(*granted));
@@ -166,7 +184,9 @@ pub fn decode_request(method: &str, params: &[Value]) -> Result<Message, WireErr
         return Err(WireError::NotStruct);
     };
     let f = Fields(s);
-    let body = if method == APPEND_ENTRIES {
+    let body = if method == TIMEOUT_NOW {
+        MessageBody::TimeoutNow
+    } else if method == APPEND_ENTRIES {
         let blob = match s.get("entries") {
             Some(Value::Base64(b)) => b,
             _ => return Err(WireError::Field("entries")),
@@ -187,6 +207,7 @@ pub fn decode_request(method: &str, params: &[Value]) -> Result<Message, WireErr
         MessageBody::RequestVote {
             last_index: f.u64("last_index")?,
             last_term: f.u64("last_term")?,
+            transfer: f.flag("transfer")?,
         }
     };
     Ok(Message {
@@ -210,6 +231,10 @@ pub fn decode_response(method: &str, value: &Value) -> Result<Message, WireError
             conflict_index: f.u64("conflict_index")?,
             conflict_term: f.u64("conflict_term")?,
             read_seq: f.u64("read_seq")?,
+        }
+    } else if method == TIMEOUT_NOW {
+        MessageBody::TimeoutNowResponse {
+            accepted: f.bool("accepted")?,
         }
     } else if f.flag("pre_vote")? {
         MessageBody::PreVoteResponse {
@@ -306,9 +331,33 @@ mod tests {
             body: MessageBody::RequestVote {
                 last_index: 10,
                 last_term: 2,
+                transfer: false,
             },
         };
         assert_eq!(decode_request(REQUEST_VOTE, &[encode(&v)]).unwrap(), v);
+        let t = Message {
+            body: MessageBody::RequestVote {
+                last_index: 10,
+                last_term: 2,
+                transfer: true,
+            },
+            ..v.clone()
+        };
+        assert_eq!(decode_request(REQUEST_VOTE, &[encode(&t)]).unwrap(), t);
+        let now = Message {
+            body: MessageBody::TimeoutNow,
+            ..v.clone()
+        };
+        assert_eq!(method_for(&now), Some(TIMEOUT_NOW));
+        assert_eq!(decode_request(TIMEOUT_NOW, &[encode(&now)]).unwrap(), now);
+        let answer = Message {
+            body: MessageBody::TimeoutNowResponse { accepted: true },
+            ..v.clone()
+        };
+        assert_eq!(
+            decode_response(TIMEOUT_NOW, &encode(&answer)).unwrap(),
+            answer
+        );
         let p = Message {
             body: MessageBody::PreVote {
                 last_index: 10,
@@ -330,6 +379,7 @@ mod tests {
             body: MessageBody::RequestVote {
                 last_index: 1,
                 last_term: 1,
+                transfer: false,
             },
         };
         let Value::Struct(mut s) = encode(&v) else {

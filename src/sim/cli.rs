@@ -44,7 +44,8 @@ pub struct SimArgs {
     #[arg(long, default_value_t = SimOptions::default().ticks)]
     pub ticks: u64,
     /// Fault mix: calm, lossy, crash, partition, reboot, chaos, churn, isolate (the leader
-    /// cut off for long stretches), disk (the real WAL on a power-losing disk)
+    /// cut off for long stretches), disk (the real WAL on a power-losing disk), transfer (leadership handed
+    /// to random nodes at random times)
     /// (default: drawn per seed).
     #[arg(long)]
     pub mix: Option<String>,

@@ -29,18 +29,24 @@ pub struct FaultMix {
     pub isolate_leader: bool,
     /// Probability per tick of arming a disk fault (runs with a disk only).
     pub disk_fault: f64,
+    /// Probability per tick of asking the leader to hand leadership to a
+    /// random other node (`transferLeader`).
+    pub transfer: f64,
     pub propose: f64,
     pub read: f64,
 }
 
 impl FaultMix {
-    pub const ALL: [FaultMix; 9] = [
+    pub const ALL: [FaultMix; 10] = [
         FaultMix::named("calm", 0.0, 0.0, 2, 0.0, 0.0, 0.0, 0.0),
         FaultMix::named("lossy", 0.2, 0.1, 4, 0.0, 0.0, 0.0, 0.0),
         FaultMix::named("crash", 0.02, 0.02, 3, 0.02, 0.05, 0.0, 0.0),
         FaultMix::named("partition", 0.02, 0.02, 3, 0.0, 0.0, 0.0, 0.03),
         FaultMix::named("reboot", 0.05, 0.05, 3, 0.0, 0.0, 0.02, 0.0),
-        FaultMix::named("chaos", 0.1, 0.05, 4, 0.01, 0.04, 0.01, 0.02),
+        FaultMix {
+            transfer: 0.01,
+            ..FaultMix::named("chaos", 0.1, 0.05, 4, 0.01, 0.04, 0.01, 0.02)
+        },
         FaultMix {
             crash_leader: 0.02,
             restore: 0.3,
@@ -54,6 +60,10 @@ impl FaultMix {
         FaultMix {
             disk_fault: 0.03,
             ..FaultMix::named("disk", 0.05, 0.02, 3, 0.01, 0.1, 0.02, 0.01)
+        },
+        FaultMix {
+            transfer: 0.04,
+            ..FaultMix::named("transfer", 0.03, 0.02, 3, 0.005, 0.05, 0.005, 0.005)
         },
     ];
 
@@ -81,6 +91,7 @@ impl FaultMix {
             heal: partition * 1.5,
             isolate_leader: false,
             disk_fault: 0.0,
+            transfer: 0.0,
             propose: 0.4,
             read: 0.15,
         }

@@ -41,6 +41,10 @@ pub struct SimStats {
     pub disk_faults: u64,
     pub disk_recoveries: u64,
     pub unreachable_reports: u64,
+    /// Leadership transfers asked for, and completed (answered with the
+    /// successor asked for).
+    pub transfers: u64,
+    pub transfers_done: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub messages_duplicated: u64,
@@ -62,6 +66,8 @@ impl SimStats {
         self.crashes += o.crashes;
         self.restores += o.restores;
         self.reboots += o.reboots;
+        self.transfers += o.transfers;
+        self.transfers_done += o.transfers_done;
         self.partitions += o.partitions;
         self.compactions += o.compactions;
         self.snapshots_installed += o.snapshots_installed;
@@ -112,6 +118,11 @@ impl fmt::Display for SimStats {
             f,
             "crashes {}, restores {}, reboots {}, partitions {}",
             self.crashes, self.restores, self.reboots, self.partitions
+        )?;
+        writeln!(
+            f,
+            "leadership transfers {} (completed {})",
+            self.transfers, self.transfers_done
         )?;
         writeln!(
             f,
@@ -247,6 +258,8 @@ fn stats(w: &World, heal_ticks: u64) -> SimStats {
         disk_faults: w.counters.disk_faults,
         disk_recoveries: w.counters.disk_recoveries,
         unreachable_reports: w.counters.unreachable_reports,
+        transfers: w.counters.transfers,
+        transfers_done: w.counters.transfers_done,
         messages_sent: w.net.stats.sent,
         messages_dropped: w.net.stats.dropped,
         messages_duplicated: w.net.stats.duplicated,
@@ -291,6 +304,15 @@ fn faults(w: &mut World) -> Result<(), Violation> {
         let n = w.rng.gen_range(0..w.nodes.len()) as NodeId;
         w.reboot(n)?;
     }
+    if mix.transfer > 0.0 && w.rng.gen_bool(mix.transfer) {
+        if let Some(l) = w.leader() {
+            let others: Vec<NodeId> = (0..w.nodes.len() as NodeId).filter(|&p| p != l).collect();
+            if let Some(&to) = others.choose(&mut w.rng) {
+                w.transfer(l, to)?;
+            }
+        }
+    }
+    w.poll_transfers()?;
     if w.plan.disk_segment_bytes.is_some() && w.rng.gen_bool(mix.disk_fault) {
         w.arm_disk_fault();
     }

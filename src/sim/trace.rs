@@ -30,8 +30,10 @@ pub fn msg(m: &Message) -> String {
         MessageBody::RequestVote {
             last_index,
             last_term,
+            transfer,
         } => {
-            format!("RequestVote last=({last_index},t{last_term})")
+            let why = if *transfer { " transfer" } else { "" };
+            format!("RequestVote last=({last_index},t{last_term}){why}")
         }
         MessageBody::RequestVoteResponse { granted } => {
             format!("Vote {}", if *granted { "granted" } else { "denied" })
@@ -44,6 +46,13 @@ pub fn msg(m: &Message) -> String {
         }
         MessageBody::PreVoteResponse { granted } => {
             format!("PreVote {}", if *granted { "granted" } else { "denied" })
+        }
+        MessageBody::TimeoutNow => "TimeoutNow".into(),
+        MessageBody::TimeoutNowResponse { accepted } => {
+            format!(
+                "TimeoutNow {}",
+                if *accepted { "accepted" } else { "refused" }
+            )
         }
         MessageBody::InstallSnapshot { snapshot } => format!(
             "InstallSnapshot ({},t{}) {} bytes",

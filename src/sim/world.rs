@@ -66,6 +66,9 @@ pub struct Counters {
     pub disk_recoveries: u64,
     pub writes_completed: u64,
     pub unreachable_reports: u64,
+    /// `transferLeader` calls made, and answered with the new leader.
+    pub transfers: u64,
+    pub transfers_done: u64,
 }
 
 pub struct World {
@@ -84,7 +87,11 @@ pub struct World {
     /// `true`: the peer answered fault 1 (`crash()`ed, but alive).
     pub unreachable: Vec<(u64, NodeId, NodeId, bool)>,
     pub references: super::snapshots::References,
+    /// Transfers asked for and not answered yet: (leader, successor, answer).
+    pub transfers: Vec<(NodeId, NodeId, TransferAnswer)>,
 }
+
+type TransferAnswer = oneshot::Receiver<Result<NodeId, NodeError>>;
 
 /// A core's RNG seed: distinct per seed, node and boot.
 fn core_seed(seed: u64, node: NodeId, boot: u64) -> u64 {
@@ -115,6 +122,7 @@ impl World {
             trace,
             unreachable: Vec::new(),
             references: Default::default(),
+            transfers: Vec::new(),
         };
         for id in 0..n as NodeId {
             let writer = SimWriter {
@@ -344,6 +352,48 @@ impl World {
             );
         }
         self.end_step(Some(n))
+    }
+
+    /// Step: the leader `n` is asked to hand leadership to `to`. The answer
+    /// comes later (`poll_transfers`): the successor's id once `n` hears
+    /// it lead, or a fault if it did not take over.
+    pub fn transfer(&mut self, n: NodeId, to: NodeId) -> Result<(), Violation> {
+        self.begin_step();
+        self.counters.transfers += 1;
+        self.log(|| format!("TRANSFER n{n} -> n{to}"));
+        let rt = &mut self.nodes[n as usize].rt;
+        let (reply, answer) = oneshot::channel();
+        rt.handle(Request::TransferLeader {
+            to: Some(to),
+            reply,
+        });
+        rt.end_turn();
+        self.transfers.push((n, to, answer));
+        self.end_step(Some(n))
+    }
+
+    /// Collects the answers of transfers: one that says done must name
+    /// the successor asked for, and that node must have led (in a term
+    /// above the one the transfer started in).
+    pub fn poll_transfers(&mut self) -> Result<(), Violation> {
+        let mut left = Vec::new();
+        for (n, to, mut answer) in std::mem::take(&mut self.transfers) {
+            match answer.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => left.push((n, to, answer)),
+                Ok(Ok(led)) => {
+                    if led != to {
+                        return violation(
+                            "transfer answers",
+                            format!("node {n} was asked for {to} and answered {led}"),
+                        );
+                    }
+                    self.counters.transfers_done += 1;
+                }
+                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {}
+            }
+        }
+        self.transfers = left;
+        Ok(())
     }
 
     /// Step: node `n` comes back from a crash.

@@ -281,7 +281,11 @@ impl App {
             EventKind::ElectionStarted { .. } | EventKind::PreVoteStarted { .. } => Tone::Election,
             EventKind::PreVoteRefused { .. } => Tone::Info,
             EventKind::VoteGranted { .. } => Tone::Vote,
-            EventKind::LeaderElected { .. } => Tone::Leader,
+            EventKind::LeaderElected { .. } | EventKind::LeadershipTransferred { .. } => {
+                Tone::Leader
+            }
+            EventKind::TransferStarted { .. } | EventKind::TakingOver { .. } => Tone::Election,
+            EventKind::TransferAborted { .. } => Tone::Blocked,
             EventKind::LeadershipLost { .. } | EventKind::QuorumLost { .. } => Tone::LeadershipLost,
             EventKind::Crashed => Tone::Crash,
             EventKind::Restored => Tone::Restore,

@@ -37,6 +37,9 @@ pub use plug::{MemWriter, Outbox};
 
 pub type NodeRuntime = Runtime<MemWriter, Outbox>;
 
+/// The answer to a call made through the runtime, once it comes.
+pub type Answer<T> = oneshot::Receiver<Result<T, NodeError>>;
+
 // ---------------------------------------------------------------------------
 // Configs, entries, payloads.
 
@@ -450,6 +453,27 @@ impl Cluster {
         for k in 0..n {
             self.propose(id, &format!("{prefix}{k}"));
         }
+    }
+
+    /// `updatefile` at node `id` through the runtime's client path; the
+    /// receiver of its answer (held proposals answer later).
+    pub fn propose_call(&mut self, id: NodeId, name: &str) -> Answer<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.turn(
+            id,
+            Request::Update {
+                cmd: command(name),
+                reply,
+            },
+        );
+        answer
+    }
+
+    /// `transferLeader(to)` at node `id`; the receiver of its answer.
+    pub fn transfer(&mut self, id: NodeId, to: Option<NodeId>) -> Answer<NodeId> {
+        let (reply, answer) = oneshot::channel();
+        self.turn(id, Request::TransferLeader { to, reply });
+        answer
     }
 
     /// `getfileinfomap` at node `id`, labelled `ctx`; its answer shows up in

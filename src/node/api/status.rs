@@ -45,6 +45,7 @@ pub(super) fn status(node: &NodeHandle, params: Vec<Value>) -> Result<Value, Nod
     put("role", Value::String(role.into()));
     put("term", int(r.term));
     put("leader", id_or_none(r.leader));
+    put("transferring_to", id_or_none(r.transferee));
     put("commit_index", int(r.commit_index));
     put("applied_index", int(r.applied_index));
     put("last_index", int(r.last_index));
@@ -110,6 +111,7 @@ mod tests {
             snapshot_index: 3,
             commit_index: 11,
             applied_index: 10,
+            transferee: None,
             progress: vec![PeerProgress {
                 id: 0,
                 match_index: 9,

@@ -365,6 +365,7 @@ mod tests {
             body: MessageBody::RequestVote {
                 last_index: 3,
                 last_term: 1,
+                transfer: false,
             },
         }
     }

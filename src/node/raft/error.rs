@@ -13,6 +13,10 @@ pub enum RaftError {
     /// Proposals and reads go to the leader; `leader` is this node's best guess.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<NodeId> },
+    /// A leadership transfer to `to` is in progress: the proposal was not
+    /// taken (nothing appended); it may be retried once the transfer ends.
+    #[error("leadership is being transferred to node {to}")]
+    TransferInProgress { to: NodeId },
     #[error("invalid raft config: {0}")]
     InvalidConfig(String),
     /// A message from (or a report about) a node that is not a member.

@@ -71,6 +71,15 @@ pub struct Raft {
     /// Set when the leader stepped down for want of a majority; read (and
     /// cleared) by `take_quorum_lost`.
     pub(super) quorum_lost: bool,
+    /// Leader: the successor of a leadership transfer in progress
+    /// (`transfer_leader`); proposals are refused meanwhile.
+    pub(super) transferee: Option<NodeId>,
+    /// Leader: ticks since the transfer started; at an election timeout
+    /// (`election_ticks_max`) it is given up.
+    pub(super) transfer_elapsed: u32,
+    /// Leader: `TimeoutNow` went to the transferee (it is sent once, when
+    /// the transferee's log first matches ours).
+    pub(super) timeout_now_sent: bool,
     /// Rules to break on purpose (the simulation's self-test); `NONE` unless
     /// `inject_bugs` was called, which production never does.
     pub(super) bugs: SeededBugs,
@@ -168,6 +177,9 @@ impl Raft {
             broadcast_pending: false,
             quorum_check_elapsed: 0,
             quorum_lost: false,
+            transferee: None,
+            transfer_elapsed: 0,
+            timeout_now_sent: false,
             bugs: SeededBugs::NONE,
             cfg: config,
         })
@@ -186,6 +198,14 @@ impl Raft {
                         if !self.check_quorum_round() {
                             return;
                         }
+                    }
+                }
+                if self.transferee.is_some() {
+                    self.transfer_elapsed += 1;
+                    if self.transfer_elapsed >= self.cfg.election_ticks_max {
+                        // The successor did not take over within an
+                        // election timeout: lead on (thesis §3.10).
+                        self.end_transfer();
                     }
                 }
                 self.heartbeat_elapsed += 1;
@@ -208,12 +228,17 @@ impl Raft {
 
     /// Leader only: append `data` in the current term and start replicating it
     /// at once. Returns where it went; it is committed when an entry with this
-    /// (index, term) is handed out in `committed_entries`.
+    /// (index, term) is handed out in `committed_entries`. Refused while a
+    /// leadership transfer is in progress (`TransferInProgress`: nothing was
+    /// appended, so the caller may hold the proposal and retry).
     pub fn propose(&mut self, data: Bytes) -> Result<(LogIndex, Term), RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
-                leader: self.leader,
+                leader: self.known_leader(),
             });
+        }
+        if let Some(to) = self.transferee {
+            return Err(RaftError::TransferInProgress { to });
         }
         let index = self.log.append_new(self.term, data);
         // Sent when the next `Ready` is taken: every proposal of one turn
@@ -228,7 +253,7 @@ impl Raft {
     pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
-                leader: self.leader,
+                leader: self.known_leader(),
             });
         }
         let index = self.committed_own_term().then_some(self.log.commit());
@@ -238,6 +263,67 @@ impl Raft {
         }
         self.release_reads();
         Ok(())
+    }
+
+    /// Leader only: hand leadership to `to` (Raft thesis §3.10). New
+    /// proposals are refused from now on; `to` is brought up to date, and
+    /// once its log matches ours it is sent `TimeoutNow`, on which it starts
+    /// an election at once that the other members grant even though they
+    /// still hear us. Our term ends when we see its higher one. If it has
+    /// not taken over within an election timeout, the transfer is given up
+    /// and we lead on. A transfer to ourselves is a no-op; a new transfer
+    /// replaces one in progress. `UnknownPeer` for a non-member.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader: self.known_leader(),
+            });
+        }
+        if to == self.cfg.id {
+            return Ok(());
+        }
+        if !self.progress.contains_key(&to) {
+            return Err(RaftError::UnknownPeer(to));
+        }
+        if self.transferee == Some(to) {
+            return Ok(());
+        }
+        self.transferee = Some(to);
+        self.transfer_elapsed = 0;
+        self.timeout_now_sent = false;
+        if !self.maybe_send_timeout_now(to) {
+            self.send_append_all(to);
+        }
+        Ok(())
+    }
+
+    /// The successor of a transfer in progress, if any.
+    pub fn transferee(&self) -> Option<NodeId> {
+        self.transferee
+    }
+
+    /// The most up-to-date peer heard from since the last check-quorum
+    /// round (ties: the lowest id), the natural successor for a transfer;
+    /// `None` unless leader with such a peer.
+    pub fn best_successor(&self) -> Option<NodeId> {
+        self.progress
+            .iter()
+            .filter(|(_, pr)| pr.recent_active)
+            .max_by_key(|(&id, pr)| (pr.match_index, std::cmp::Reverse(id)))
+            .map(|(&id, _)| id)
+    }
+
+    /// The leader as far as clients should be told: one heard from within an
+    /// election timeout (or ourselves). A follower cut off from its leader
+    /// for longer names none, so clients try elsewhere rather than waiting
+    /// on a node that may have lost its majority.
+    pub fn known_leader(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Leader => Some(self.cfg.id),
+            _ => self
+                .leader
+                .filter(|_| self.election.elapsed() < self.cfg.election_ticks_max),
+        }
     }
 
     /// The driver could not deliver to `peer` or got no answer: free its
@@ -338,6 +424,7 @@ impl Raft {
                     next_index: pr.next_index,
                 })
                 .collect(),
+            transferee: self.transferee,
         }
     }
 
@@ -486,6 +573,29 @@ impl Raft {
         self.votes.clear();
         self.progress.clear();
         self.read_only.reset();
+        self.end_transfer();
+    }
+
+    /// No transfer in progress any more (done, given up, or leadership lost).
+    pub(super) fn end_transfer(&mut self) {
+        self.transferee = None;
+        self.transfer_elapsed = 0;
+        self.timeout_now_sent = false;
+    }
+
+    /// Transfer in progress to `to` and its log matches ours: tell it to
+    /// campaign now (once per transfer). Returns whether it was sent.
+    pub(super) fn maybe_send_timeout_now(&mut self, to: NodeId) -> bool {
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|pr| pr.match_index == self.log.last_index());
+        if self.transferee != Some(to) || self.timeout_now_sent || !caught_up {
+            return false;
+        }
+        self.timeout_now_sent = true;
+        self.send(to, MessageBody::TimeoutNow);
+        true
     }
 
     /// Election timeout with pre-vote: ask whether a majority would vote
@@ -522,6 +632,12 @@ impl Raft {
 
     /// Election timeout (or a won pre-vote): start a candidacy in the next term.
     pub(super) fn campaign(&mut self) {
+        self.campaign_for(false);
+    }
+
+    /// Start a candidacy in the next term; `transfer`: because the leader
+    /// asked (`TimeoutNow`), which the RequestVotes say.
+    pub(super) fn campaign_for(&mut self, transfer: bool) {
         self.term += 1;
         self.vote = Some(self.cfg.id);
         self.role = Role::Candidate;
@@ -542,6 +658,7 @@ impl Raft {
                 MessageBody::RequestVote {
                     last_index,
                     last_term,
+                    transfer,
                 },
             );
         }
@@ -559,6 +676,7 @@ impl Raft {
         self.quorum_check_elapsed = 0;
         self.votes.clear();
         self.read_only.reset();
+        self.end_transfer();
         let next = self.log.last_index() + 1;
         self.progress = self
             .peers

@@ -172,6 +172,10 @@ impl Raft {
             if updated && self.maybe_commit() {
                 self.on_commit_advanced();
             }
+            if self.maybe_send_timeout_now(from) {
+                self.release_reads();
+                return;
+            }
             self.send_append_all(from);
             let pr = &self.progress[&from];
             if self.log.commit().min(pr.match_index) > pr.commit_sent {

@@ -46,11 +46,15 @@ impl Raft {
         }
         if msg.term > self.term {
             match msg.body {
-                MessageBody::RequestVote { .. } | MessageBody::PreVote { .. }
+                MessageBody::RequestVote {
+                    transfer: false, ..
+                }
+                | MessageBody::PreVote { .. }
                     if self.in_lease() =>
                 {
                     // §4.2.3: a leader is heard, so this candidate is cut off
-                    // or stale. Refuse in our term, which stays as it is.
+                    // or stale. Refuse in our term, which stays as it is. A
+                    // candidate the leader itself chose (`transfer`) is not.
                     self.refuse_vote(&msg);
                     return Ok(());
                 }
@@ -62,7 +66,9 @@ impl Raft {
             }
             let leader = matches!(
                 msg.body,
-                MessageBody::AppendEntries { .. } | MessageBody::InstallSnapshot { .. }
+                MessageBody::AppendEntries { .. }
+                    | MessageBody::InstallSnapshot { .. }
+                    | MessageBody::TimeoutNow
             )
             .then_some(msg.from);
             self.become_follower(msg.term, leader);
@@ -93,6 +99,9 @@ impl Raft {
             MessageBody::PreVoteResponse { granted } => {
                 self.handle_pre_vote_response(&msg, granted)
             }
+            MessageBody::TimeoutNow => self.handle_timeout_now(&msg),
+            // Counted as contact above; the term it carries did the rest.
+            MessageBody::TimeoutNowResponse { .. } => {}
         }
         Ok(())
     }
@@ -184,7 +193,10 @@ impl Raft {
                 }
                 Ok(())
             }
-            MessageBody::RequestVoteResponse { .. } | MessageBody::PreVoteResponse { .. } => Ok(()),
+            MessageBody::TimeoutNow => self.check_sole_leader(msg),
+            MessageBody::RequestVoteResponse { .. }
+            | MessageBody::PreVoteResponse { .. }
+            | MessageBody::TimeoutNowResponse { .. } => Ok(()),
         }
     }
 
@@ -230,6 +242,9 @@ impl Raft {
                 self.respond(msg, body);
             }
             MessageBody::RequestVote { .. } | MessageBody::PreVote { .. } => self.refuse_vote(msg),
+            MessageBody::TimeoutNow => {
+                self.respond(msg, MessageBody::TimeoutNowResponse { accepted: false })
+            }
             _ => {}
         }
     }
@@ -339,6 +354,7 @@ impl Raft {
         let MessageBody::RequestVote {
             last_index,
             last_term,
+            ..
         } = msg.body
         else {
             unreachable!("dispatched on the body")
@@ -403,6 +419,16 @@ impl Raft {
             VoteResult::Lost => self.become_follower(self.term, None),
             VoteResult::Pending => {}
         }
+    }
+
+    /// TimeoutNow from the leader of our term (thesis §3.10): it chose us as
+    /// its successor and our log matches its own, so campaign now, without
+    /// pre-vote (the leader's own step-aside is the permission), marking
+    /// the RequestVotes as a transfer so voters that still hear the leader
+    /// grant them. Answered in the new term.
+    fn handle_timeout_now(&mut self, msg: &Message) {
+        self.campaign_for(true);
+        self.respond(msg, MessageBody::TimeoutNowResponse { accepted: true });
     }
 
     fn handle_vote_response(&mut self, from: u64, granted: bool) {

@@ -82,9 +82,13 @@ pub enum MessageBody {
         conflict_term: Term,
         read_seq: u64,
     },
+    /// `transfer`: the candidate campaigns because the leader asked it to
+    /// (`TimeoutNow`), so voters that still hear that leader vote anyway
+    /// rather than refusing by the §4.2.3 lease rule (thesis §3.10).
     RequestVote {
         last_index: LogIndex,
         last_term: Term,
+        transfer: bool,
     },
     RequestVoteResponse {
         granted: bool,
@@ -108,6 +112,15 @@ pub enum MessageBody {
     InstallSnapshot {
         snapshot: Snapshot,
     },
+    /// Leadership transfer (thesis §3.10): the leader tells the successor
+    /// it chose, once the successor's log matches its own, to start an
+    /// election now, skipping its timer and pre-vote.
+    TimeoutNow,
+    /// `accepted`: the receiver started that election (it answers in its new
+    /// term, so the old leader steps down on reading it).
+    TimeoutNowResponse {
+        accepted: bool,
+    },
 }
 
 /// The exchange a message belongs to: a request and its response share one.
@@ -117,6 +130,7 @@ pub enum Exchange {
     Append,
     Vote,
     PreVote,
+    TimeoutNow,
 }
 
 impl MessageBody {
@@ -129,6 +143,9 @@ impl MessageBody {
                 Exchange::Vote
             }
             MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { .. } => Exchange::PreVote,
+            MessageBody::TimeoutNow | MessageBody::TimeoutNowResponse { .. } => {
+                Exchange::TimeoutNow
+            }
         }
     }
 
@@ -138,6 +155,7 @@ impl MessageBody {
             MessageBody::AppendEntriesResponse { .. }
                 | MessageBody::RequestVoteResponse { .. }
                 | MessageBody::PreVoteResponse { .. }
+                | MessageBody::TimeoutNowResponse { .. }
         )
     }
 }
@@ -257,4 +275,6 @@ pub struct Status {
     pub applied_index: LogIndex,
     /// Filled only on the leader, one per other member in id order.
     pub progress: Vec<PeerProgress>,
+    /// Leader: the successor of a leadership transfer in progress.
+    pub transferee: Option<NodeId>,
 }

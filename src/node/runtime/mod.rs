@@ -28,6 +28,7 @@ mod pending;
 pub mod request;
 mod snapshots;
 pub mod status;
+mod transfer;
 
 use std::collections::VecDeque;
 
@@ -37,7 +38,7 @@ use crate::node::events::EventKind;
 use crate::node::metadata::Metadata;
 use crate::node::peer_wire;
 use crate::node::raft::{
-    Entry, HardState, Message, NodeId, Raft, RaftError, Ready, Role, SeededBugs, Term,
+    Entry, HardState, Message, MessageBody, NodeId, Raft, RaftError, Ready, Role, SeededBugs, Term,
 };
 
 pub use io::{Transport, Write, Writer};
@@ -47,6 +48,7 @@ pub use status::{NodeStatus, Publisher};
 use pending::Pending;
 use snapshots::Snapshots;
 use status::StallWatch;
+use transfer::{Transfers, Waiter, MAX_HELD};
 
 /// Writes submitted and not yet durable, at most: past this the runtime
 /// takes no new `Ready` (the core gathers everything into the next one).
@@ -75,6 +77,12 @@ pub struct Runtime<W: Writer, T: Transport> {
     snapshots: Snapshots,
     /// Set when a write failed; the shell then stops.
     failed: Option<String>,
+    /// Leadership transfers: calls waiting on one, proposals held during one.
+    transfers: Transfers,
+    /// Ticks this non-leader has had proposals waiting (made while it led
+    /// and kept through a transfer); they are failed after two election
+    /// timeouts if their entries have not applied by then.
+    orphan_ticks: u32,
     /// Every entry applied, kept for the simulation's checker when it asked
     /// (`observe_applies`); `None` (nothing kept) in production.
     applied_log: Option<Vec<Entry>>,
@@ -114,6 +122,8 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             stall,
             snapshots: Snapshots::new(snapshot_threshold),
             failed: None,
+            transfers: Transfers::default(),
+            orphan_ticks: 0,
             applied_log: None,
         }
     }
@@ -182,6 +192,20 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             return;
         }
         self.raft.tick();
+        self.transfers.now += 1;
+        if self.role != Role::Leader && !self.pending.updates.is_empty() {
+            self.orphan_ticks += 1;
+            if self.orphan_ticks > 2 * self.raft.config().election_ticks_max {
+                self.pending.fail_updates(|| {
+                    NodeError::Unavailable(
+                        "leadership moved while the call was pending and its entry was not heard applied"
+                            .into(),
+                    )
+                });
+            }
+        } else {
+            self.orphan_ticks = 0;
+        }
         let waiting = self.pending.client_calls();
         if let Some(event) = self.stall.tick(self.role, waiting) {
             self.publisher.emit(event);
@@ -192,6 +216,10 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
     /// Readies, starts a snapshot if one is due, publishes the status.
     pub fn end_turn(&mut self) {
         self.process_ready();
+        if self.transfers.busy() {
+            self.settle_transfers();
+            self.process_ready();
+        }
         self.maybe_snapshot();
         self.publish();
     }
@@ -202,6 +230,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
 
     /// The shell is stopping: answer everything still waiting.
     pub fn shut_down(&mut self) {
+        self.fail_transfers(|| NodeError::Unavailable("node shutting down".into()));
         let why = self.failed.clone();
         self.pending.fail_all(self.id, || match &why {
             Some(e) => NodeError::Unavailable(format!("node stopped: {e}")),
@@ -232,6 +261,9 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
     fn not_leader(&self, err: RaftError) -> NodeError {
         match err {
             RaftError::NotLeader { leader } => NodeError::NotLeader(self.leader_addr(leader)),
+            RaftError::UnknownPeer(id) => {
+                NodeError::BadRequest(format!("node {id} is not another member"))
+            }
             other => NodeError::Unavailable(other.to_string()),
         }
     }
@@ -254,6 +286,20 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                 match self.raft.propose(cmd.encode()) {
                     Ok((index, term)) => {
                         self.pending.updates.insert(index, (term, reply));
+                    }
+                    Err(RaftError::TransferInProgress { .. })
+                        if self.transfers.held.len() < MAX_HELD =>
+                    {
+                        if self.transfers.held.is_empty() {
+                            self.transfers.held_deadline = self.transfers.now
+                                + 2 * u64::from(self.raft.config().election_ticks_max);
+                        }
+                        self.transfers.held.push_back((cmd, reply));
+                    }
+                    Err(RaftError::TransferInProgress { to }) => {
+                        let _ = reply.send(Err(NodeError::Unavailable(format!(
+                            "leadership is being handed to node {to} and {MAX_HELD} calls already wait for it"
+                        ))));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(self.not_leader(e)));
@@ -285,6 +331,18 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                 if self.crashed || self.failed.is_some() {
                     let _ = reply.send(Err(NodeError::Crashed(self.id)));
                     return;
+                }
+                if matches!(msg.body, MessageBody::TimeoutNow) {
+                    tracing::info!(
+                        node = self.id,
+                        term = msg.term,
+                        "leader {} chose this node as its successor: campaigning now",
+                        msg.from
+                    );
+                    self.publisher.emit(EventKind::TakingOver {
+                        from: msg.from,
+                        term: msg.term + 1,
+                    });
                 }
                 let ctx = self.pending.take_ctx();
                 msg.ctx = ctx;
@@ -318,6 +376,8 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                     self.raft.report_snapshot_failure(peer);
                 }
             }
+            Request::TransferLeader { to, reply } => self.transfer_leader(to, reply),
+            Request::Quiesce { reply } => self.transfers.quiescing.push(reply),
             Request::Crash { reply } => {
                 self.crash();
                 self.publish();
@@ -360,6 +420,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             return;
         }
         self.crashed = true;
+        self.fail_transfers(|| NodeError::Unavailable("the node crashed".into()));
         self.raft.crash();
         self.pending.fail_all(self.id, || {
             NodeError::Unavailable("the node crashed".into())
@@ -487,13 +548,29 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                     .emit(EventKind::QuorumLost { term: self.term });
             }
             if self.role == Role::Leader && ss.role != Role::Leader {
-                self.pending.fail_all(self.id, || {
-                    NodeError::Unavailable("leadership lost while the call was pending".into())
-                });
+                if let Some((to, _)) = self.transfers.current.take() {
+                    // Handed over: the proposals are in the successor's log
+                    // (it had all of ours) and apply here as it commits them.
+                    self.pending.fail_unconfirmed_reads(|| {
+                        NodeError::Unavailable(
+                            "leadership was handed over while the read was pending".into(),
+                        )
+                    });
+                    self.transfers.handed_to = Some((
+                        to,
+                        self.transfers.now + 2 * u64::from(self.raft.config().election_ticks_max),
+                    ));
+                } else {
+                    self.pending.fail_all(self.id, || {
+                        NodeError::Unavailable("leadership lost while the call was pending".into())
+                    });
+                }
+                tracing::info!(node = self.id, term = self.term, "no longer the leader");
                 self.publisher
                     .emit(EventKind::LeadershipLost { term: self.term });
             }
             if ss.role == Role::Leader && self.role != Role::Leader {
+                tracing::info!(node = self.id, term, "elected leader");
                 self.publisher.emit(EventKind::LeaderElected { term });
             }
         }
@@ -518,7 +595,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                 .emit(EventKind::PreVoteRefused { term: term + 1 });
         }
         if role == Role::Candidate && (self.role != Role::Candidate || term != self.term) {
-            tracing::info!(node = self.id, term, "election timeout: campaigning");
+            tracing::info!(node = self.id, term, "campaigning: asking for votes");
             self.publisher.emit(EventKind::ElectionStarted { term });
         }
         if role != self.role || term != self.term {
@@ -528,6 +605,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
         if let Some(hs) = rd.hard_state {
             if let Some(candidate) = hs.vote {
                 if candidate != self.id && (term != self.term || self.vote != hs.vote) {
+                    tracing::info!(node = self.id, term, "voted for node {candidate}");
                     self.publisher
                         .emit(EventKind::VoteGranted { candidate, term });
                 }
@@ -536,6 +614,150 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
         }
         self.role = role;
         self.term = term;
+    }
+
+    /// `transferLeader`: start the core's transfer and wait for its outcome
+    /// (see `settle_transfers`).
+    fn transfer_leader(&mut self, to: Option<NodeId>, reply: Reply<NodeId>) {
+        if let Some(e) = self.refuse() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if self.raft.role() != Role::Leader {
+            let leader = self.raft.known_leader();
+            let _ = reply.send(Err(self.not_leader(RaftError::NotLeader { leader })));
+            return;
+        }
+        let Some(to) = to.or_else(|| self.raft.best_successor()) else {
+            let _ = reply.send(Err(NodeError::Unavailable(
+                "no follower answered within the last election timeout: nobody to hand leadership to"
+                    .into(),
+            )));
+            return;
+        };
+        if to == self.id {
+            let _ = reply.send(Ok(to));
+            return;
+        }
+        if let Err(e) = self.raft.transfer_leader(to) {
+            let _ = reply.send(Err(self.not_leader(e)));
+            return;
+        }
+        if self.transfers.current.map(|(t, _)| t) != Some(to) {
+            tracing::info!(
+                node = self.id,
+                term = self.term,
+                "handing leadership to node {to}"
+            );
+            self.publisher.emit(EventKind::TransferStarted {
+                to,
+                term: self.term,
+            });
+        }
+        self.transfers.current = Some((to, self.term));
+        let deadline = self.transfers.now + 3 * u64::from(self.raft.config().election_ticks_max);
+        self.transfers.waiters.push(Waiter {
+            to,
+            deadline,
+            reply,
+        });
+    }
+
+    /// After a turn: a transfer that ended (given up, or done once the
+    /// successor is heard leading) answers its waiters and releases the
+    /// proposals held meanwhile.
+    fn settle_transfers(&mut self) {
+        let leading = self.raft.role() == Role::Leader;
+        let transferee = self.raft.transferee();
+        if let Some((to, term)) = self.transfers.current {
+            if leading && transferee != Some(to) {
+                // Given up by the core (or replaced, which sets `current`).
+                tracing::warn!(
+                    node = self.id,
+                    term,
+                    "node {to} did not take over within an election timeout: leading on"
+                );
+                self.publisher.emit(EventKind::TransferAborted { to, term });
+                self.transfers.current = None;
+            }
+        }
+        let heard = self.raft.known_leader().filter(|&l| l != self.id);
+        if let Some((to, deadline)) = self.transfers.handed_to {
+            if let Some(leader) = heard {
+                let term = self.raft.term();
+                if leader == to {
+                    tracing::info!(node = self.id, term, "leadership transferred to node {to}");
+                    self.publisher
+                        .emit(EventKind::LeadershipTransferred { to, term });
+                }
+                self.transfers.handed_to = None;
+            } else if self.transfers.now >= deadline || leading {
+                self.transfers.handed_to = None;
+            }
+        }
+        let now = self.transfers.now;
+        let current = self.transfers.current.map(|(t, _)| t);
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.transfers.waiters) {
+            let outcome = if leading && current == Some(w.to) && now < w.deadline {
+                keep.push(w);
+                continue;
+            } else if leading {
+                Err(NodeError::Unavailable(format!(
+                    "node {} did not take over within an election timeout; node {} still leads",
+                    w.to, self.id
+                )))
+            } else if let Some(leader) = heard {
+                if leader == w.to {
+                    Ok(leader)
+                } else {
+                    Err(NodeError::Unavailable(format!(
+                        "node {leader} took over instead of node {}",
+                        w.to
+                    )))
+                }
+            } else if now < w.deadline {
+                keep.push(w);
+                continue;
+            } else {
+                Err(NodeError::Unavailable(format!(
+                    "this node stepped down for node {} but no leader was heard since",
+                    w.to
+                )))
+            };
+            let _ = w.reply.send(outcome);
+        }
+        self.transfers.waiters = keep;
+        if self.pending.updates.is_empty() && self.transfers.held.is_empty() {
+            for reply in self.transfers.quiescing.drain(..) {
+                let _ = reply.send(());
+            }
+        }
+        if !self.transfers.held.is_empty() && transferee.is_none() {
+            if leading {
+                for (cmd, reply) in std::mem::take(&mut self.transfers.held) {
+                    self.handle(Request::Update { cmd, reply });
+                }
+            } else if heard.is_some() || now >= self.transfers.held_deadline {
+                let hint = self.leader_addr(heard);
+                for (_, reply) in std::mem::take(&mut self.transfers.held) {
+                    let _ = reply.send(Err(NodeError::NotLeader(hint.clone())));
+                }
+            }
+        }
+    }
+
+    /// Answers every transfer waiter and held proposal with `err()`.
+    fn fail_transfers(&mut self, err: impl Fn() -> NodeError) {
+        for w in std::mem::take(&mut self.transfers.waiters) {
+            let _ = w.reply.send(Err(err()));
+        }
+        for (_, reply) in std::mem::take(&mut self.transfers.held) {
+            let _ = reply.send(Err(err()));
+        }
+        self.transfers.current = None;
+        self.transfers.handed_to = None;
+        self.transfers.quiescing.clear();
     }
 
     /// A request goes to its peer's sender; a response answers the HTTP

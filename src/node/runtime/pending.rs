@@ -51,6 +51,22 @@ impl Pending {
         }
     }
 
+    /// Fails the reads still waiting for their ReadIndex round (a leader
+    /// that stepped down cannot finish them); proposals stay, to be
+    /// answered when their entries apply here (see `fail_updates`).
+    pub fn fail_unconfirmed_reads(&mut self, err: impl Fn() -> NodeError) {
+        for (_, reply) in self.reads.drain() {
+            let _ = reply.send(Err(err()));
+        }
+    }
+
+    /// Fails every proposal still waiting to apply.
+    pub fn fail_updates(&mut self, err: impl Fn() -> NodeError) {
+        for (_, (_, reply)) in std::mem::take(&mut self.updates) {
+            let _ = reply.send(Err(err()));
+        }
+    }
+
     /// Entry (`index`, `term`) was applied with `result` (`None`: it was a
     /// no-op or undecodable). Answers the proposal made for it, and every
     /// proposal below it, which was overwritten and will never apply.

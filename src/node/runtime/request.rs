@@ -49,6 +49,22 @@ pub enum Request {
     PeerCrashed(NodeId),
     /// `peer` refused the snapshot this node sent it (fault 3).
     SnapshotRefused(NodeId),
+    /// `transferLeader`: hand leadership to `to` (`None`: the most
+    /// up-to-date follower heard from recently), answered with the new
+    /// leader's id once this node hears it lead. Faults: `NotLeader` on a
+    /// follower, `Unavailable` when no follower can take over or the
+    /// successor did not within an election timeout (this node then leads
+    /// on), `BadRequest` for an id that is not a member.
+    TransferLeader {
+        to: Option<NodeId>,
+        reply: Reply<NodeId>,
+    },
+    /// Answered once no client proposal waits on this node any more (a
+    /// node stopping after handing leadership off lets the proposals it
+    /// took finish first).
+    Quiesce {
+        reply: oneshot::Sender<()>,
+    },
     Crash {
         reply: oneshot::Sender<()>,
     },

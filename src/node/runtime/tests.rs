@@ -347,6 +347,7 @@ fn a_failed_write_sends_nothing_it_promised_and_fails_the_waiting_calls() {
             body: MessageBody::RequestVote {
                 last_index: 0,
                 last_term: 0,
+                transfer: false,
             },
         },
         reply,
