@@ -127,7 +127,11 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("ROLLING_KEEP").is_some() {
+            eprintln!("kept {} (ROLLING_KEEP)", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -172,11 +176,11 @@ async fn caught_up(clients: &[Client], i: usize) {
 }
 
 /// One writer: new files, one call at a time, following the leader.
-async fn writer(id: usize, stop: Arc<AtomicBool>, acks: Arc<Mutex<Vec<Instant>>>) {
+async fn writer(w: usize, id: String, stop: Arc<AtomicBool>, acks: Arc<Mutex<Vec<Instant>>>) {
     let clients: Vec<Client> = (0..PORTS.len())
         .map(|i| Client::new(&addr(i), CALL_TIMEOUT))
         .collect();
-    let mut at = id % PORTS.len();
+    let mut at = w % PORTS.len();
     let mut refused_in_a_row = 0;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -192,7 +196,7 @@ async fn writer(id: usize, stop: Arc<AtomicBool>, acks: Arc<Mutex<Vec<Instant>>>
                 refused_in_a_row = 0;
                 n += 1;
             }
-            Ok(_) => n += 1,
+            Ok(other) => panic!("updatefile of a new file answered {other:?}"),
             Err(CallError::Fault(f)) if f.code == 2 => {
                 let hint = f
                     .message
@@ -220,7 +224,12 @@ async fn writer(id: usize, stop: Arc<AtomicBool>, acks: Arc<Mutex<Vec<Instant>>>
 
 /// Restarts every node once, stopping each with `signal`, under load;
 /// returns the longest gap between acknowledged writes, and the writes.
-async fn rolling(cluster: &mut Cluster, signal: &str, writers: usize) -> (Duration, usize) {
+async fn rolling(
+    cluster: &mut Cluster,
+    signal: &str,
+    round: usize,
+    writers: usize,
+) -> (Duration, usize) {
     let status: Vec<Client> = (0..PORTS.len())
         .map(|i| Client::new(&addr(i), Duration::from_millis(500)))
         .collect();
@@ -230,7 +239,11 @@ async fn rolling(cluster: &mut Cluster, signal: &str, writers: usize) -> (Durati
     let stop = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(Mutex::new(Vec::new()));
     let tasks: Vec<_> = (0..writers)
-        .map(|w| tokio::spawn(writer(w, stop.clone(), acks.clone())))
+        .map(|w| {
+            // Names new in every run: a file that exists answers false.
+            let id = format!("{round}-{signal}-{w}");
+            tokio::spawn(writer(w, id, stop.clone(), acks.clone()))
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
@@ -287,8 +300,8 @@ fn main() {
     let mut kill_gaps = Vec::new();
     println!("rolling restart of 3 nodes (--fsync always), {writers} writers; longest gap between acknowledged writes");
     for round in 1..=rounds {
-        let (term, term_writes) = rt.block_on(rolling(&mut cluster, "TERM", writers));
-        let (kill, kill_writes) = rt.block_on(rolling(&mut cluster, "KILL", writers));
+        let (term, term_writes) = rt.block_on(rolling(&mut cluster, "TERM", round, writers));
+        let (kill, kill_writes) = rt.block_on(rolling(&mut cluster, "KILL", round, writers));
         println!(
             "round {round}: SIGTERM (hand-off) {:>6.1} ms over {term_writes} writes | SIGKILL (election) {:>6.1} ms over {kill_writes} writes | ratio {:.2}",
             ms(term),

@@ -235,10 +235,9 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(surfstore::logs::env_filter())
+        .with_ansi(surfstore::logs::stderr_ansi())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -118,6 +118,7 @@ async fn a_cluster_secret_locks_peer_and_admin_calls_only() {
         for (m, p) in [
             ("appendEntries", peer_struct(leader, follower)),
             ("requestVote", peer_struct(leader, follower)),
+            ("timeoutNow", peer_struct(leader, follower)),
             ("installSnapshot", peer_struct(leader, follower)),
             ("storeBlock", Value::Base64(vec![1, 2, 3])),
             ("readBlock", Value::String("00".repeat(32))),
@@ -136,6 +137,8 @@ async fn a_cluster_secret_locks_peer_and_admin_calls_only() {
         }
         let r = c.call("surfstore.crash", &[]).await;
         assert_eq!(code(&r), Some(6), "{r:?}");
+        let r = c.call("surfstore.transferLeader", &[]).await;
+        assert_eq!(code(&r), Some(6), "transferLeader: {r:?}");
     }
     // Nothing changed: same terms, no node crashed.
     for (i, c) in open.iter().enumerate() {

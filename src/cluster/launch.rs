@@ -101,14 +101,12 @@ pub fn run(opts: LaunchOptions) -> Result<(), LaunchError> {
 }
 
 fn init_tracing(opts: &LaunchOptions) -> Result<(), LaunchError> {
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-    };
+    let filter = crate::logs::env_filter;
     if opts.headless {
         // stdout carries the event log; the nodes' own logs stay on stderr.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter())
+            .with_ansi(crate::logs::stderr_ansi())
             .with_writer(std::io::stderr)
             .try_init();
     } else if let Some(path) = &opts.log_file {

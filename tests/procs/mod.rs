@@ -80,6 +80,21 @@ impl Nodes {
     pub fn pid(&self, i: usize) -> u32 {
         self.children[i].id()
     }
+
+    /// Waits for node `i` (the `i`-th started) to exit, within `within`.
+    pub fn wait(&mut self, i: usize, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.children[i].try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Nodes {
@@ -98,6 +113,7 @@ pub fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
+        .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
