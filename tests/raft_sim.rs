@@ -290,7 +290,7 @@ fn bug_no_election_restriction_is_caught() {
 
 #[test]
 fn bug_double_vote_is_caught() {
-    caught("double-vote", "leader completeness");
+    caught("double-vote", "election safety");
 }
 
 #[test]
