@@ -12,13 +12,10 @@
 # Exit status: 0 synced, 1 synced but some files were skipped, 2 failed.
 set -euo pipefail
 
-if [ "$#" -lt 3 ]; then
-    echo "usage: $0 HOST:PORT BASEDIR BLOCKSIZE [flags...]" >&2
-    exit 2
-fi
-
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
 # shellcheck source=scripts/exec-surfstore.sh
 . "$repo/scripts/exec-surfstore.sh"
+# Everything goes to the subcommand: --help prints its full help (exit 0), a
+# misuse is one line saying what is wrong (exit 2).
 exec_surfstore client "$@"

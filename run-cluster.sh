@@ -12,23 +12,22 @@
 # unless given --data-dir DIR (then DIR/node<i>) or --in-memory.
 set -euo pipefail
 
-if [ "$#" -lt 1 ]; then
-    echo "usage: $0 CONFIG [--headless] [flags...]   (flags: surfstore cluster --help)" >&2
-    exit 2
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=scripts/exec-surfstore.sh
+. "$repo/scripts/exec-surfstore.sh"
+
+if surfstore_wants_help "$@" || [ "$#" -lt 1 ]; then
+    # The subcommand prints its help (exit 0), or says in one line what is
+    # missing (exit 2).
+    exec_surfstore cluster "$@"
 fi
 
 config=$1
 shift
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
-
-# Make CONFIG absolute while we are still in the caller's directory.
 case "$config" in
     /*) ;;
     *) config="$PWD/$config" ;;
 esac
 
-
-# shellcheck source=scripts/exec-surfstore.sh
-. "$repo/scripts/exec-surfstore.sh"
 exec_surfstore cluster "$config" "$@"

@@ -9,18 +9,22 @@
 # SURFSTORE_BIN=PATH runs that binary instead (the test suite uses it).
 # The node keeps its write-ahead log in data/node<ID> under the caller's
 # directory unless given --data-dir DIR or --in-memory.
+# `--help` shows every flag and the exit codes.
 set -euo pipefail
 
-if [ "$#" -lt 2 ]; then
-    echo "usage: $0 CONFIG ID [flags...]" >&2
-    exit 2
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=scripts/exec-surfstore.sh
+. "$repo/scripts/exec-surfstore.sh"
+
+if surfstore_wants_help "$@" || [ "$#" -lt 2 ]; then
+    # The subcommand prints its help (exit 0), or says in one line what is
+    # missing (exit 2).
+    exec_surfstore server "$@"
 fi
 
 config=$1
 id=$2
 shift 2
-
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
 # Make CONFIG absolute while we are still in the caller's directory.
 case "$config" in
@@ -28,7 +32,4 @@ case "$config" in
     *) config="$PWD/$config" ;;
 esac
 
-
-# shellcheck source=scripts/exec-surfstore.sh
-. "$repo/scripts/exec-surfstore.sh"
 exec_surfstore server "$config" "$id" "$@"

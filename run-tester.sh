@@ -4,7 +4,7 @@
 # HOST:PORT is any node; the tester finds the others with surfstore.members
 # (or --config FILE). It runs every scenario (--list shows them, --only NAME
 # picks some), restores every node it crashed, prints a summary and exits 0
-# only if everything passed. `./run-tester.sh HOST:PORT --help` shows the flags.
+# only if everything passed. `./run-tester.sh --help` shows the flags and exit codes.
 #
 # Works from any directory: the crate is the directory this script lives in.
 # The release binary is (re)built quietly when it is missing or older than
@@ -14,16 +14,10 @@
 # instead (the test suite uses it).
 set -euo pipefail
 
-if [ "$#" -lt 1 ]; then
-    echo "usage: $0 HOST:PORT [flags...]   (or: $0 --list)" >&2
-    exit 2
-fi
-
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
-
-# --config FILE is relative to the caller's directory; the binary resolves it
-# there too, since exec keeps our working directory.
 
 # shellcheck source=scripts/exec-surfstore.sh
 . "$repo/scripts/exec-surfstore.sh"
+# Everything goes to the subcommand: --help prints its full help (exit 0), a
+# misuse is one line saying what is wrong (exit 2).
 exec_surfstore tester "$@"

@@ -17,6 +17,18 @@ surfstore_needs_build() {
     return 1
 }
 
+# True when the arguments ask for help or the version: the script then
+# passes them to the subcommand untouched (its --help is the full one, exit 0).
+surfstore_wants_help() {
+    local a
+    for a in "$@"; do
+        case "$a" in
+            -h | --help | -V | --version) return 0 ;;
+        esac
+    done
+    return 1
+}
+
 exec_surfstore() {
     if [ -n "${SURFSTORE_BIN:-}" ]; then
         exec "$SURFSTORE_BIN" "$@"

@@ -11,11 +11,20 @@ use clap::{Args, Parser, Subcommand};
 
 use surfstore::node::{self, NodeOptions, Timing};
 
+/// `surfstore --version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SURFSTORE_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "surfstore",
-    version,
-    about = "SurfStore-on-Raft: a Raft-replicated file metadata service over XML-RPC"
+    version = VERSION,
+    about = "SurfStore-on-Raft: a Raft-replicated file metadata service over XML-RPC",
+    after_help = "Exit codes: 0 success (also after SIGTERM, SIGINT or SIGHUP); 1 the command failed; 2 bad arguments (one line on stderr says what is wrong). Each subcommand's --help lists its own."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,17 +34,35 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node of the cluster described by CONFIG, as member ID.
+    #[command(
+        after_help = "Exit codes: 0 stopped by SIGTERM, SIGINT or SIGHUP (a leader hands leadership off first); 1 could not start (config, address, storage, secrets, TLS) or stopped by a disk failure; 2 bad arguments."
+    )]
     Server(ServerArgs),
     /// Sync a local folder with the cluster (what run-client.sh execs).
+    #[command(
+        after_help = "Exit codes: 0 synced; 1 synced, but some files were skipped (listed); 2 the sync failed, or bad arguments."
+    )]
     Client(surfstore::client::ClientArgs),
     /// Run the deterministic Raft simulation (many seeds, or replay one).
+    #[command(
+        after_help = "Exit codes: 0 every seed passed; 1 a seed failed (printed with the command that replays it); 2 bad arguments."
+    )]
     Sim(surfstore::sim::SimArgs),
     /// Drive a live cluster through failures and check it (what run-tester.sh execs).
+    #[command(
+        after_help = "Exit codes: 0 every selected scenario passed and the cluster was left healthy; 1 something failed; 2 bad arguments or an unreachable cluster; 130 interrupted by Ctrl-C or SIGTERM (after restoring every node the tester crashed)."
+    )]
     Tester(surfstore::tester::TesterArgs),
     /// Closed-loop load generator for our cluster or etcd (what run-bench.sh execs).
+    #[command(
+        after_help = "Exit codes: 0 the run completed (failed attempts are reported, not fatal); 1 the run had to stop; 2 bad arguments, an unreachable cluster or no leader; 130 interrupted by Ctrl-C or SIGTERM."
+    )]
     Bench(surfstore::bench::BenchArgs),
     /// Run every node of CONFIG in this process, with a live dashboard (what
     /// run-cluster.sh execs).
+    #[command(
+        after_help = "Exit codes: 0 stopped by q, Ctrl-C, SIGTERM or SIGHUP; 1 could not start (config, addresses, storage, secrets, TLS, no terminal for the dashboard); 2 bad arguments."
+    )]
     Cluster {
         /// The cluster config file (`M: n` then `metadata<i>: host:port` lines).
         config: PathBuf,
@@ -59,6 +86,7 @@ enum Command {
     },
     /// Make a test CA and a node certificate for a cluster (for --tls-cert,
     /// --tls-key and --tls-ca), offline.
+    #[command(after_help = "Exit codes: 0 written; 1 refused or failed; 2 bad arguments.")]
     Cert(surfstore::tls::cert::CertArgs),
 }
 
@@ -161,8 +189,48 @@ struct ServerArgs {
     tls: surfstore::tls::TlsArgs,
 }
 
+/// Parses the command line: help and version go to stdout with exit 0; a
+/// misuse is one line on stderr (what is wrong, and where to look) with
+/// exit 2, not clap's multi-line report.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            eprintln!("surfstore: {}", one_line(&e.render().to_string()));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Clap's error report up to its usage section, as one line: `error: the
+/// following required arguments were not provided: <CONFIG> <ID> (see
+/// --help)`.
+fn one_line(report: &str) -> String {
+    let what: Vec<&str> = report
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let what = what.join(" ");
+    let what = what.strip_prefix("error: ").unwrap_or(&what);
+    format!("{what} (see --help)")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match cli.command {
         Command::Sim(args) => ExitCode::from(surfstore::sim::run_cli(&args).clamp(0, 255) as u8),
         Command::Client(args) => {
@@ -270,6 +338,20 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         opts.seed = seed;
     }
+    let data_dir = opts.data_dir.as_ref().map_or_else(
+        || "none (--in-memory)".to_owned(),
+        |d| d.display().to_string(),
+    );
+    tracing::info!(
+        version = VERSION,
+        config = %args.config.display(),
+        id = args.id,
+        data_dir,
+        fsync = ?opts.fsync,
+        election_ms = %format!("{}-{}", opts.timing.election_min.as_millis(), opts.timing.election_max.as_millis()),
+        heartbeat_ms = opts.timing.heartbeat.as_millis() as u64,
+        "starting surfstore server"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -316,11 +398,15 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        // A closed terminal (SIGHUP) is a stop like the others, as for
+        // `cluster --headless`: hand off, then exit 0.
+        let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
     }
     #[cfg(not(unix))]

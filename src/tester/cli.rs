@@ -23,8 +23,9 @@ use super::scenarios;
 )]
 pub struct TesterArgs {
     /// Any node of the cluster, host:port; the others are found with
-    /// surfstore.members (or taken from --config).
-    #[arg(required_unless_present = "list")]
+    /// surfstore.members (or taken from --config, whose first member is
+    /// asked first when no address is given).
+    #[arg(required_unless_present_any = ["list", "config"], value_parser = parse_host_port)]
     pub addr: Option<String>,
     #[command(flatten)]
     pub secrets: crate::auth::SecretArgs,
@@ -148,6 +149,17 @@ pub(crate) async fn interrupted() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// `host:port` (`[::1]:9001` too), checked before anything is dialled, so
+/// a bare port or a typo is an error at once rather than a connect timeout.
+pub fn parse_host_port(text: &str) -> Result<String, String> {
+    let bad = || format!("{text:?} is not HOST:PORT (for example localhost:9001)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && !host.is_empty() => Ok(text.to_owned()),
+        _ => Err(bad()),
+    }
+}
+
 /// `10` (seconds), `2.5s`, `800ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
@@ -213,10 +225,25 @@ pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Result<Ru
             return (2, Err(e.to_string()));
         }
     };
-    let Some(addr) = args.addr.clone() else {
-        let e = "a node address HOST:PORT is required".to_owned();
-        reporter.line(&format!("surfstore tester: {e}"));
-        return (2, Err(e));
+    let addr = match (&args.addr, &args.config) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(path)) => match crate::config::load(path) {
+            Ok(config) if !config.members.is_empty() => config.members[0].clone(),
+            Ok(_) => {
+                let e = format!("{}: lists no member", path.display());
+                reporter.line(&format!("surfstore tester: {e}"));
+                return (2, Err(e));
+            }
+            Err(e) => {
+                reporter.line(&format!("surfstore tester: {e}"));
+                return (2, Err(e.to_string()));
+            }
+        },
+        (None, None) => {
+            let e = "a node address HOST:PORT (or --config FILE) is required".to_owned();
+            reporter.line(&format!("surfstore tester: {e}"));
+            return (2, Err(e));
+        }
     };
     let seed = args
         .seed
