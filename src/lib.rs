@@ -7,6 +7,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod fuzzing;
 pub mod logs;
 pub mod node;

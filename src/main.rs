@@ -84,6 +84,9 @@ enum Command {
         #[command(flatten)]
         tls: surfstore::tls::TlsArgs,
     },
+    /// Look at a running cluster and move it, like etcdctl: status,
+    /// members, transfer-leader, crash, restore (what run-ctl.sh execs).
+    Ctl(surfstore::ctl::CtlArgs),
     /// Make a test CA and a node certificate for a cluster (for --tls-cert,
     /// --tls-key and --tls-ca), offline.
     #[command(after_help = "Exit codes: 0 written; 1 refused or failed; 2 bad arguments.")]
@@ -233,6 +236,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Sim(args) => ExitCode::from(surfstore::sim::run_cli(&args).clamp(0, 255) as u8),
+        Command::Ctl(args) => ExitCode::from(surfstore::ctl::run_cli(&args).clamp(0, 255) as u8),
         Command::Client(args) => {
             ExitCode::from(surfstore::client::run_cli(&args).clamp(0, 255) as u8)
         }

@@ -36,6 +36,10 @@ fn every_script_answers_help_with_its_subcommands_flags_and_exit_0() {
         ("run-client.sh", &["--quiet"][..]),
         ("run-tester.sh", &["--only", "--config", "--duration"][..]),
         ("run-bench.sh", &["--clients", "--workload"][..]),
+        (
+            "run-ctl.sh",
+            &["--endpoint", "--write-out", "transfer-leader"][..],
+        ),
     ] {
         for help in ["--help", "-h"] {
             let out = script(name, &[help]);

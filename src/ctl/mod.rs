@@ -1,0 +1,336 @@
+//! `surfstore ctl` (what run-ctl.sh execs): an operator's view of a running
+//! cluster and its levers, in the manner of etcdctl. It talks XML-RPC to the
+//! nodes like any client, signing with the secret it is given, over HTTPS
+//! with `--tls-ca`:
+//!
+//! - `status`: one row per member, all asked in parallel (`surfstore.status`
+//!   and a timed `ping`); a member that does not answer is a row saying so;
+//! - `members`: the member list, as the cluster (or `--config`) has it;
+//! - `transfer-leader [ID]`: asks the leader to hand leadership to ID (or
+//!   its most up-to-date follower) and waits for the outcome;
+//! - `crash ID` / `restore ID`: the assignment's simulated failure.
+//!
+//! Output is a table (`-w table`, the default) or JSON (`-w json`). Exit
+//! codes: 0 done (for `status`: every member answered and is healthy); 1 the
+//! command failed, or some member is unreachable or unhealthy (its row says
+//! why); 2 bad arguments or no member reachable.
+
+mod status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::tester::cli::{parse_duration, parse_host_port};
+use crate::xmlrpc::client::{CallError, Client, Transport};
+use crate::xmlrpc::Value;
+
+pub use status::{Health, MemberRow};
+
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "ctl",
+    about = "Look at a running cluster and move it: status, members, transfer-leader, crash, restore",
+    after_help = "Exit codes: 0 done (status: every member answered and is healthy); 1 the command failed, or a member is unreachable or unhealthy (its row says why); 2 bad arguments, or no member reachable."
+)]
+pub struct CtlArgs {
+    /// Any node of the cluster; the others are found with surfstore.members.
+    #[arg(long, short = 'e', value_parser = parse_host_port, value_name = "HOST:PORT", conflicts_with = "config")]
+    pub endpoint: Option<String>,
+    /// Take the members from this config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'w', value_enum, default_value = "table")]
+    pub write_out: Format,
+    /// Deadline of each call (`2s`, `500ms`); transfer-leader waits up to
+    /// ten of these for the outcome.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub secrets: crate::auth::SecretArgs,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsClientArgs,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum CtlCommand {
+    /// One row per member: id, address, role, term, leader, last/commit/
+    /// applied index, snapshot index, files, health, round trip.
+    Status,
+    /// The members, in id order.
+    Members,
+    /// Hand leadership to member ID (default: the leader's most up-to-date
+    /// follower), and wait until it leads.
+    TransferLeader { id: Option<u64> },
+    /// Simulated failure of member ID (`surfstore.crash`; state kept).
+    Crash { id: u64 },
+    /// Bring member ID back from a simulated failure.
+    Restore { id: u64 },
+}
+
+/// Why a ctl command could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("no member answered: {0}")]
+    Unreachable(String),
+}
+
+impl CtlError {
+    fn code(&self) -> i32 {
+        match self {
+            CtlError::Failed(_) => 1,
+            CtlError::Usage(_) | CtlError::Unreachable(_) => 2,
+        }
+    }
+}
+
+/// Runs `args`; returns the exit code (the output is on stdout, errors on
+/// stderr, one line each).
+pub fn run_cli(args: &CtlArgs) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("surfstore ctl: cannot start: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok((out, code)) => {
+            print!("{out}");
+            code
+        }
+        Err(e) => {
+            eprintln!("surfstore ctl: {e}");
+            e.code()
+        }
+    }
+}
+
+/// The nodes and how to call them.
+struct Nodes {
+    members: Vec<String>,
+    transport: Transport,
+    timeout: Duration,
+}
+
+impl Nodes {
+    fn client(&self, id: usize) -> Client {
+        Client::with_transport(&self.members[id], self.timeout, self.transport.clone())
+    }
+
+    fn check(&self, id: u64) -> Result<usize, CtlError> {
+        let i = id as usize;
+        if i >= self.members.len() {
+            return Err(CtlError::Usage(format!(
+                "member {id} does not exist (ids 0..{})",
+                self.members.len()
+            )));
+        }
+        Ok(i)
+    }
+}
+
+async fn connect(args: &CtlArgs) -> Result<Nodes, CtlError> {
+    let keys = args
+        .secrets
+        .load()
+        .map_err(|e| CtlError::Usage(e.to_string()))?;
+    let tls = args
+        .tls
+        .load()
+        .map_err(|e| CtlError::Usage(e.to_string()))?;
+    let transport = Transport::signed(keys.signing()).with_tls(tls);
+    let members = match (&args.config, &args.endpoint) {
+        (Some(path), _) => {
+            crate::config::load(path)
+                .map_err(|e| CtlError::Usage(e.to_string()))?
+                .members
+        }
+        (None, Some(addr)) => {
+            let c = Client::with_transport(addr, args.timeout, transport.clone());
+            match c.call("surfstore.members", &[]).await {
+                Ok(Value::Array(list)) => list
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        CtlError::Failed(format!("{addr}: members is not a list of strings"))
+                    })?,
+                Ok(other) => {
+                    return Err(CtlError::Failed(format!(
+                        "{addr}: members answered {other:?}"
+                    )))
+                }
+                Err(e) => return Err(CtlError::Unreachable(format!("{addr}: {e}"))),
+            }
+        }
+        (None, None) => {
+            return Err(CtlError::Usage(
+                "say where the cluster is: --endpoint HOST:PORT or --config FILE".into(),
+            ))
+        }
+    };
+    if members.is_empty() {
+        return Err(CtlError::Usage("the cluster lists no member".into()));
+    }
+    Ok(Nodes {
+        members,
+        transport,
+        timeout: args.timeout,
+    })
+}
+
+async fn run(args: &CtlArgs) -> Result<(String, i32), CtlError> {
+    let nodes = connect(args).await?;
+    match &args.command {
+        CtlCommand::Status => {
+            let rows = status::gather(&nodes).await;
+            if rows
+                .iter()
+                .all(|r| matches!(r.health, Health::Unreachable(_)))
+            {
+                let why = rows
+                    .iter()
+                    .map(|r| format!("{} ({})", r.addr, r.health))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(CtlError::Unreachable(why));
+            }
+            let code = if rows.iter().all(|r| r.health == Health::Ok) {
+                0
+            } else {
+                1
+            };
+            let out = match args.write_out {
+                Format::Table => status::table(&rows),
+                Format::Json => status::json(&rows),
+            };
+            Ok((out, code))
+        }
+        CtlCommand::Members => {
+            let out = match args.write_out {
+                Format::Table => nodes
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| format!("{i}  {m}\n"))
+                    .collect(),
+                Format::Json => {
+                    let list: Vec<serde_json::Value> = nodes
+                        .members
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| serde_json::json!({"id": i, "addr": m}))
+                        .collect();
+                    format!("{}\n", serde_json::Value::Array(list))
+                }
+            };
+            Ok((out, 0))
+        }
+        CtlCommand::TransferLeader { id } => {
+            if let Some(id) = id {
+                nodes.check(*id)?;
+            }
+            transfer(&nodes, *id, args.write_out).await
+        }
+        CtlCommand::Crash { id } => admin(&nodes, *id, "crash", args.write_out).await,
+        CtlCommand::Restore { id } => admin(&nodes, *id, "restore", args.write_out).await,
+    }
+}
+
+async fn admin(
+    nodes: &Nodes,
+    id: u64,
+    what: &str,
+    format: Format,
+) -> Result<(String, i32), CtlError> {
+    let i = nodes.check(id)?;
+    nodes
+        .client(i)
+        .call(&format!("surfstore.{what}"), &[])
+        .await
+        .map_err(|e| CtlError::Failed(format!("{what} {id} ({}): {e}", nodes.members[i])))?;
+    let done = if what == "crash" {
+        "crashed"
+    } else {
+        "restored"
+    };
+    Ok(match format {
+        Format::Table => (format!("member {id} ({}) {done}\n", nodes.members[i]), 0),
+        Format::Json => (
+            format!(
+                "{}\n",
+                serde_json::json!({"id": id, "addr": nodes.members[i], "done": done})
+            ),
+            0,
+        ),
+    })
+}
+
+async fn transfer(
+    nodes: &Nodes,
+    to: Option<u64>,
+    format: Format,
+) -> Result<(String, i32), CtlError> {
+    let rows = status::gather(nodes).await;
+    let leader = rows
+        .iter()
+        .filter(|r| r.role.as_deref() == Some("leader") && r.health != Health::Crashed)
+        .max_by_key(|r| r.term)
+        .ok_or_else(|| CtlError::Failed("no member says it leads".into()))?;
+    let from = leader.id;
+    let params: Vec<Value> = to.map(|t| Value::Int(t as i32)).into_iter().collect();
+    let client = Client::with_transport(
+        &nodes.members[from as usize],
+        nodes.timeout * 10,
+        nodes.transport.clone(),
+    );
+    let got = client
+        .call("surfstore.transferLeader", &params)
+        .await
+        .map_err(|e| match e {
+            CallError::Fault(f) => CtlError::Failed(format!("leader {from}: {}", f.message)),
+            other => CtlError::Failed(format!("leader {from}: {other}")),
+        })?;
+    let new = got
+        .as_i64()
+        .ok_or_else(|| CtlError::Failed(format!("transferLeader answered {got:?}")))?;
+    let term = nodes
+        .client(new as usize)
+        .call("surfstore.status", &[])
+        .await
+        .ok()
+        .and_then(|s| s.as_struct()?.get("term")?.as_i64());
+    let term_text = term.map_or_else(String::new, |t| format!(" (term {t})"));
+    Ok(match format {
+        Format::Table if new as u64 == from => {
+            (format!("member {from} already leads{term_text}\n"), 0)
+        }
+        Format::Table => (
+            format!("leadership transferred from member {from} to member {new}{term_text}\n"),
+            0,
+        ),
+        Format::Json => (
+            format!(
+                "{}\n",
+                serde_json::json!({"from": from, "to": new, "term": term})
+            ),
+            0,
+        ),
+    })
+}

@@ -1,0 +1,112 @@
+//! `run-ctl.sh` against three real nodes: `members`, `transfer-leader`,
+//! `crash`/`restore`, and `status` with one member crashed and one stopped
+//! (their rows say so, the rest prints, exit 1), as a table and as JSON.
+
+mod procs;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use procs::*;
+use surfstore::xmlrpc::Value;
+
+const PORTS: [u16; 3] = [9890, 9891, 9892];
+
+fn ctl(args: &[&str]) -> Output {
+    Command::new(format!("{}/run-ctl.sh", env!("CARGO_MANIFEST_DIR")))
+        .arg("--endpoint")
+        .arg(format!("localhost:{}", PORTS[0]))
+        .args(args)
+        .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run-ctl.sh runs")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_moves_and_shows_the_cluster() {
+    let mut nodes = Nodes::start("ctl", &PORTS, &[], "warn", Stdio::null);
+    let cs = clients(&PORTS);
+    let leader = wait_for_leader(&cs).await;
+
+    let m = ctl(&["members"]);
+    assert_eq!(m.status.code(), Some(0), "{}", out(&m));
+    assert_eq!(
+        String::from_utf8_lossy(&m.stdout),
+        "0  localhost:9890\n1  localhost:9891\n2  localhost:9892\n"
+    );
+
+    let s = ctl(&["status"]);
+    assert_eq!(s.status.code(), Some(0), "all healthy: {}", out(&s));
+
+    let to = (leader + 1) % 3;
+    let t = ctl(&["transfer-leader", &to.to_string()]);
+    assert_eq!(t.status.code(), Some(0), "{}", out(&t));
+    assert!(
+        out(&t).contains(&format!("from member {leader} to member {to}")),
+        "{}",
+        out(&t)
+    );
+    assert_eq!(wait_for_leader(&cs).await, to);
+    let bad = ctl(&["transfer-leader", "9"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", out(&bad));
+
+    // One follower crashed through ctl, the other stopped for good.
+    let crashed = (to + 1) % 3;
+    let stopped = (to + 2) % 3;
+    let c = ctl(&["crash", &crashed.to_string()]);
+    assert_eq!(c.status.code(), Some(0), "{}", out(&c));
+    let s = status(&cs[crashed]).await.unwrap();
+    assert_eq!(field(&s, "crashed"), &Value::Bool(true));
+    signal(nodes.pid(stopped), "KILL");
+    nodes.wait(stopped, Duration::from_secs(10));
+
+    let s = ctl(&["status"]);
+    let text = String::from_utf8_lossy(&s.stdout).into_owned();
+    assert_eq!(
+        s.status.code(),
+        Some(1),
+        "a member is not healthy: {}",
+        out(&s)
+    );
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    assert!(rows[0].starts_with("ID  ADDRESS"), "{text}");
+    assert!(
+        rows[1 + to].contains("leader") && rows[1 + to].ends_with("ok"),
+        "{text}"
+    );
+    assert!(rows[1 + crashed].ends_with("crashed"), "{text}");
+    assert!(rows[1 + stopped].contains("unreachable"), "{text}");
+
+    let j = ctl(&["-w", "json", "status"]);
+    assert_eq!(j.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).expect("JSON");
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v[to]["role"], "leader");
+    assert_eq!(v[to]["healthy"], true);
+    assert_eq!(v[crashed]["health"], "crashed");
+    assert_eq!(v[stopped]["term"], serde_json::Value::Null);
+
+    let r = ctl(&["restore", &crashed.to_string()]);
+    assert_eq!(r.status.code(), Some(0), "{}", out(&r));
+    let s = status(&cs[crashed]).await.unwrap();
+    assert_eq!(field(&s, "crashed"), &Value::Bool(false));
+}
+
+#[test]
+fn ctl_without_a_reachable_member_says_so_and_exits_2() {
+    let o = Command::new(format!("{}/run-ctl.sh", env!("CARGO_MANIFEST_DIR")))
+        .args(["--endpoint", "localhost:9893", "status"])
+        .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("localhost:9893"), "{err}");
+}
