@@ -301,7 +301,11 @@ async fn run_cluster_in_tmux_crash_restore_isolate_heal_write_quit() {
     tmux.wait_screen("every link healed", |s| {
         s.contains("healed all links") && !s.contains("ISOLATED")
     });
-    assert_eq!(nodes.leader(&[0, 1, 2]).await, third, "the heal deposed no one");
+    assert_eq!(
+        nodes.leader(&[0, 1, 2]).await,
+        third,
+        "the heal deposed no one"
+    );
 
     // `w` writes a demo file through the leader; the commit shows up.
     tmux.keys(&["w"]);

@@ -352,8 +352,8 @@ pub async fn start_on(
         opts.timing.peer_timeout,
         transport,
         status_rx.clone(),
-        opts.net.clone(),
-    );
+    )
+    .with_net(opts.net.clone());
     let verifier = auth::Verifier::new(
         opts.cluster_key.as_deref().cloned(),
         opts.client_key.as_deref().cloned(),

@@ -53,7 +53,6 @@ impl BlockService {
         peer_timeout: Duration,
         transport: Transport,
         status: watch::Receiver<NodeStatus>,
-        net: NetFilter,
     ) -> Self {
         // Blocks are megabytes: give a peer call room beyond the Raft timeout.
         let timeout = peer_timeout.max(Duration::from_secs(5));
@@ -71,8 +70,13 @@ impl BlockService {
             members,
             peers,
             status,
-            net,
+            net: NetFilter::open(),
         }
+    }
+
+    /// The same, its peer calls going through `net`.
+    pub fn with_net(self, net: NetFilter) -> Self {
+        BlockService { net, ..self }
     }
 
     /// Calls `method` on peer `peer` through the network filter.

@@ -28,8 +28,9 @@
 //!   timeout while losses go on, as a silent network would have the lane
 //!   report it (and never crashed: a cut link is no contact).
 //! - The peer's reachability is logged at INFO once per transition: when a
-//!   call times out, a connection is refused or lost with calls on it, or
-//!   the link is cut; and when an answer comes again.
+//!   call times out with nothing answered for a whole timeout, a connection
+//!   is refused or lost with calls on it, or the link is cut; and when an
+//!   answer comes again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -85,6 +86,8 @@ pub(super) struct Lane {
     /// What the log last said about the peer (true until a failure): the
     /// INFO lines are written on transitions only.
     reachable: bool,
+    /// When the peer's last answer was delivered.
+    last_answer: Option<Instant>,
 }
 
 impl Lane {
@@ -108,6 +111,7 @@ impl Lane {
             silent: false,
             cut_reported: None,
             reachable: true,
+            last_answer: None,
         }
     }
 
@@ -246,6 +250,7 @@ impl Lane {
                 }
                 self.shared.stats.set_rtt(call.sent_at.elapsed());
                 self.silent = false;
+                self.last_answer = Some(Instant::now());
                 self.note_reachable();
                 self.report(answer(
                     self.peer,
@@ -264,6 +269,13 @@ impl Lane {
     /// unreachable and the lane goes quiet; after `ABANDON_AFTER` timeouts,
     /// the connection is given up.
     async fn on_overdue(&mut self) -> Result<(), Stop> {
+        let timeout = self.opts.timeout;
+        // A peer resuming from a pause answers its backlog one call at a
+        // time: the call after an answer may be overdue already, and saying
+        // the peer is unreachable then would be noise.
+        if self.last_answer.is_none_or(|at| at.elapsed() >= timeout) {
+            self.note_unreachable(format_args!("no answer within {timeout:?}"));
+        }
         if self.silent {
             tracing::debug!(
                 peer = self.peer,
@@ -273,9 +285,7 @@ impl Lane {
             self.drop_connection();
             return Ok(());
         }
-        tracing::debug!(peer = self.peer, "no answer within {:?}", self.opts.timeout);
-        let timeout = self.opts.timeout;
-        self.note_unreachable(format_args!("no answer within {timeout:?}"));
+        tracing::debug!(peer = self.peer, "no answer within {timeout:?}");
         self.silent = true;
         self.report(Request::Unreachable(self.peer)).await
     }
