@@ -1,6 +1,7 @@
 //! End to end, as a user would: `run-cluster.sh` with a 3-node config in a
 //! real terminal (a private tmux server, 120x40), driven by keystrokes and
-//! checked from outside over XML-RPC and on the screen.
+//! checked from outside over XML-RPC and on the screen: crash, restore,
+//! isolate the leader and heal, write, quit.
 //!
 //! A terminal offers no event to await, so the screen and the nodes are
 //! polled against generous deadlines (the CI machine has 2 cores and runs
@@ -174,7 +175,7 @@ impl Nodes {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_cluster_in_tmux_crash_restore_write_quit() {
+async fn run_cluster_in_tmux_crash_restore_isolate_heal_write_quit() {
     let addrs = free_addrs(3);
     let tmux_dir = std::env::temp_dir().join(format!("surfstore-e2e-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&tmux_dir).unwrap();
@@ -279,6 +280,32 @@ async fn run_cluster_in_tmux_crash_restore_write_quit() {
             Some(())
         })
         .await;
+
+    // `p` isolates the leader (its digit first): the table marks it, the
+    // events say so, and the other two elect a leader without it; `h` heals
+    // every link and the cluster has one leader again.
+    tmux.keys(&[&new.to_string()]);
+    tmux.wait_screen("the leader selected", |s| row(s, &addrs[new]).contains('▶'));
+    tmux.keys(&["p"]);
+    tmux.wait_screen("the leader ISOLATED", |s| {
+        row(s, &addrs[new]).contains("ISOLATED") && s.contains(&format!("isolated node {new}"))
+    });
+    let rest: Vec<usize> = (0..3).filter(|&i| i != new).collect();
+    let third = nodes.leader(&rest).await;
+    nodes
+        .wait("the isolated leader to step down", async |n: &Nodes| {
+            (n.call(new, "isLeader", &[]).await == Some(Value::Bool(false))).then_some(())
+        })
+        .await;
+    tmux.keys(&["h"]);
+    tmux.wait_screen("every link healed", |s| {
+        s.contains("healed all links") && !s.contains("ISOLATED")
+    });
+    assert_eq!(
+        nodes.leader(&[0, 1, 2]).await,
+        third,
+        "the heal deposed no one"
+    );
 
     // `w` writes a demo file through the leader; the commit shows up.
     tmux.keys(&["w"]);

@@ -1,6 +1,8 @@
 //! The dashboard without a terminal: `ui::render` drawn on ratatui's
 //! `TestBackend` and checked cell by cell, and key handling checked on the
-//! `App` state and the actions it returns.
+//! `App` state and the actions it returns. Partition keys are carried out on
+//! a real `Partition` (the filter `run-cluster.sh` shares among its nodes),
+//! as the runtime does.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,9 +15,10 @@ use ratatui::Terminal;
 use surfstore::cluster::FeedItem;
 use surfstore::node::driver::LogLine;
 use surfstore::node::events::{EventKind, NodeEvent};
+use surfstore::node::peers::Partition;
 use surfstore::node::raft::{PeerProgress, Role, Status};
 use surfstore::node::NodeStatus;
-use surfstore::tui::app::{Action, App, NodeView, Tone};
+use surfstore::tui::app::{Action, App, NetAction, NodeView, Tone};
 use surfstore::tui::handler::handle_key;
 use surfstore::tui::ui;
 
@@ -348,22 +351,104 @@ mod render {
         assert_eq!(cell_of(&buf, y, "updatefile \"b.txt").fg, Color::Yellow);
     }
 
+    const EVERY_KEY: &[&str] = &[
+        "0-2",
+        "↑↓",
+        "c crash",
+        "k kill",
+        "r restore",
+        "a restore all",
+        "w write",
+        "p isolate",
+        "l 0-2 cut link",
+        "h heal all",
+        "q quit",
+    ];
+
     #[test]
     fn the_help_line_names_every_key() {
+        // Two lines at 80 columns, "q quit" on the last.
         let buf = draw(&three_nodes(), 80, 24);
-        let help = lines(&buf)[23].clone();
-        for key in [
-            "0-2",
-            "↑↓",
-            "c crash",
-            "k kill",
-            "r restore",
-            "a restore all",
-            "w write",
-            "q quit",
-        ] {
+        let help = format!("{}\n{}", lines(&buf)[22], lines(&buf)[23]);
+        for key in EVERY_KEY {
             assert!(help.contains(key), "{key} missing from {help}");
         }
+        assert!(lines(&buf)[23].contains("q quit"), "{help}");
+        assert!(
+            lines(&buf)[21].contains('└'),
+            "the events pane ends above: {help}"
+        );
+        // One line where there is room.
+        let buf = draw(&three_nodes(), 120, 30);
+        let help = lines(&buf)[29].clone();
+        for key in EVERY_KEY {
+            assert!(help.contains(key), "{key} missing from {help}");
+        }
+        assert!(lines(&buf)[28].contains('└'), "{help}");
+    }
+
+    #[test]
+    fn long_event_lines_wrap_and_the_quorum_and_pre_vote_events_read_whole() {
+        let mut app = three_nodes();
+        app.push_event(event(0, 0, EventKind::QuorumLost { term: 42 }));
+        app.push_event(event(0, 1, EventKind::LeadershipLost { term: 42 }));
+        app.push_event(event(0, 2, EventKind::PreVoteStarted { term: 43 }));
+        app.push_event(event(0, 3, EventKind::PreVoteRefused { term: 43 }));
+        let buf = draw(&app, 80, 24);
+        let text = screen(&buf);
+        // The step-down is longer than the pane: its end is on the next
+        // line, under the text, not cut off at the border.
+        let (y, first) = line_with(&buf, "13:05:07.042 node 0");
+        assert!(
+            first.contains("no majority heard for an election"),
+            "{text}"
+        );
+        let next = &lines(&buf)[y as usize + 1];
+        assert!(
+            next.contains("(term 42)") && !next.contains("13:05"),
+            "{text}"
+        );
+        let body = |l: &str| l.trim_matches(|c| c == '│' || c == ' ').to_owned();
+        let joined = format!("{} {}", body(&first), body(next));
+        assert!(
+            joined.contains(&EventKind::QuorumLost { term: 42 }.to_string()),
+            "{joined}"
+        );
+        assert_eq!(
+            cell_of(&buf, y, "no majority").fg,
+            Color::Magenta,
+            "a leadership loss"
+        );
+        let (y, _) = line_with(&buf, "pre-vote for term 43 refused: term unchanged");
+        assert_eq!(
+            cell_of(&buf, y, "pre-vote").fg,
+            Color::Yellow,
+            "an election"
+        );
+        line_with(&buf, "asking for pre-votes for term 43");
+        line_with(&buf, "lost leadership (term 42)");
+    }
+
+    #[test]
+    fn a_line_repeated_in_a_row_is_shown_once_with_its_count() {
+        let mut app = three_nodes();
+        app.push_event(event(2, 0, EventKind::Crashed));
+        // An isolated node asks for pre-votes every election timeout.
+        for i in 0..12 {
+            app.push_event(event(1, 1 + i, EventKind::PreVoteStarted { term: 42 }));
+        }
+        assert_eq!(app.events.len(), 2);
+        assert_eq!(app.events.back().unwrap().repeats, 12);
+        let text = screen(&draw(&app, 80, 24));
+        assert_eq!(text.matches("asking for pre-votes").count(), 1, "{text}");
+        let buf = draw(&app, 80, 24);
+        let (_, l) = line_with(&buf, "asking for pre-votes for term 42 (×12)");
+        assert!(l.contains("13:05:07.054"), "the last time: {l}");
+        // Another line in between starts a new count.
+        app.push_event(event(2, 20, EventKind::Restored));
+        app.push_event(event(1, 21, EventKind::PreVoteStarted { term: 42 }));
+        assert_eq!(app.events.len(), 4);
+        assert_eq!(app.events.back().unwrap().repeats, 1);
     }
 
     #[test]
@@ -542,9 +627,271 @@ mod keys {
         let order: Vec<_> = app.events.iter().map(|r| r.at).collect();
         assert_eq!(order, vec![at(5), at(10)]);
         for i in 0..3000 {
-            app.push_event(event(0, 100 + i, EventKind::Unblocked));
+            app.push_event(event(0, 100 + i, EventKind::ElectionStarted { term: i }));
         }
         assert_eq!(app.events.len(), surfstore::tui::app::EVENT_LOG_CAPACITY);
         assert_eq!(app.events.back().unwrap().at, at(3099));
+    }
+}
+
+/// The partition keys, carried out on a real `Partition` as `tui::run` does.
+mod partition {
+    use super::*;
+
+    fn press(app: &mut App, code: KeyCode) -> Option<Action> {
+        handle_key(app, KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    /// Presses `code` and carries out the partition change it asks for.
+    fn press_net(app: &mut App, net: &Partition, code: KeyCode) -> NetAction {
+        let Some(Action::Net(change)) = press(app, code) else {
+            panic!("{code:?} asked for no partition change");
+        };
+        let changed = change.apply(net);
+        app.net_applied(&change, changed, net.cuts());
+        change
+    }
+
+    /// The `net` cell of row `y` (the column's width).
+    fn net_cell(buf: &Buffer, y: u16) -> String {
+        let (_, header) = line_with(buf, "address");
+        let byte = header.find("net").expect("a net column");
+        let x = header[..byte].chars().count();
+        lines(buf)[y as usize]
+            .chars()
+            .skip(x)
+            .take(ui::NET_WIDTH as usize)
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    }
+
+    #[test]
+    fn p_isolates_the_selected_node_and_p_again_heals_it() {
+        let mut app = three_nodes();
+        let net = Partition::new(3);
+        let buf = draw(&app, 80, 24);
+        let (_, header) = line_with(&buf, "address");
+        assert!(!header.contains("net"), "no column while nothing is cut");
+
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(
+            press_net(&mut app, &net, KeyCode::Char('p')),
+            NetAction::Isolate(2)
+        );
+        for peer in [0, 1] {
+            assert!(net.is_cut(2, peer) && net.is_cut(peer, 2), "{peer}");
+        }
+        assert!(!net.is_cut(0, 1));
+
+        // (The selected row's highlight would cover the marker's colour.)
+        press(&mut app, KeyCode::Char('0'));
+        let buf = draw(&app, 80, 24);
+        let (y2, row2) = line_with(&buf, "localhost:9003");
+        assert_eq!(net_cell(&buf, y2), "ISOLATED", "{row2}");
+        assert_eq!(cell_of(&buf, y2, "ISOLATED").bg, Color::Magenta);
+        let (y0, _) = line_with(&buf, "localhost:9001");
+        let (y1, _) = line_with(&buf, "localhost:9002");
+        assert_eq!(net_cell(&buf, y0), "cut 2");
+        assert_eq!(net_cell(&buf, y1), "cut 2");
+        // The other columns are still there (at 80 columns snap and files
+        // make room); the role still shows.
+        assert!(row2.contains("Follower") && row2.contains("42"), "{row2}");
+        let (_, header) = line_with(&buf, "address");
+        assert!(
+            !header.contains("snap") && !header.contains("files"),
+            "{header}"
+        );
+        assert!(header.contains("applied"), "{header}");
+        // The leader's replication panel says the follower is cut off.
+        let (_, repl) = line_with(&buf, "node 2 ");
+        assert!(repl.contains("CUT"), "{repl}");
+        assert!(
+            lines(&buf)[0].contains("2 link(s) cut"),
+            "{}",
+            lines(&buf)[0]
+        );
+        let (y, l) = line_with(&buf, "isolated node 2");
+        assert!(l.contains("13:") || l.contains('·'), "{l}");
+        assert_eq!(cell_of(&buf, y, "isolated node 2").fg, Color::Magenta);
+        // Wider screens keep every column.
+        let wide = draw(&app, 120, 30);
+        let (_, header) = line_with(&wide, "address");
+        for column in ["snap", "files", "net"] {
+            assert!(header.contains(column), "{column}: {header}");
+        }
+
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(
+            press_net(&mut app, &net, KeyCode::Char('p')),
+            NetAction::HealNode(2)
+        );
+        assert!(!net.cuts().any());
+        let buf = draw(&app, 80, 24);
+        line_with(&buf, "healed node 2");
+        let (_, header) = line_with(&buf, "address");
+        assert!(
+            !header.contains("net") && header.contains("snap"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn l_and_a_digit_cut_one_link_both_ways_and_again_heal_it() {
+        let mut app = three_nodes();
+        let net = Partition::new(3);
+        assert_eq!(press(&mut app, KeyCode::Char('l')), None);
+        assert_eq!(app.link_from, Some(0));
+        let buf = draw(&app, 80, 24);
+        let help = lines(&buf)[23].clone();
+        assert!(
+            help.contains("cut or heal the link from node 0 to node: 0-2"),
+            "{help}"
+        );
+        assert_eq!(
+            press_net(&mut app, &net, KeyCode::Char('1')),
+            NetAction::CutLink(0, 1)
+        );
+        assert_eq!(app.link_from, None);
+        assert!(net.is_cut(0, 1) && net.is_cut(1, 0) && !net.is_cut(0, 2));
+        let buf = draw(&app, 80, 24);
+        let (y0, _) = line_with(&buf, "localhost:9001");
+        let (y1, _) = line_with(&buf, "localhost:9002");
+        let (y2, _) = line_with(&buf, "localhost:9003");
+        assert_eq!(net_cell(&buf, y0), "cut 1");
+        assert_eq!(net_cell(&buf, y1), "cut 0");
+        assert_eq!(net_cell(&buf, y2), "-");
+        line_with(&buf, "cut the link between node 0 and node 1");
+        assert!(lines(&buf)[23].contains("q quit"), "the key bar is back");
+
+        // From the other end, the same link: healed.
+        press(&mut app, KeyCode::Char('1'));
+        press(&mut app, KeyCode::Char('l'));
+        assert_eq!(
+            press_net(&mut app, &net, KeyCode::Char('0')),
+            NetAction::HealLink(1, 0)
+        );
+        assert!(!net.cuts().any());
+        line_with(
+            &draw(&app, 80, 24),
+            "healed the link between node 1 and node 0",
+        );
+    }
+
+    #[test]
+    fn after_l_a_bad_digit_or_another_key_cancels_and_does_nothing_else() {
+        let mut app = three_nodes();
+        press(&mut app, KeyCode::Char('l'));
+        assert_eq!(press(&mut app, KeyCode::Char('0')), None, "itself");
+        assert!(app
+            .events
+            .back()
+            .unwrap()
+            .text
+            .contains("no link between node 0 and node 0"));
+        press(&mut app, KeyCode::Char('l'));
+        assert_eq!(press(&mut app, KeyCode::Char('7')), None, "no node 7");
+        assert_eq!(app.link_from, None);
+        for key in [KeyCode::Esc, KeyCode::Char('q'), KeyCode::Char('c')] {
+            press(&mut app, KeyCode::Char('l'));
+            assert_eq!(press(&mut app, key), None, "{key:?}");
+            assert!(app.running, "{key:?} after l cancels, not quits");
+            assert_eq!(app.link_from, None);
+            assert_eq!(app.events.back().unwrap().text, "link: cancelled");
+        }
+        // Ctrl-C still quits.
+        press(&mut app, KeyCode::Char('l'));
+        handle_key(
+            &mut app,
+            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+        );
+        assert!(!app.running);
+    }
+
+    #[test]
+    fn h_heals_every_link() {
+        let mut app = three_nodes();
+        let net = Partition::new(3);
+        assert_eq!(press(&mut app, KeyCode::Char('h')), None, "nothing cut");
+        assert!(app.events.back().unwrap().text.contains("no link is cut"));
+        press(&mut app, KeyCode::Char('l'));
+        press_net(&mut app, &net, KeyCode::Char('1'));
+        press(&mut app, KeyCode::Char('2'));
+        press_net(&mut app, &net, KeyCode::Char('p'));
+        assert!(line_with(&draw(&app, 100, 30), "localhost:9003")
+            .1
+            .contains("ISOLATED"));
+        assert_eq!(
+            press_net(&mut app, &net, KeyCode::Char('h')),
+            NetAction::HealAll
+        );
+        assert!(!net.cuts().any());
+        let buf = draw(&app, 80, 24);
+        line_with(&buf, "healed all links");
+        assert!(!screen(&buf).contains("ISOLATED"));
+        assert!(!lines(&buf)[0].contains("cut"), "{}", lines(&buf)[0]);
+    }
+
+    #[test]
+    fn the_table_follows_cuts_made_elsewhere_and_names_one_way_cuts() {
+        let mut app = three_nodes();
+        let net = Partition::new(3);
+        net.set(1, 2, true);
+        app.set_net(net.cuts());
+        let buf = draw(&app, 100, 30);
+        let (y1, _) = line_with(&buf, "localhost:9002");
+        let (y2, _) = line_with(&buf, "localhost:9003");
+        assert_eq!(net_cell(&buf, y1), "cut 2");
+        assert_eq!(net_cell(&buf, y2), "cut 1");
+        // p on a node that is cut one way only isolates it fully.
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(
+            press_net(&mut app, &net, KeyCode::Char('p')),
+            NetAction::Isolate(2)
+        );
+        assert!(net.cuts().is_isolated(2));
+    }
+
+    #[test]
+    fn many_cut_peers_are_counted_and_a_single_node_has_no_links() {
+        let nodes = (0..7)
+            .map(|i| NodeView {
+                addr: format!("localhost:{}", 9001 + i),
+                status: status(i, Role::Follower, 3, 1, false),
+            })
+            .collect();
+        let mut app = App::new("7nodes.txt", nodes);
+        let net = Partition::new(7);
+        for b in 1..5 {
+            net.cut_link(0, b);
+        }
+        app.set_net(net.cuts());
+        assert_eq!(ui::net_label(&app.net, 0), "cut ×4");
+        assert_eq!(ui::net_label(&app.net, 1), "cut 0");
+        assert_eq!(ui::net_label(&app.net, 6), "-");
+        net.isolate(0);
+        app.set_net(net.cuts());
+        assert_eq!(ui::net_label(&app.net, 0), "ISOLATED");
+
+        let mut one = App::new(
+            "1node.txt",
+            vec![NodeView {
+                addr: "localhost:9001".into(),
+                status: status(0, Role::Leader, 1, 1, false),
+            }],
+        );
+        assert_eq!(press(&mut one, KeyCode::Char('p')), None);
+        assert_eq!(press(&mut one, KeyCode::Char('l')), None);
+        assert_eq!(one.link_from, None);
+        assert!(one.events.back().unwrap().text.contains("no links"));
+    }
+
+    #[test]
+    fn event_text_wraps_at_spaces_and_cuts_long_words() {
+        assert_eq!(ui::wrap("abc def ghi", 7), vec!["abc def", "ghi"]);
+        assert_eq!(ui::wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert_eq!(ui::wrap("", 5), vec![""]);
+        assert_eq!(ui::wrap("short", 80), vec!["short"]);
+        assert_eq!(ui::wrap("ab cd", 2), vec!["ab", "cd"]);
     }
 }

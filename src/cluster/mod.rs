@@ -14,11 +14,16 @@
 //! - [`Cluster::shutdown`] stops every node and returns once their drivers and
 //!   HTTP servers have ended, so the ports are free. Dropping a `Cluster`
 //!   without it still tells every node to stop, but does not wait.
+//! - Every node's peer calls go through one shared [`Partition`]
+//!   ([`Cluster::partition`]): cutting a link there silences it both ways
+//!   for the Raft lanes and the block calls alike, as a network partition
+//!   would (a killed and restarted node keeps its links as they were).
 
 pub mod feed;
 pub mod headless;
 pub mod launch;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -26,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::ClusterConfig;
+use crate::node::peers::{NetFilter, Partition};
 use crate::node::raft::NodeId;
 use crate::node::{self, NodeHandle, NodeOptions, RunningNode, StartError, Timing};
 use crate::xmlrpc::server::ServerOptions;
@@ -121,6 +127,8 @@ pub struct Cluster {
     feed_tx: tokio::sync::mpsc::Sender<FeedItem>,
     /// `forwarders[i]` relays node i's events into the feed.
     forwarders: Vec<JoinHandle<()>>,
+    /// The links every node's peer calls go through.
+    partition: Arc<Partition>,
 }
 
 impl Cluster {
@@ -160,6 +168,7 @@ impl Cluster {
             });
         }
         let (feed_tx, feed) = feed::channel();
+        let partition = Arc::new(Partition::new(members.len()));
         let mut cluster = Cluster {
             members: members.clone(),
             nodes: Vec::with_capacity(members.len()),
@@ -168,6 +177,7 @@ impl Cluster {
             feed: Some(feed),
             feed_tx: feed_tx.clone(),
             forwarders: Vec::with_capacity(members.len()),
+            partition: partition.clone(),
         };
         for (i, listener) in listeners.into_iter().enumerate() {
             let mut node_opts = NodeOptions::new(i as u64, members.clone());
@@ -180,6 +190,7 @@ impl Cluster {
             node_opts.cluster_key = opts.keys.cluster.clone();
             node_opts.client_key = opts.keys.client.clone();
             node_opts.tls = opts.tls.clone();
+            node_opts.net = NetFilter::new(partition.clone());
             if let Some(seed) = opts.seed {
                 node_opts.seed = seed.wrapping_add(i as u64);
             }
@@ -310,6 +321,12 @@ impl Cluster {
             .filter(|s| s.is_leader())
             .max_by_key(|s| s.raft.term)
             .map(|s| s.raft.id)
+    }
+
+    /// The links between the nodes: cut one here and the nodes' calls over
+    /// it go unanswered (`isolate`, `cut_link`, `heal_all`, …).
+    pub fn partition(&self) -> &Arc<Partition> {
+        &self.partition
     }
 
     /// The merged event feed of every node; `None` after the first call.

@@ -156,6 +156,10 @@ pub struct NodeOptions {
     /// TLS (`--tls-cert`, `--tls-key`, `--tls-ca`): serve HTTPS only and call
     /// the peers over HTTPS; `None`: plain HTTP both ways.
     pub tls: Option<crate::tls::NodeTls>,
+    /// Which of this node's peer calls (Raft lanes, block calls) may go
+    /// through: open for `run-server.sh`; `run-cluster.sh` shares one
+    /// [`peers::Partition`] among its nodes to cut links.
+    pub net: peers::NetFilter,
 }
 
 impl NodeOptions {
@@ -176,6 +180,7 @@ impl NodeOptions {
             cluster_key: None,
             client_key: None,
             tls: None,
+            net: peers::NetFilter::open(),
         }
     }
 
@@ -290,6 +295,8 @@ pub async fn start_on(
         opts.max_bytes_per_message,
     );
     sender.transport = transport.clone();
+    sender.node = opts.id;
+    sender.net = opts.net.clone();
     let (peers, peer_stats): (Vec<_>, Vec<_>) = opts
         .members
         .iter()
@@ -345,7 +352,8 @@ pub async fn start_on(
         opts.timing.peer_timeout,
         transport,
         status_rx.clone(),
-    );
+    )
+    .with_net(opts.net.clone());
     let verifier = auth::Verifier::new(
         opts.cluster_key.as_deref().cloned(),
         opts.client_key.as_deref().cloned(),

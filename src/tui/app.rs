@@ -1,14 +1,17 @@
 //! The dashboard's state and nothing else: what each node last published, the
-//! selected row, the event log, the selected node's log tail. Methods change
-//! the state and return the [`Action`]s the runtime must carry out on the
-//! nodes; `App` holds no handle, channel or terminal, so tests drive it alone.
+//! selected row, the event log, the selected node's log tail, the links cut
+//! between the nodes. Methods change the state and return the [`Action`]s the
+//! runtime must carry out on the nodes; `App` holds no handle, channel or
+//! terminal, so tests drive it alone.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::SystemTime;
 
 use crate::cluster::FeedItem;
 use crate::node::driver::LogLine;
 use crate::node::events::{EventKind, NodeEvent};
+use crate::node::peers::{Cuts, Partition};
 use crate::node::raft::{LogIndex, NodeId, Role, Term};
 use crate::node::NodeStatus;
 
@@ -82,6 +85,8 @@ pub enum Tone {
     Restore,
     Commit,
     Blocked,
+    /// A link cut or healed from the dashboard.
+    Network,
     /// Something the dashboard itself did or noticed.
     Info,
     Error,
@@ -95,6 +100,11 @@ pub struct LogRecord {
     pub node: Option<NodeId>,
     pub text: String,
     pub tone: Tone,
+    /// How many times in a row this line happened (1: once); `at` is the
+    /// last time. An isolated node asks for pre-votes every election
+    /// timeout, and one line saying so with a count is easier to read than
+    /// a screen of them.
+    pub repeats: u32,
 }
 
 /// The selected node's last log entries, and which log state they describe.
@@ -120,6 +130,49 @@ pub enum Action {
     Kill(NodeId),
     /// An `updatefile` of `filename` at its next version, through `via`.
     Write { via: NodeId, filename: String },
+    /// Cut or heal links in the cluster's partition filter.
+    Net(NetAction),
+}
+
+/// A change to the links between the nodes (`Cluster::partition`). Every
+/// cut is both ways, as a cable pulled out would be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetAction {
+    /// Cut the node from every other node.
+    Isolate(NodeId),
+    /// Heal every link of the node.
+    HealNode(NodeId),
+    CutLink(NodeId, NodeId),
+    HealLink(NodeId, NodeId),
+    HealAll,
+}
+
+impl NetAction {
+    /// Carries the change out on `partition`; true if anything changed.
+    pub fn apply(&self, partition: &Partition) -> bool {
+        match *self {
+            NetAction::Isolate(a) => partition.isolate(a),
+            NetAction::HealNode(a) => partition.heal_node(a),
+            NetAction::CutLink(a, b) => partition.cut_link(a, b),
+            NetAction::HealLink(a, b) => partition.heal_link(a, b),
+            NetAction::HealAll => partition.heal_all(),
+        }
+    }
+}
+
+impl fmt::Display for NetAction {
+    /// The events-pane line for it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetAction::Isolate(a) => write!(f, "isolated node {a}: every link to it cut"),
+            NetAction::HealNode(a) => write!(f, "healed node {a}: its links are back"),
+            NetAction::CutLink(a, b) => write!(f, "cut the link between node {a} and node {b}"),
+            NetAction::HealLink(a, b) => {
+                write!(f, "healed the link between node {a} and node {b}")
+            }
+            NetAction::HealAll => write!(f, "healed all links"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -135,6 +188,11 @@ pub struct App {
     pub log_tail: LogTail,
     /// Demo writes asked for so far (names `demo-<n>.txt`).
     pub writes: u64,
+    /// The links cut between the nodes, as the partition filter last said.
+    pub net: Cuts,
+    /// After `l`: the node whose link is to be cut or healed, waiting for
+    /// the digit of the other end.
+    pub link_from: Option<NodeId>,
     /// False once the user asked to quit.
     pub running: bool,
 }
@@ -144,6 +202,7 @@ impl App {
     /// If `nodes` is empty (a cluster has at least one member).
     pub fn new(title: impl Into<String>, nodes: Vec<NodeView>) -> App {
         assert!(!nodes.is_empty(), "a dashboard needs at least one node");
+        let nodes_len = nodes.len();
         App {
             title: title.into(),
             nodes,
@@ -151,6 +210,8 @@ impl App {
             events: VecDeque::new(),
             log_tail: LogTail::default(),
             writes: 0,
+            net: Cuts::none(nodes_len),
+            link_from: None,
             running: true,
         }
     }
@@ -246,6 +307,83 @@ impl App {
         Some(Action::Write { via, filename })
     }
 
+    /// `p`: isolates the selected node, or heals it if it is isolated.
+    pub fn isolate_selected(&mut self) -> Option<Action> {
+        let id = self.selected_node();
+        if self.nodes.len() < 2 {
+            self.note("a single node has no links to cut".to_owned());
+            return None;
+        }
+        Some(Action::Net(if self.net.is_isolated(id) {
+            NetAction::HealNode(id)
+        } else {
+            NetAction::Isolate(id)
+        }))
+    }
+
+    /// `l`: waits for the digit of the node at the other end of the link.
+    pub fn start_link(&mut self) {
+        if self.nodes.len() < 2 {
+            self.note("a single node has no links to cut".to_owned());
+            return;
+        }
+        self.link_from = Some(self.selected_node());
+    }
+
+    /// The digit after `l`: cuts the link between the selected node and
+    /// node `to`, or heals it if it is cut (in either direction).
+    pub fn pick_link_peer(&mut self, to: usize) -> Option<Action> {
+        let from = self.link_from.take()?;
+        let to = to as NodeId;
+        if to as usize >= self.nodes.len() || to == from {
+            self.push(
+                None,
+                format!("no link between node {from} and node {to}"),
+                Tone::Error,
+            );
+            return None;
+        }
+        Some(Action::Net(
+            if self.net.is_cut(from, to) || self.net.is_cut(to, from) {
+                NetAction::HealLink(from, to)
+            } else {
+                NetAction::CutLink(from, to)
+            },
+        ))
+    }
+
+    /// Any key but a digit after `l`.
+    pub fn cancel_link(&mut self) {
+        if self.link_from.take().is_some() {
+            self.note("link: cancelled".to_owned());
+        }
+    }
+
+    /// `h`: heals every link.
+    pub fn heal_all(&mut self) -> Option<Action> {
+        if !self.net.any() {
+            self.note("no link is cut".to_owned());
+            return None;
+        }
+        Some(Action::Net(NetAction::HealAll))
+    }
+
+    /// The partition filter changed (from here or elsewhere).
+    pub fn set_net(&mut self, cuts: Cuts) {
+        self.net = cuts;
+    }
+
+    /// `action` was carried out (`changed`: it changed something), leaving
+    /// the links as `cuts` says.
+    pub fn net_applied(&mut self, action: &NetAction, changed: bool, cuts: Cuts) {
+        self.set_net(cuts);
+        if changed {
+            self.push(None, action.to_string(), Tone::Network);
+        } else {
+            self.note(format!("{action}: nothing to change"));
+        }
+    }
+
     /// The node whose log tail should be fetched now: the selected one, when
     /// the tail on hand is for another node or an older log.
     pub fn log_tail_wanted(&self) -> Option<NodeId> {
@@ -278,8 +416,9 @@ impl App {
 
     pub fn push_event(&mut self, ev: NodeEvent) {
         let tone = match &ev.kind {
-            EventKind::ElectionStarted { .. } | EventKind::PreVoteStarted { .. } => Tone::Election,
-            EventKind::PreVoteRefused { .. } => Tone::Info,
+            EventKind::ElectionStarted { .. }
+            | EventKind::PreVoteStarted { .. }
+            | EventKind::PreVoteRefused { .. } => Tone::Election,
             EventKind::VoteGranted { .. } => Tone::Vote,
             EventKind::LeaderElected { .. } | EventKind::LeadershipTransferred { .. } => {
                 Tone::Leader
@@ -308,8 +447,17 @@ impl App {
     }
 
     /// Keeps the log in time order: items reach the dashboard by different
-    /// paths (a write's outcome can overtake the commit event it caused).
+    /// paths (a write's outcome can overtake the commit event it caused). A
+    /// line that repeats the newest one (same node, same text) is counted on
+    /// it instead.
     fn push_at(&mut self, at: SystemTime, node: Option<NodeId>, text: String, tone: Tone) {
+        if let Some(last) = self.events.back_mut() {
+            if last.at <= at && last.node == node && last.text == text && last.tone == tone {
+                last.at = at;
+                last.repeats = last.repeats.saturating_add(1);
+                return;
+            }
+        }
         if self.events.len() == EVENT_LOG_CAPACITY {
             self.events.pop_front();
         }
@@ -325,6 +473,7 @@ impl App {
                 node,
                 text,
                 tone,
+                repeats: 1,
             },
         );
     }

@@ -9,7 +9,13 @@
 //! | `r` | restore the selected node |
 //! | `a` | restore every node |
 //! | `w` | write a demo file through the leader |
+//! | `p` | isolate the selected node (cut it from every other); again: heal it |
+//! | `l` then `0`-`9` | cut the link between the selected node and that one; again: heal it |
+//! | `h` | heal every link |
 //! | `q`, Esc, Ctrl-C | quit (every node is shut down) |
+//!
+//! After `l`, the next key is the other end of the link: a digit picks it,
+//! any other key (Esc too) cancels and does nothing else; Ctrl-C still quits.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -25,6 +31,15 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Option<Action> {
             app.quit();
         }
         return None;
+    }
+    if app.link_from.is_some() {
+        return match key.code {
+            KeyCode::Char(d @ '0'..='9') => app.pick_link_peer(d as usize - '0' as usize),
+            _ => {
+                app.cancel_link();
+                None
+            }
+        };
     }
     match key.code {
         KeyCode::Char('q') | KeyCode::Char('Q') | KeyCode::Esc => {
@@ -48,6 +63,12 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('r') => app.restore_selected(),
         KeyCode::Char('a') => app.restore_all(),
         KeyCode::Char('w') => app.write_demo(),
+        KeyCode::Char('p') => app.isolate_selected(),
+        KeyCode::Char('l') => {
+            app.start_link();
+            None
+        }
+        KeyCode::Char('h') => app.heal_all(),
         _ => None,
     }
 }

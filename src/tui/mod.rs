@@ -11,7 +11,9 @@
 //! Everything shown is pushed by the nodes (their status `watch`, their event
 //! broadcast, log tails asked of the driver); nothing is polled over HTTP.
 //! Crash and restore call the same `NodeHandle` methods as the XML-RPC
-//! `crash`/`restore`, so the dashboard shows both the same way.
+//! `crash`/`restore`, so the dashboard shows both the same way. Partition
+//! keys change the cluster's shared filter (`Cluster::partition`), which
+//! every node's peer calls go through.
 
 pub mod app;
 pub mod event;
@@ -52,7 +54,7 @@ pub async fn run(cluster: &mut Cluster, title: String, signals: Signals) -> std:
         .collect();
     let mut app = App::new(title, nodes);
     app.note(format!(
-        "{} nodes listening; press w to write, c to crash",
+        "{} nodes listening; press w to write, c to crash, p to isolate",
         handles.len()
     ));
     let mut events = Events::start(TICK, signals, cluster.take_events());
@@ -72,6 +74,8 @@ async fn run_loop(
     let mut watches: Vec<watch::Receiver<NodeStatus>> = handles.iter().map(|h| h.watch()).collect();
     let mut actions = JoinSet::new();
     let mut tail_pending = false;
+    let mut net_seen = cluster.partition().generation();
+    app.set_net(cluster.partition().cuts());
     terminal.draw(|f| ui::render(app, f))?;
     while app.running {
         match events.next().await {
@@ -80,6 +84,11 @@ async fn run_loop(
                     if w.has_changed().unwrap_or(false) {
                         app.set_status(i as u64, w.borrow_and_update().clone());
                     }
+                }
+                let generation = cluster.partition().generation();
+                if generation != net_seen {
+                    net_seen = generation;
+                    app.set_net(cluster.partition().cuts());
                 }
                 if !tail_pending {
                     if let Some(id) = app.log_tail_wanted() {
@@ -107,6 +116,13 @@ async fn run_loop(
                             }
                             Err(e) => app.push(Some(id), format!("kill: {e}"), Tone::Error),
                         }
+                    }
+                    Some(Action::Net(change)) => {
+                        // A few atomic stores: done here, at once.
+                        let partition = cluster.partition();
+                        let changed = change.apply(partition);
+                        net_seen = partition.generation();
+                        app.net_applied(&change, changed, partition.cuts());
                     }
                     Some(action) => perform(&mut actions, &handles, action, events.sender()),
                     None => {}
@@ -201,6 +217,7 @@ fn perform(
             });
         }
         Action::Kill(_) => unreachable!("run_loop carries out kills itself"),
+        Action::Net(_) => unreachable!("run_loop carries out partition changes itself"),
         Action::Write { via, filename } => {
             let h = handles[via as usize].clone();
             actions.spawn(async move {

@@ -1,11 +1,18 @@
 //! Draws an `App`; nothing else. Layout, top to bottom: a title bar, the node
 //! table, replication progress (left) beside the selected node's log tail
-//! (right), the event log, the key help. Below 80x24 it draws only a message
-//! asking for a larger terminal (resizing back brings the dashboard back).
+//! (right), the event log, the key help (two lines when one is too narrow
+//! for it). Below 80x24 it draws only a message asking for a larger terminal
+//! (resizing back brings the dashboard back).
 //!
 //! The node table is a list of [`Column`]s: a new column is one more entry,
 //! as long as the widths, a space between columns, the selection marker and
-//! the borders still fit in `MIN_WIDTH` (a test checks it).
+//! the borders still fit in `MIN_WIDTH` (a test checks it). While a link is
+//! cut, one more column, [`NET_TITLE`], says which (`ISOLATED`, `cut 0,2`);
+//! where the screen is too narrow for it, the columns named in
+//! [`YIELD_TO_NET`] make room.
+//!
+//! Event lines too long for the pane wrap onto indented continuation lines;
+//! a line repeated in a row is shown once with its count (`(×12)`).
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -14,8 +21,9 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
 use crate::cluster::feed::clock;
+use crate::node::peers::Cuts;
 use crate::node::raft::NodeId;
-use crate::tui::app::{App, NodeView, RoleView, Tone};
+use crate::tui::app::{App, LogRecord, NodeView, RoleView, Tone};
 
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
@@ -95,6 +103,55 @@ pub const COLUMNS: &[Column] = &[
     },
 ];
 
+/// The header of the column shown while a link is cut.
+pub const NET_TITLE: &str = "net";
+
+/// Its width: `ISOLATED`, or `cut ` and up to three ids.
+pub const NET_WIDTH: u16 = 9;
+
+/// Columns left out, in this order, while the net column is shown on a
+/// screen too narrow for all of them (at 80 columns, both).
+pub const YIELD_TO_NET: &[&str] = &["snap", "files"];
+
+/// What the net column says about node `id`: `ISOLATED` (cut both ways
+/// from every other node), `cut ` and the nodes it has a cut link with
+/// (`cut ×N` when they do not fit), or `-`.
+pub fn net_label(cuts: &Cuts, id: NodeId) -> String {
+    if cuts.is_isolated(id) {
+        return "ISOLATED".to_owned();
+    }
+    let peers = cuts.cut_peers(id);
+    if peers.is_empty() {
+        return "-".to_owned();
+    }
+    let list: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    let label = format!("cut {}", list.join(","));
+    if label.chars().count() <= NET_WIDTH as usize {
+        label
+    } else {
+        format!("cut ×{}", peers.len())
+    }
+}
+
+fn net_style(label: &str) -> Style {
+    match label {
+        "-" => Style::new(),
+        "ISOLATED" => Style::new()
+            .fg(Color::White)
+            .bg(Color::Magenta)
+            .add_modifier(Modifier::BOLD),
+        _ => Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD),
+    }
+}
+
+/// Links (unordered pairs) cut in at least one direction.
+fn cut_links(cuts: &Cuts, m: usize) -> usize {
+    (0..m as NodeId)
+        .flat_map(|a| (a + 1..m as NodeId).map(move |b| (a, b)))
+        .filter(|&(a, b)| cuts.is_cut(a, b) || cuts.is_cut(b, a))
+        .count()
+}
+
 pub fn role_style(role: RoleView) -> Style {
     match role {
         RoleView::Leader => Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
@@ -118,6 +175,7 @@ fn tone_style(tone: Tone) -> Style {
         Tone::Restore => Style::new().fg(Color::Green),
         Tone::Commit => Style::new().fg(Color::Cyan),
         Tone::Blocked => Style::new().fg(Color::Red),
+        Tone::Network => Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD),
         Tone::Info => Style::new(),
         Tone::Error => Style::new().fg(Color::Red),
     }
@@ -130,16 +188,18 @@ pub fn render(app: &App, frame: &mut Frame) {
         return;
     }
     let m = app.nodes.len() as u16;
+    let help_lines = help_lines(app, area.width);
+    let help_h = help_lines.len() as u16;
     // Borders, header, one row per node; long tables scroll to the selection.
     let table_h = (m + 3).min(area.height / 2);
-    let rest = area.height - 2 - table_h;
+    let rest = area.height - 1 - help_h - table_h;
     let mid_h = (rest * 2 / 5).max(m + 1).max(5).min(rest - 4);
     let [title, table, mid, events, help] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(table_h),
         Constraint::Length(mid_h),
         Constraint::Min(4),
-        Constraint::Length(1),
+        Constraint::Length(help_h),
     ])
     .areas(area);
     let [replication, tail] =
@@ -150,7 +210,7 @@ pub fn render(app: &App, frame: &mut Frame) {
     render_replication(app, frame, replication);
     render_log_tail(app, frame, tail);
     render_events(app, frame, events);
-    render_help(app, frame, help);
+    frame.render_widget(Paragraph::new(help_lines), help);
 }
 
 fn render_too_small(frame: &mut Frame, area: Rect) {
@@ -190,20 +250,65 @@ fn render_title(app: &App, frame: &mut Frame, area: Rect) {
         ),
         Span::raw(format!("· {} nodes · ", app.nodes.len())),
         leader,
-        Span::raw(format!(" · {}", app.title)),
     ]);
+    let mut line = line;
+    // Before the config's name, which may be cut off on a narrow screen.
+    let cut = cut_links(&app.net, app.nodes.len());
+    if cut > 0 {
+        line.spans.push(Span::raw(" · "));
+        line.spans
+            .push(Span::styled(format!("{cut} link(s) cut"), net_style("cut")));
+    }
+    line.spans.push(Span::raw(format!(" · {}", app.title)));
     frame.render_widget(Paragraph::new(line), area);
 }
 
+/// The node table's columns on a table `inner_width` wide: every one of
+/// [`COLUMNS`], and the net column while a link is cut, for which those of
+/// [`YIELD_TO_NET`] give way as far as needed.
+fn table_columns(app: &App, inner_width: u16) -> (Vec<&'static Column>, bool) {
+    let mut cols: Vec<&'static Column> = COLUMNS.iter().collect();
+    let net = app.net.any();
+    if !net {
+        return (cols, false);
+    }
+    let fixed = |c: &Column| match c.width {
+        Constraint::Length(n) => n,
+        _ => 0,
+    };
+    let marker = SELECTED_MARKER.chars().count() as u16;
+    let needed = |cols: &[&Column]| -> u16 {
+        cols.iter().map(|c| fixed(c)).sum::<u16>() + cols.len() as u16 + NET_WIDTH + marker
+    };
+    for title in YIELD_TO_NET {
+        if needed(&cols) <= inner_width {
+            break;
+        }
+        cols.retain(|c| c.title != *title);
+    }
+    (cols, true)
+}
+
 fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
-    let header = Row::new(COLUMNS.iter().map(|c| Cell::from(c.title)))
-        .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let rows = app
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| Row::new(COLUMNS.iter().map(|c| (c.cell)(i as NodeId, n))));
-    let table = Table::new(rows, COLUMNS.iter().map(|c| c.width))
+    let (cols, net) = table_columns(app, area.width.saturating_sub(2));
+    let mut titles: Vec<Cell> = cols.iter().map(|c| Cell::from(c.title)).collect();
+    let mut widths: Vec<Constraint> = cols.iter().map(|c| c.width).collect();
+    if net {
+        titles.push(Cell::from(NET_TITLE));
+        widths.push(Constraint::Length(NET_WIDTH));
+    }
+    let header =
+        Row::new(titles).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let rows = app.nodes.iter().enumerate().map(|(i, n)| {
+        let mut cells: Vec<Cell> = cols.iter().map(|c| (c.cell)(i as NodeId, n)).collect();
+        if net {
+            let label = net_label(&app.net, i as NodeId);
+            let style = net_style(&label);
+            cells.push(Cell::from(Span::styled(label, style)));
+        }
+        Row::new(cells)
+    });
+    let table = Table::new(rows, widths)
         .header(header)
         .block(Block::bordered().title(" Nodes "))
         .row_highlight_style(Style::new().bg(Color::DarkGray))
@@ -240,6 +345,7 @@ fn render_replication(app: &App, frame: &mut Frame, area: Rect) {
                 .nodes
                 .get(p.id as usize)
                 .is_some_and(|n| n.status.crashed);
+            let cut = app.net.is_cut(leader, p.id) || app.net.is_cut(p.id, leader);
             let lag = raft.last_index.saturating_sub(p.match_index);
             let ratio = if raft.last_index == 0 {
                 1.0
@@ -250,6 +356,8 @@ fn render_replication(app: &App, frame: &mut Frame, area: Rect) {
                 ((ratio.clamp(0.0, 1.0) * bar_width as f64).round() as usize).min(bar_width);
             let colour = if crashed {
                 Color::Red
+            } else if cut {
+                Color::Magenta
             } else if lag == 0 {
                 Color::Green
             } else {
@@ -257,6 +365,8 @@ fn render_replication(app: &App, frame: &mut Frame, area: Rect) {
             };
             let state = if crashed {
                 Span::styled(" CRASHED", role_style(RoleView::Crashed))
+            } else if cut {
+                Span::styled(" CUT", net_style("ISOLATED"))
             } else {
                 Span::raw(format!(" lag {lag}"))
             };
@@ -319,38 +429,98 @@ fn render_log_tail(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
+/// Characters before an event's text: `HH:MM:SS.mmm node N  `.
+const EVENT_PREFIX: usize = 12 + 1 + 7 + 1;
+
 fn render_events(app: &App, frame: &mut Frame, area: Rect) {
     let block = Block::bordered().title(" Events (UTC, newest last) ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let skip = app.events.len().saturating_sub(inner.height as usize);
-    let lines: Vec<Line> = app
-        .events
-        .iter()
-        .skip(skip)
-        .map(|r| {
-            let who = match r.node {
-                Some(n) => format!("node {n:<2}"),
-                None => "  ·    ".to_owned(),
-            };
-            Line::from(vec![
-                Span::styled(clock(r.at), Style::new().fg(Color::DarkGray)),
-                Span::raw(" "),
-                Span::styled(who, Style::new().bold()),
-                Span::raw(" "),
-                Span::styled(r.text.clone(), tone_style(r.tone)),
-            ])
-        })
-        .collect();
+    let height = inner.height as usize;
+    let text_width = (inner.width as usize).saturating_sub(EVENT_PREFIX).max(10);
+    // From the newest back, until the pane is full; the oldest shown may
+    // lose its first lines.
+    let mut lines: Vec<Line> = Vec::with_capacity(height);
+    for r in app.events.iter().rev() {
+        if lines.len() >= height {
+            break;
+        }
+        let mut record = event_lines(r, text_width);
+        record.reverse();
+        lines.extend(record);
+    }
+    lines.truncate(height);
+    lines.reverse();
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
-fn render_help(app: &App, frame: &mut Frame, area: Rect) {
-    let last = (app.nodes.len() - 1).min(9);
-    let select = if last == 0 {
-        "0 ↑↓".to_owned()
+/// One event as screen lines: the first with its time and node, the rest of
+/// a text longer than `width` on indented continuation lines.
+fn event_lines(r: &LogRecord, width: usize) -> Vec<Line<'static>> {
+    let who = match r.node {
+        Some(n) => format!("node {n:<2}"),
+        None => "  ·    ".to_owned(),
+    };
+    let text = if r.repeats > 1 {
+        format!("{} (×{})", r.text, r.repeats)
     } else {
-        format!("0-{last} ↑↓")
+        r.text.clone()
+    };
+    let style = tone_style(r.tone);
+    wrap(&text, width)
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                Line::from(vec![
+                    Span::styled(clock(r.at), Style::new().fg(Color::DarkGray)),
+                    Span::raw(" "),
+                    Span::styled(who.clone(), Style::new().bold()),
+                    Span::raw(" "),
+                    Span::styled(part, style),
+                ])
+            } else {
+                Line::from(vec![
+                    Span::raw(" ".repeat(EVENT_PREFIX)),
+                    Span::styled(part, style),
+                ])
+            }
+        })
+        .collect()
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces where
+/// there is one (a longer word is cut). Never empty.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut rest: Vec<char> = text.chars().collect();
+    while rest.len() > width {
+        let cut = rest[..=width]
+            .iter()
+            .rposition(|&c| c == ' ')
+            .filter(|&i| i > 0)
+            .unwrap_or(width);
+        lines.push(rest[..cut].iter().collect::<String>().trim_end().to_owned());
+        let skip = if rest.get(cut) == Some(&' ') {
+            cut + 1
+        } else {
+            cut
+        };
+        rest.drain(..skip);
+    }
+    lines.push(rest.into_iter().collect());
+    lines
+}
+
+/// The key bar: as many lines (one or two) as `width` needs. After `l` it
+/// asks for the other end of the link instead.
+fn help_lines(app: &App, width: u16) -> Vec<Line<'static>> {
+    let last = (app.nodes.len() - 1).min(9);
+    let digits = if last == 0 {
+        "0".to_owned()
+    } else {
+        format!("0-{last}")
     };
     let key = |k: String| {
         Span::styled(
@@ -358,22 +528,46 @@ fn render_help(app: &App, frame: &mut Frame, area: Rect) {
             Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD),
         )
     };
-    let spans = vec![
-        Span::raw(" "),
-        key(select),
-        Span::raw(" select  "),
-        key("c".into()),
-        Span::raw(" crash  "),
-        key("k".into()),
-        Span::raw(" kill  "),
-        key("r".into()),
-        Span::raw(" restore  "),
-        key("a".into()),
-        Span::raw(" restore all  "),
-        key("w".into()),
-        Span::raw(" write  "),
-        key("q".into()),
-        Span::raw(" quit"),
+    if let Some(from) = app.link_from {
+        return vec![Line::from(vec![
+            Span::raw(" "),
+            Span::styled(
+                format!("cut or heal the link from node {from} to node: "),
+                net_style("cut"),
+            ),
+            key(digits),
+            Span::raw("  any other key cancels"),
+        ])];
+    }
+    let items: [(String, &str); 10] = [
+        (format!("{digits} ↑↓"), "select"),
+        ("c".into(), "crash"),
+        ("k".into(), "kill"),
+        ("r".into(), "restore"),
+        ("a".into(), "restore all"),
+        ("w".into(), "write"),
+        ("p".into(), "isolate"),
+        (format!("l {digits}"), "cut link"),
+        ("h".into(), "heal all"),
+        ("q".into(), "quit"),
     ];
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    let mut lines: Vec<Vec<Span<'static>>> = vec![vec![Span::raw(" ")]];
+    let mut used = 1usize;
+    for (k, label) in items {
+        let len = k.chars().count() + 1 + label.chars().count();
+        let sep = if used > 1 { 2 } else { 0 };
+        if used > 1 && used + sep + len > width as usize && lines.len() < 2 {
+            lines.push(vec![Span::raw(" ")]);
+            used = 1;
+        }
+        let line = lines.last_mut().expect("one line at least");
+        if used > 1 {
+            line.push(Span::raw("  "));
+            used += 2;
+        }
+        line.push(key(k));
+        line.push(Span::raw(format!(" {label}")));
+        used += len;
+    }
+    lines.into_iter().map(Line::from).collect()
 }

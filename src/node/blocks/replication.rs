@@ -8,6 +8,10 @@
 //! - `surfstore.storeBlock(block:base64)` -> `true` once stored durably here;
 //! - `surfstore.readBlock(hash:string)` -> the block as base64, or `false` when
 //!   this node does not hold it (it never asks its own peers).
+//!
+//! Both go through the node's [`NetFilter`]: a call over a link it cuts is
+//! not made, and fails at once as unanswered (an answer arriving after the
+//! link was cut is dropped likewise).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{hash_hex, is_hash, BlockError, BlockOptions, BlockStore};
 use crate::node::driver::NodeStatus;
+use crate::node::peers::NetFilter;
 use crate::xmlrpc::client::{Client, Transport};
 use crate::xmlrpc::Value;
 
@@ -35,6 +40,8 @@ pub struct BlockService {
     /// A pooled client per peer (None for this node).
     peers: Arc<[Option<Client>]>,
     status: watch::Receiver<NodeStatus>,
+    /// Which peer calls may be made (open outside `run-cluster.sh`).
+    net: NetFilter,
 }
 
 impl BlockService {
@@ -63,6 +70,30 @@ impl BlockService {
             members,
             peers,
             status,
+            net: NetFilter::open(),
+        }
+    }
+
+    /// The same, its peer calls going through `net`.
+    pub fn with_net(self, net: NetFilter) -> Self {
+        BlockService { net, ..self }
+    }
+
+    /// Calls `method` on peer `peer` through the network filter.
+    async fn call_peer(
+        &self,
+        peer: u64,
+        client: &Client,
+        method: &str,
+        params: &[Value],
+    ) -> Result<Value, String> {
+        self.net
+            .check_call(self.id, peer)
+            .map_err(|e| e.to_string())?;
+        let answer = client.call(method, params).await.map_err(|e| e.to_string());
+        match self.net.check_call(self.id, peer) {
+            Ok(()) => answer,
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -110,8 +141,11 @@ impl BlockService {
         let deadline = tokio::time::Instant::now() + self.opts.put_timeout;
         let (ack_tx, mut acks) = mpsc::unbounded_channel::<Result<(), String>>();
         let done = Arc::new(AtomicBool::new(false));
-        for client in self.peers.iter().flatten() {
-            let client = client.clone();
+        for (peer, client) in self.peers.iter().enumerate() {
+            let Some(client) = client.clone() else {
+                continue;
+            };
+            let service = self.clone();
             let value = value.clone();
             let ack_tx = ack_tx.clone();
             let done = done.clone();
@@ -119,8 +153,13 @@ impl BlockService {
                 let mut backoff = Duration::from_millis(25);
                 let mut last = String::new();
                 while tokio::time::Instant::now() < deadline && !done.load(Ordering::Relaxed) {
-                    match client
-                        .call(STORE_BLOCK, std::slice::from_ref(&*value))
+                    match service
+                        .call_peer(
+                            peer as u64,
+                            &client,
+                            STORE_BLOCK,
+                            std::slice::from_ref(&*value),
+                        )
                         .await
                     {
                         Ok(Value::Bool(true)) => {
@@ -128,7 +167,7 @@ impl BlockService {
                             return;
                         }
                         Ok(other) => last = format!("answered {other:?}"),
-                        Err(e) => last = e.to_string(),
+                        Err(e) => last = e,
                     }
                     tokio::time::sleep_until((tokio::time::Instant::now() + backoff).min(deadline))
                         .await;
@@ -182,7 +221,13 @@ impl BlockService {
                 continue;
             };
             let hash = hash.to_owned();
-            set.spawn(async move { (id, client.call(READ_BLOCK, &[Value::String(hash)]).await) });
+            let service = self.clone();
+            set.spawn(async move {
+                let answer = service
+                    .call_peer(id as u64, &client, READ_BLOCK, &[Value::String(hash)])
+                    .await;
+                (id, answer)
+            });
         }
         let mut unreachable = Vec::new();
         while let Some(joined) = set.join_next().await {

@@ -21,6 +21,16 @@
 //! - A closed connection with calls in flight reports the peer unreachable;
 //!   one that closes while idle (the server's keep-alive cutoff) is simply
 //!   reopened for the next request.
+//! - A request over a link the [`NetFilter`](super::NetFilter) cuts is
+//!   dropped before it leaves (and the connection with it, so nothing is
+//!   held), an answer over a cut link is dropped when it arrives; the peer
+//!   is reported unreachable at the first loss and then at most once per
+//!   timeout while losses go on, as a silent network would have the lane
+//!   report it (and never crashed: a cut link is no contact).
+//! - The peer's reachability is logged at INFO once per transition: when a
+//!   call times out with nothing answered for a whole timeout, a connection
+//!   is refused or lost with calls on it, or the link is cut; and when an
+//!   answer comes again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -70,6 +80,14 @@ pub(super) struct Lane {
     /// The oldest call went unanswered past the timeout and nothing has been
     /// answered since.
     silent: bool,
+    /// When a loss on a cut link was last reported to the driver; `None`
+    /// once a request passes the filter again.
+    cut_reported: Option<Instant>,
+    /// What the log last said about the peer (true until a failure): the
+    /// INFO lines are written on transitions only.
+    reachable: bool,
+    /// When the peer's last answer was delivered.
+    last_answer: Option<Instant>,
 }
 
 impl Lane {
@@ -91,6 +109,9 @@ impl Lane {
             conn: None,
             inflight: VecDeque::new(),
             silent: false,
+            cut_reported: None,
+            reachable: true,
+            last_answer: None,
         }
     }
 
@@ -173,6 +194,11 @@ impl Lane {
             let Some(method) = peer_wire::method_for(&msg) else {
                 continue;
             };
+            if !self.opts.net.passes(self.opts.node, self.peer) {
+                self.lost_on_cut_link(true).await?;
+                continue;
+            }
+            self.cut_reported = None;
             if self.silent {
                 strip_entries(&mut msg);
             }
@@ -188,6 +214,7 @@ impl Lane {
                     Ok(c) => self.conn = Some(c),
                     Err(e) => {
                         tracing::debug!(peer = self.peer, "{method}: {e}");
+                        self.note_unreachable(format_args!("{e}"));
                         self.report(Request::Unreachable(self.peer)).await?;
                         continue;
                     }
@@ -217,8 +244,14 @@ impl Lane {
                         .await;
                 };
                 self.shared.stats.set_inflight(self.inflight.len());
+                if !self.opts.net.passes(self.peer, self.opts.node) {
+                    // Lost on the way back.
+                    return self.lost_on_cut_link(false).await;
+                }
                 self.shared.stats.set_rtt(call.sent_at.elapsed());
                 self.silent = false;
+                self.last_answer = Some(Instant::now());
+                self.note_reachable();
                 self.report(answer(
                     self.peer,
                     call.from,
@@ -236,6 +269,13 @@ impl Lane {
     /// unreachable and the lane goes quiet; after `ABANDON_AFTER` timeouts,
     /// the connection is given up.
     async fn on_overdue(&mut self) -> Result<(), Stop> {
+        let timeout = self.opts.timeout;
+        // A peer resuming from a pause answers its backlog one call at a
+        // time: the call after an answer may be overdue already, and saying
+        // the peer is unreachable then would be noise.
+        if self.last_answer.is_none_or(|at| at.elapsed() >= timeout) {
+            self.note_unreachable(format_args!("no answer within {timeout:?}"));
+        }
         if self.silent {
             tracing::debug!(
                 peer = self.peer,
@@ -245,7 +285,7 @@ impl Lane {
             self.drop_connection();
             return Ok(());
         }
-        tracing::debug!(peer = self.peer, "no answer within {:?}", self.opts.timeout);
+        tracing::debug!(peer = self.peer, "no answer within {timeout:?}");
         self.silent = true;
         self.report(Request::Unreachable(self.peer)).await
     }
@@ -256,9 +296,66 @@ impl Lane {
         self.drop_connection();
         if lost > 0 {
             tracing::debug!(peer = self.peer, lost, "connection lost: {why}");
+            self.note_unreachable(format_args!(
+                "connection lost with {lost} call(s) on it: {why}"
+            ));
             self.report(Request::Unreachable(self.peer)).await?;
         }
         Ok(())
+    }
+
+    /// A request (`outbound`) or an answer was dropped because the link is
+    /// cut: what a silent network does, except that the driver hears of it
+    /// at once rather than after a timeout, and then once per timeout while
+    /// losses go on (a lost call per heartbeat would otherwise be reported
+    /// per heartbeat, each report inviting a new probe).
+    async fn lost_on_cut_link(&mut self, outbound: bool) -> Result<(), Stop> {
+        if outbound && self.conn.is_some() {
+            // Whatever is in flight is lost with the link; hold nothing.
+            self.drop_connection();
+        }
+        let (from, to) = if outbound {
+            (self.opts.node, self.peer)
+        } else {
+            (self.peer, self.opts.node)
+        };
+        self.note_unreachable(format_args!(
+            "the link from node {from} to node {to} is cut (partition)"
+        ));
+        let due = self
+            .cut_reported
+            .is_none_or(|at| at.elapsed() >= self.opts.timeout);
+        if due {
+            self.cut_reported = Some(Instant::now());
+            self.report(Request::Unreachable(self.peer)).await?;
+        }
+        Ok(())
+    }
+
+    /// Logs the peer unreachable, if the log last said it was reachable.
+    fn note_unreachable(&mut self, why: std::fmt::Arguments<'_>) {
+        if std::mem::replace(&mut self.reachable, false) {
+            tracing::info!(
+                node = self.opts.node,
+                peer = self.peer,
+                "peer {} ({}) unreachable: {why}",
+                self.peer,
+                self.addr
+            );
+        }
+    }
+
+    /// Logs the peer reachable again, if the log last said it was not.
+    fn note_reachable(&mut self) {
+        if !std::mem::replace(&mut self.reachable, true) {
+            tracing::info!(
+                node = self.opts.node,
+                peer = self.peer,
+                "peer {} ({}) reachable again",
+                self.peer,
+                self.addr
+            );
+        }
     }
 
     fn drop_connection(&mut self) {

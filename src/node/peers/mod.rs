@@ -20,10 +20,22 @@
 //! A crashed (or stopped) node sends nothing: both lanes check the node's
 //! status before every call and drop what is queued while it is crashed.
 //!
+//! A [`NetFilter`] ([`partition`]) can cut links, as `run-cluster.sh`'s
+//! dashboard does: a request over a cut link is dropped before it leaves and
+//! an answer over one is dropped when it arrives, and the peer is reported
+//! unreachable (never crashed: a cut link is no contact), at once and then at
+//! most once per timeout, as a silent network would make the lane report it.
+//! A `run-server.sh` node's filter is open.
+//!
+//! The message lane logs at INFO, once per transition and not per call, when
+//! a peer becomes unreachable (calls time out, connections are refused or
+//! lost, or the link is cut) and when it answers again.
+//!
 //! The numbers of each peer (queued messages and bytes, calls in flight, last
 //! round trip) are kept in a [`PeerStats`] that the node handle reads.
 
 mod lane;
+pub mod partition;
 pub mod queue;
 mod snapshot;
 pub mod stats;
@@ -38,6 +50,7 @@ use crate::node::driver::{NodeStatus, Request};
 use crate::node::raft::{Message, MessageBody, NodeId};
 use crate::xmlrpc::client::Transport;
 
+pub use partition::{Cuts, LinkCut, NetFilter, Partition};
 pub use queue::{Limits, Pushed, Queue};
 pub use snapshot::SNAPSHOT_CHUNK_BYTES;
 pub use stats::{PeerNumbers, PeerStats, PeerTable};
@@ -58,6 +71,10 @@ pub struct SenderOptions {
     /// What goes with each call: this node's identity and, with a cluster
     /// secret, its proof.
     pub transport: Transport,
+    /// The sending node (for the network filter and the logs).
+    pub node: NodeId,
+    /// Which calls may leave and which answers arrive; open by default.
+    pub net: NetFilter,
 }
 
 impl SenderOptions {
@@ -76,6 +93,8 @@ impl SenderOptions {
                 max_bytes: 2 * max_bytes_per_message + (1 << 20),
             },
             transport: Transport::default(),
+            node: 0,
+            net: NetFilter::open(),
         }
     }
 }
@@ -174,8 +193,12 @@ pub fn spawn_sender(
     });
     let (snap_tx, snap_rx) = watch::channel(None);
     tokio::spawn(snapshot::run(
-        peer,
-        addr.to_owned(),
+        snapshot::Route {
+            node: opts.node,
+            peer,
+            addr: addr.to_owned(),
+            net: opts.net.clone(),
+        },
         opts.timeout,
         opts.transport.clone(),
         stats.clone(),

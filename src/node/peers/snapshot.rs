@@ -7,13 +7,16 @@
 //! the snapshot refused, so the core pauses before sending it again; any
 //! other failed chunk reports the peer unreachable; the last chunk's answer
 //! is the core's response. A crashed node stops a transfer at the next chunk.
+//! A chunk over a link the [`NetFilter`] cuts is not sent (nor its answer
+//! delivered): the transfer fails after the timeout as a lost call would,
+//! holding no connection meanwhile, and the peer is reported unreachable.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::{answer, halted, PeerStats};
+use super::{answer, halted, NetFilter, PeerStats};
 use crate::node::driver::{NodeStatus, Request};
 use crate::node::error::{FAULT_BAD_REQUEST, FAULT_NOT_PEER, FAULT_UNAUTHORIZED};
 use crate::node::peer_wire::{self, INSTALL_SNAPSHOT};
@@ -24,11 +27,19 @@ use crate::xmlrpc::client::{CallError, Client, Transport};
 /// of body, well inside the server's 16 MiB limit and quick to answer.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
+/// Who sends to whom, and through which filter.
+pub(super) struct Route {
+    /// The sending node.
+    pub node: NodeId,
+    pub peer: NodeId,
+    pub addr: String,
+    pub net: NetFilter,
+}
+
 /// Runs the lane until the driver's end is dropped. `slot` holds the newest
 /// snapshot handed over (a watch channel: one value, the newest).
 pub(super) async fn run(
-    peer: NodeId,
-    addr: String,
+    route: Route,
     timeout: Duration,
     transport: Transport,
     stats: Arc<PeerStats>,
@@ -36,6 +47,7 @@ pub(super) async fn run(
     driver: mpsc::Sender<Request>,
     status: watch::Receiver<NodeStatus>,
 ) {
+    let (peer, addr) = (route.peer, route.addr.clone());
     // The client (and its connection) is made on the first snapshot.
     let mut client = None;
     loop {
@@ -58,7 +70,7 @@ pub(super) async fn run(
                     tracing::debug!(peer, "snapshot superseded while being sent");
                     msg = m;
                 }
-                answer = send_snapshot(peer, client, &msg, &status, &stats) => {
+                answer = send_snapshot(&route, client, timeout, &msg, &status, &stats) => {
                     if driver.send(answer).await.is_err() {
                         return;
                     }
@@ -72,12 +84,14 @@ pub(super) async fn run(
 /// Sends `msg` (an `InstallSnapshot`) in chunks, one call at a time; the
 /// driver's answer: the core's response or the peer unreachable.
 async fn send_snapshot(
-    peer: NodeId,
+    route: &Route,
     client: &Client,
+    timeout: Duration,
     msg: &Message,
     status: &watch::Receiver<NodeStatus>,
     stats: &PeerStats,
 ) -> Request {
+    let peer = route.peer;
     let chunks = peer_wire::snapshot_chunks(msg, SNAPSHOT_CHUNK_BYTES)
         .expect("lane invariant: only InstallSnapshot messages reach the snapshot lane");
     if let MessageBody::InstallSnapshot { snapshot } = &msg.body {
@@ -95,9 +109,19 @@ async fn send_snapshot(
             tracing::debug!(peer, "crashed: the snapshot transfer stops");
             return Request::Unreachable(peer);
         }
+        if let Err(cut) = route.net.check_call(route.node, peer) {
+            // As a call into a silent network: no answer within the timeout.
+            tracing::debug!(peer, offset = chunk.offset, "installSnapshot: {cut}");
+            tokio::time::sleep(timeout).await;
+            return Request::Unreachable(peer);
+        }
         let result = client
             .call(INSTALL_SNAPSHOT, &[peer_wire::encode_chunk(&chunk)])
             .await;
+        if !route.net.passes(peer, route.node) {
+            // The answer is lost on the way back (the link was cut meanwhile).
+            return Request::Unreachable(peer);
+        }
         if let Err(CallError::Fault(f)) = &result {
             if [FAULT_BAD_REQUEST, FAULT_UNAUTHORIZED, FAULT_NOT_PEER].contains(&f.code) {
                 tracing::warn!(
