@@ -359,6 +359,7 @@ mod render {
         "r restore",
         "a restore all",
         "w write",
+        "t lead",
         "p isolate",
         "l 0-2 cut link",
         "h heal all",
@@ -379,7 +380,7 @@ mod render {
             "the events pane ends above: {help}"
         );
         // One line where there is room.
-        let buf = draw(&three_nodes(), 120, 30);
+        let buf = draw(&three_nodes(), 121, 30);
         let help = lines(&buf)[29].clone();
         for key in EVERY_KEY {
             assert!(help.contains(key), "{key} missing from {help}");
@@ -514,6 +515,38 @@ mod keys {
         assert_eq!(app.selected, 2);
         press(&mut app, KeyCode::Up);
         assert_eq!(app.selected, 1);
+    }
+
+    #[test]
+    fn t_hands_leadership_from_the_leader_to_the_selected_node() {
+        let mut app = three_nodes();
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('t')),
+            Some(Action::Transfer { from: 0, to: 2 })
+        );
+        press(&mut app, KeyCode::Char('0'));
+        assert_eq!(press(&mut app, KeyCode::Char('t')), None, "0 already leads");
+        assert!(app.events.back().unwrap().text.contains("already leads"));
+        press(&mut app, KeyCode::Char('1'));
+        assert_eq!(press(&mut app, KeyCode::Char('t')), None, "1 is crashed");
+        assert!(app.events.back().unwrap().text.contains("cannot take over"));
+        // The transfer's events read whole in the log.
+        app.push_event(event(0, 5, EventKind::TransferStarted { to: 2, term: 42 }));
+        app.push_event(event(
+            0,
+            6,
+            EventKind::LeadershipTransferred { to: 2, term: 43 },
+        ));
+        let texts: Vec<&str> = app.events.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            texts.contains(&"handing leadership to node 2 (term 42)"),
+            "{texts:?}"
+        );
+        assert!(
+            texts.contains(&"leadership transferred to node 2 (term 43)"),
+            "{texts:?}"
+        );
     }
 
     #[test]

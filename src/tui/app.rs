@@ -130,6 +130,8 @@ pub enum Action {
     Kill(NodeId),
     /// An `updatefile` of `filename` at its next version, through `via`.
     Write { via: NodeId, filename: String },
+    /// `transferLeader(to)` at the leader `from` (the XML-RPC method's call).
+    Transfer { from: NodeId, to: NodeId },
     /// Cut or heal links in the cluster's partition filter.
     Net(NetAction),
 }
@@ -281,6 +283,26 @@ impl App {
             return None;
         }
         Some(Action::Restore(id))
+    }
+
+    /// Hand leadership from the leader to the selected node.
+    pub fn transfer_to_selected(&mut self) -> Option<Action> {
+        let to = self.selected_node();
+        let Some(from) = self.leader() else {
+            self.note("no leader to hand leadership over yet".to_owned());
+            return None;
+        };
+        if from == to {
+            self.note(format!(
+                "node {to} already leads: select another node to hand over to"
+            ));
+            return None;
+        }
+        if self.nodes[self.selected].status.crashed {
+            self.note(format!("node {to} is crashed: it cannot take over"));
+            return None;
+        }
+        Some(Action::Transfer { from, to })
     }
 
     pub fn restore_all(&mut self) -> Option<Action> {

@@ -63,6 +63,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('r') => app.restore_selected(),
         KeyCode::Char('a') => app.restore_all(),
         KeyCode::Char('w') => app.write_demo(),
+        KeyCode::Char('t') => app.transfer_to_selected(),
         KeyCode::Char('p') => app.isolate_selected(),
         KeyCode::Char('l') => {
             app.start_link();

@@ -218,6 +218,19 @@ fn perform(
         }
         Action::Kill(_) => unreachable!("run_loop carries out kills itself"),
         Action::Net(_) => unreachable!("run_loop carries out partition changes itself"),
+        Action::Transfer { from, to } => {
+            let h = handles[from as usize].clone();
+            actions.spawn(async move {
+                match h.transfer_leader(Some(to)).await {
+                    Ok(_) => {}
+                    Err(e) => note(
+                        Some(from),
+                        format!("transfer to node {to} failed: {e}"),
+                        Tone::Error,
+                    ),
+                }
+            });
+        }
         Action::Write { via, filename } => {
             let h = handles[via as usize].clone();
             actions.spawn(async move {

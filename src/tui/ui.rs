@@ -539,13 +539,14 @@ fn help_lines(app: &App, width: u16) -> Vec<Line<'static>> {
             Span::raw("  any other key cancels"),
         ])];
     }
-    let items: [(String, &str); 10] = [
+    let items: [(String, &str); 11] = [
         (format!("{digits} ↑↓"), "select"),
         ("c".into(), "crash"),
         ("k".into(), "kill"),
         ("r".into(), "restore"),
         ("a".into(), "restore all"),
         ("w".into(), "write"),
+        ("t".into(), "lead"),
         ("p".into(), "isolate"),
         (format!("l {digits}"), "cut link"),
         ("h".into(), "heal all"),
