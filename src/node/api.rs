@@ -25,7 +25,7 @@ use crate::node::peer_wire;
 use crate::node::peers::{PeerNumbers, PeerTable};
 use crate::node::raft::NodeId;
 use crate::xmlrpc::codec::MethodCall;
-use crate::xmlrpc::server::{CallContext, Handler};
+use crate::xmlrpc::server::{CallContext, Handler, Page};
 use crate::xmlrpc::{Fault, Value};
 
 use args::Args;
@@ -425,6 +425,42 @@ impl Handler for NodeHandle {
         self.dispatch_from(call, Some(&ctx))
             .await
             .map_err(Fault::from)
+    }
+
+    async fn get(&self, path: &str) -> Option<Page> {
+        (path == "/health").then(|| self.health())
+    }
+}
+
+impl NodeHandle {
+    /// `GET /health`: 200 when this node is up, neither crashed nor stopped,
+    /// and leads or follows a leader it has heard from (a follower forgets
+    /// its leader when its election timer fires); 503 with the reason
+    /// otherwise. A small JSON body either way.
+    pub fn health(&self) -> Page {
+        let st = self.status();
+        let reason = if let Some(why) = &st.failed {
+            Some(format!("stopped: {why}"))
+        } else if st.crashed {
+            Some("crashed".to_owned())
+        } else if st.raft.leader.is_none() {
+            Some("no leader known (an election is under way, or this node is cut off)".to_owned())
+        } else {
+            None
+        };
+        let body = serde_json::json!({
+            "health": reason.is_none(),
+            "reason": reason,
+            "id": self.id,
+            "term": st.raft.term,
+            "leader": st.raft.leader,
+            "applied_index": st.raft.applied_index,
+        });
+        Page {
+            status: if reason.is_none() { 200 } else { 503 },
+            content_type: "application/json",
+            body: bytes::Bytes::from(format!("{body}\n")),
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 //! connection limit and a shutdown future, in the shape of mini-redis.
 //!
 //! Promises:
-//! - `POST /RPC2` and `POST /` are XML-RPC calls; any other path is 404, any
-//!   other method 405 (`Allow: POST`). Keep-alive, many connections at once.
+//! - `POST /RPC2` and `POST /` are XML-RPC calls, and any other method on
+//!   them is 405 (`Allow: POST`); `GET` of another path is the handler's
+//!   [`Handler::get`] page (`/health`), else 404. Keep-alive, many
+//!   connections at once.
 //! - A body larger than [`ServerOptions::max_body_bytes`] is refused with 413
 //!   before it is read (declared length) or as soon as it passes the limit
 //!   (chunked); the connection is then closed, the rest never read.
@@ -68,6 +70,20 @@ pub trait Handler: Clone + Send + Sync + 'static {
         call: MethodCall,
         ctx: CallContext,
     ) -> impl Future<Output = Result<Value, Fault>> + Send;
+
+    /// A `GET` of `path` (not the XML-RPC path): the page, or `None` for 404.
+    fn get(&self, path: &str) -> impl Future<Output = Option<Page>> + Send {
+        let _ = path;
+        async { None }
+    }
+}
+
+/// A page a [`Handler`] serves to `GET`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
 }
 
 /// What the server knows of a call besides the call itself.
@@ -443,6 +459,16 @@ async fn respond<H: Handler>(
 ) -> Response<Full<Bytes>> {
     limits.stats.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path();
+    if path != "/RPC2" && path != "/" && req.method() == Method::GET {
+        if let Some(page) = handler.get(path).await {
+            let mut resp = Response::new(Full::new(page.body));
+            *resp.status_mut() =
+                StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(page.content_type));
+            return resp;
+        }
+    }
     if path != "/RPC2" && path != "/" {
         return plain(
             StatusCode::NOT_FOUND,
