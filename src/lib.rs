@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod fuzzing;
 pub mod node;
+pub mod partitions;
 pub mod sim;
 pub mod tester;
 pub mod tls;

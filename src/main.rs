@@ -60,6 +60,9 @@ enum Command {
     /// Make a test CA and a node certificate for a cluster (for --tls-cert,
     /// --tls-key and --tls-ca), offline.
     Cert(surfstore::tls::cert::CertArgs),
+    /// Network partitions (namespaces + nftables, needs root) against 5 real
+    /// nodes under the linearizability workload.
+    Partitions(surfstore::partitions::PartitionsArgs),
 }
 
 #[derive(Args)]
@@ -176,6 +179,9 @@ fn main() -> ExitCode {
         }
         Command::Cert(args) => {
             ExitCode::from(surfstore::tls::cert::run_cli(&args).clamp(0, 255) as u8)
+        }
+        Command::Partitions(args) => {
+            ExitCode::from(surfstore::partitions::run_cli(&args).clamp(0, 255) as u8)
         }
         Command::Cluster {
             config,
