@@ -571,7 +571,7 @@ impl Run {
         }
         Err(PartitionError::check(
             what,
-            format!("term {term} (pre-vote keeps a node that cannot win from raising it)"),
+            format!("still term {term}"),
             wrong.join("; "),
         ))
     }

@@ -100,7 +100,7 @@ pub struct PartitionsArgs {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub snapshot_threshold: u64,
     /// Most a node's VmRSS may grow over one cut, in MiB.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     pub rss_bound_mib: u64,
     /// Keep the run directory (config, data directories, node logs) even
     /// when every scenario passed.

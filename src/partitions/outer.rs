@@ -363,7 +363,7 @@ fn run_one(
 /// One line per scenario.
 fn print_summary(reports: &[Report]) {
     println!(
-        "\n{:<21} {:<7} {:>11} {:>14} {:>16} {:>11} {:>17} {:>9} {:>7}",
+        "\n{:<21} {:<7} {:>13} {:>14} {:>16} {:>11} {:>17} {:>9} {:>7}",
         "scenario",
         "verdict",
         "acked (cut)",
@@ -384,7 +384,7 @@ fn print_summary(reports: &[Report]) {
             None => "-".into(),
         };
         println!(
-            "{:<21} {:<7} {:>11} {:>14} {:>16} {:>11} {:>17} {:>9} {:>6.1}s",
+            "{:<21} {:<7} {:>13} {:>14} {:>16} {:>11} {:>17} {:>9} {:>6.1}s",
             r.scenario,
             if r.passed() { "PASS" } else { "FAIL" },
             format!("{} ({})", r.acked_total, r.acked_during_cuts),

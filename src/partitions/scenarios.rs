@@ -137,6 +137,11 @@ async fn leader_loses_majority(run: &mut Run, hold: Duration, with_follower: boo
         vec![l]
     };
     let majority: Vec<usize> = (0..run.n).filter(|i| !minority.contains(i)).collect();
+    // The cut falls at a random point of the leader's check-quorum round
+    // (which starts when it is elected), so runs sample every phase,
+    // the worst (just after a round that still saw the followers) included.
+    let phase = run.rng(13).gen_range(0..300);
+    run.hold_until(run.t() + Duration::from_millis(phase)).await;
     run.rss_start().await?;
     let times = run.apply(Cut::split(run.n, &minority), &[l]).await?;
     let t_cut = times[l];
