@@ -122,6 +122,7 @@ pub fn run(args: &PartitionsArgs, scenarios: Vec<&'static Scenario>, seed: u64) 
         println!("partitions: skipped: {why}");
         return EXIT_UNAVAILABLE;
     }
+    warn_about_stale_namespaces();
     let signals = match catch_signals() {
         Ok(s) => s,
         Err(e) => {
@@ -168,6 +169,28 @@ pub fn run(args: &PartitionsArgs, scenarios: Vec<&'static Scenario>, seed: u64) 
         let _ = std::fs::remove_dir_all(&dir);
     }
     code
+}
+
+/// Names the namespaces a killed run (SIGKILL: its PID is gone) left
+/// behind; deleting them is left to the operator, who may want a look.
+fn warn_about_stale_namespaces() {
+    let Ok(all) = net::namespaces_with(net::PREFIX) else {
+        return;
+    };
+    let stale: Vec<String> = all
+        .into_iter()
+        .filter(|ns| {
+            let pid = ns[net::PREFIX.len()..].split('-').next().unwrap_or("");
+            pid.parse::<u32>()
+                .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        })
+        .collect();
+    if !stale.is_empty() {
+        println!(
+            "partitions: namespaces of a run that was killed remain (delete them with `ip netns delete NAME`): {}",
+            stale.join(" ")
+        );
+    }
 }
 
 fn run_all(
