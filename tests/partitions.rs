@@ -12,6 +12,8 @@
 //! - `sigterm_mid_cut_removes_everything`: SIGTERM while a cut is in place;
 //!   the harness must exit 130 having stopped every process and deleted
 //!   every namespace it made.
+//! - `majority_moves_keeps_the_leader` (ignored): the reproducer of a known
+//!   node bug, which fails until it is fixed (README, "Partition tests").
 //!
 //! Needs root, `ip netns` and nftables; installs nftables with apt-get when
 //! `nft` is missing. Elsewhere each test prints `skipped: <why>` and passes.
