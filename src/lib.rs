@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod fuzzing;
 pub mod logs;
 pub mod node;
+pub mod partitions;
 pub mod sim;
 pub mod tester;
 pub mod tls;

@@ -91,6 +91,9 @@ enum Command {
     /// --tls-key and --tls-ca), offline.
     #[command(after_help = "Exit codes: 0 written; 1 refused or failed; 2 bad arguments.")]
     Cert(surfstore::tls::cert::CertArgs),
+    /// Network partitions (namespaces + nftables, needs root) against 5 real
+    /// nodes under the linearizability workload.
+    Partitions(surfstore::partitions::PartitionsArgs),
 }
 
 #[derive(Args)]
@@ -248,6 +251,9 @@ fn main() -> ExitCode {
         }
         Command::Cert(args) => {
             ExitCode::from(surfstore::tls::cert::run_cli(&args).clamp(0, 255) as u8)
+        }
+        Command::Partitions(args) => {
+            ExitCode::from(surfstore::partitions::run_cli(&args).clamp(0, 255) as u8)
         }
         Command::Cluster {
             config,

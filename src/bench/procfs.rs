@@ -1,6 +1,8 @@
 //! What the bench reads about server processes from `/proc` (Linux): the CPU
 //! time they used (`utime + stime` of `/proc/PID/stat`, every thread
-//! included) and, from `/proc/PID/cmdline`, how they were told to store data.
+//! included), their resident set (`VmRSS` of `/proc/PID/status`, which the
+//! partition harness reads too) and, from `/proc/PID/cmdline`, how they
+//! were told to store data.
 //!
 //! These are blocking reads of tiny files; callers on a tokio worker run them
 //! through `spawn_blocking`.
@@ -16,8 +18,12 @@ pub enum ProcError {
         file: &'static str,
         source: std::io::Error,
     },
-    #[error("/proc/{pid}/stat has an unexpected format: {text:?}")]
-    Format { pid: u32, text: String },
+    #[error("/proc/{pid}/{file} has an unexpected format: {text:?}")]
+    Format {
+        pid: u32,
+        file: &'static str,
+        text: String,
+    },
 }
 
 /// Clock ticks per second of `utime`/`stime`.
@@ -41,7 +47,11 @@ pub fn cpu_time(pid: u32) -> Result<Duration, ProcError> {
         })?;
     parse_cpu_ticks(&text)
         .map(|ticks| Duration::from_secs_f64(ticks as f64 / ticks_per_second() as f64))
-        .ok_or(ProcError::Format { pid, text })
+        .ok_or(ProcError::Format {
+            pid,
+            file: "stat",
+            text,
+        })
 }
 
 /// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The
@@ -59,6 +69,28 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 /// The summed CPU time of `pids`.
 pub fn total_cpu_time(pids: &[u32]) -> Result<Duration, ProcError> {
     pids.iter().map(|&p| cpu_time(p)).sum()
+}
+
+/// The resident set of `pid` (`VmRSS` of `/proc/PID/status`), in kB.
+pub fn vm_rss_kb(pid: u32) -> Result<u64, ProcError> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|source| {
+        ProcError::Read {
+            pid,
+            file: "status",
+            source,
+        }
+    })?;
+    parse_vm_rss_kb(&text).ok_or(ProcError::Format {
+        pid,
+        file: "status",
+        text,
+    })
+}
+
+/// The `VmRSS:   1234 kB` line of a `/proc/PID/status`.
+fn parse_vm_rss_kb(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    line.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
 /// The arguments `pid` was started with.
@@ -127,6 +159,17 @@ mod tests {
         assert_eq!(parse_cpu_ticks(line), Some(267));
         assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
         assert_eq!(parse_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn reads_the_resident_set() {
+        assert_eq!(
+            parse_vm_rss_kb("Name:\tx\nVmRSS:\t   9292 kB\nVmSwap: 0 kB\n"),
+            Some(9292)
+        );
+        assert_eq!(parse_vm_rss_kb("Name:\tx\n"), None);
+        assert!(vm_rss_kb(std::process::id()).unwrap() > 0);
+        assert!(matches!(vm_rss_kb(u32::MAX), Err(ProcError::Read { .. })));
     }
 
     #[test]
