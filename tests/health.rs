@@ -35,8 +35,17 @@ async fn health_says_200_when_a_leader_is_known_and_503_with_the_reason() {
     let follower = (leader as usize + 1) % 3;
     // A follower knows the leader once its first heartbeat came.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cluster.handle(follower as u64).status().raft.leader.is_none() {
-        assert!(Instant::now() < deadline, "the follower never heard the leader");
+    while cluster
+        .handle(follower as u64)
+        .status()
+        .raft
+        .leader
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never heard the leader"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for i in [leader as usize, follower] {
