@@ -12,10 +12,12 @@ use surfstore::xmlrpc::Value;
 
 const PORTS: [u16; 3] = [9890, 9891, 9892];
 
-fn ctl(args: &[&str]) -> Output {
+/// `run-ctl.sh` with the members from the config the harness wrote (a
+/// stopped node cannot be the one asked for them).
+fn ctl(nodes: &Nodes, args: &[&str]) -> Output {
     Command::new(format!("{}/run-ctl.sh", env!("CARGO_MANIFEST_DIR")))
-        .arg("--endpoint")
-        .arg(format!("localhost:{}", PORTS[0]))
+        .arg("--config")
+        .arg(nodes.dir.join("config.txt"))
         .args(args)
         .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
         .stdin(Stdio::null())
@@ -33,18 +35,18 @@ async fn ctl_moves_and_shows_the_cluster() {
     let cs = clients(&PORTS);
     let leader = wait_for_leader(&cs).await;
 
-    let m = ctl(&["members"]);
+    let m = ctl(&nodes, &["members"]);
     assert_eq!(m.status.code(), Some(0), "{}", out(&m));
     assert_eq!(
         String::from_utf8_lossy(&m.stdout),
         "0  localhost:9890\n1  localhost:9891\n2  localhost:9892\n"
     );
 
-    let s = ctl(&["status"]);
+    let s = ctl(&nodes, &["status"]);
     assert_eq!(s.status.code(), Some(0), "all healthy: {}", out(&s));
 
     let to = (leader + 1) % 3;
-    let t = ctl(&["transfer-leader", &to.to_string()]);
+    let t = ctl(&nodes, &["transfer-leader", &to.to_string()]);
     assert_eq!(t.status.code(), Some(0), "{}", out(&t));
     assert!(
         out(&t).contains(&format!("from member {leader} to member {to}")),
@@ -52,20 +54,20 @@ async fn ctl_moves_and_shows_the_cluster() {
         out(&t)
     );
     assert_eq!(wait_for_leader(&cs).await, to);
-    let bad = ctl(&["transfer-leader", "9"]);
+    let bad = ctl(&nodes, &["transfer-leader", "9"]);
     assert_eq!(bad.status.code(), Some(2), "{}", out(&bad));
 
     // One follower crashed through ctl, the other stopped for good.
     let crashed = (to + 1) % 3;
     let stopped = (to + 2) % 3;
-    let c = ctl(&["crash", &crashed.to_string()]);
+    let c = ctl(&nodes, &["crash", &crashed.to_string()]);
     assert_eq!(c.status.code(), Some(0), "{}", out(&c));
     let s = status(&cs[crashed]).await.unwrap();
     assert_eq!(field(&s, "crashed"), &Value::Bool(true));
     signal(nodes.pid(stopped), "KILL");
     nodes.wait(stopped, Duration::from_secs(10));
 
-    let s = ctl(&["status"]);
+    let s = ctl(&nodes, &["status"]);
     let text = String::from_utf8_lossy(&s.stdout).into_owned();
     assert_eq!(
         s.status.code(),
@@ -83,7 +85,7 @@ async fn ctl_moves_and_shows_the_cluster() {
     assert!(rows[1 + crashed].ends_with("crashed"), "{text}");
     assert!(rows[1 + stopped].contains("unreachable"), "{text}");
 
-    let j = ctl(&["-w", "json", "status"]);
+    let j = ctl(&nodes, &["-w", "json", "status"]);
     assert_eq!(j.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&j.stdout).expect("JSON");
     assert_eq!(v.as_array().unwrap().len(), 3);
@@ -92,7 +94,7 @@ async fn ctl_moves_and_shows_the_cluster() {
     assert_eq!(v[crashed]["health"], "crashed");
     assert_eq!(v[stopped]["term"], serde_json::Value::Null);
 
-    let r = ctl(&["restore", &crashed.to_string()]);
+    let r = ctl(&nodes, &["restore", &crashed.to_string()]);
     assert_eq!(r.status.code(), Some(0), "{}", out(&r));
     let s = status(&cs[crashed]).await.unwrap();
     assert_eq!(field(&s, "crashed"), &Value::Bool(false));
