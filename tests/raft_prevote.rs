@@ -44,21 +44,6 @@ fn core(id: NodeId, term: u64) -> Raft {
     .unwrap()
 }
 
-/// Step `msg` into `n` and return the one response it makes.
-fn answer(n: &mut Raft, msg: Message) -> Message {
-    n.step(msg).unwrap();
-    let rd = n.ready();
-    let mut responses: Vec<Message> = rd
-        .messages
-        .iter()
-        .filter(|m| m.body.is_response())
-        .cloned()
-        .collect();
-    n.advance(rd);
-    assert_eq!(responses.len(), 1, "exactly one response: {responses:?}");
-    responses.pop().unwrap()
-}
-
 fn pre_vote(from: NodeId, to: NodeId, term: u64, last_index: u64, last_term: u64) -> Message {
     Message {
         from,
@@ -219,7 +204,7 @@ fn a_leader_and_its_followers_refuse_pre_votes() {
 #[test]
 fn granting_a_pre_vote_records_nothing() {
     let mut n = core(1, 3);
-    let r = answer(&mut n, pre_vote(2, 1, 4, 0, 0));
+    let r = only_response(&mut n, pre_vote(2, 1, 4, 0, 0));
     assert_eq!(r.body, MessageBody::PreVoteResponse { granted: true });
     assert_eq!(r.term, 4, "a grant carries the term asked about");
     assert_eq!(r.ctx, 7);
@@ -240,7 +225,7 @@ fn granting_a_pre_vote_records_nothing() {
             transfer: false,
         },
     };
-    let r = answer(&mut n, rv);
+    let r = only_response(&mut n, rv);
     assert_eq!(r.body, MessageBody::RequestVoteResponse { granted: true });
 }
 
@@ -255,10 +240,10 @@ fn a_pre_vote_from_a_stale_log_is_refused() {
         log_of(&[1, 2]),
     )
     .unwrap();
-    let r = answer(&mut n, pre_vote(2, 1, 3, 1, 1));
+    let r = only_response(&mut n, pre_vote(2, 1, 3, 1, 1));
     assert_eq!(r.body, MessageBody::PreVoteResponse { granted: false });
     assert_eq!(r.term, 2);
-    let r = answer(&mut n, pre_vote(2, 1, 3, 2, 2));
+    let r = only_response(&mut n, pre_vote(2, 1, 3, 2, 2));
     assert_eq!(r.body, MessageBody::PreVoteResponse { granted: true });
 }
 
@@ -267,7 +252,7 @@ fn a_pre_vote_from_a_stale_log_is_refused() {
 #[test]
 fn a_stale_pre_candidate_learns_the_term_from_a_refusal() {
     let mut newer = core(1, 7);
-    let refusal = answer(&mut newer, pre_vote(2, 1, 4, 0, 0));
+    let refusal = only_response(&mut newer, pre_vote(2, 1, 4, 0, 0));
     assert_eq!(refusal.term, 7);
     assert_eq!(
         refusal.body,

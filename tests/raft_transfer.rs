@@ -221,20 +221,6 @@ fn core(id: NodeId, term: u64) -> Raft {
     .unwrap()
 }
 
-fn only_response(n: &mut Raft, msg: Message) -> Message {
-    n.step(msg).unwrap();
-    let rd = n.ready();
-    let mut out: Vec<Message> = rd
-        .messages
-        .iter()
-        .filter(|m| m.body.is_response())
-        .cloned()
-        .collect();
-    n.advance(rd);
-    assert_eq!(out.len(), 1, "{out:?}");
-    out.pop().unwrap()
-}
-
 fn heartbeat_from_0(term: u64) -> Message {
     Message {
         from: 0,

@@ -198,6 +198,22 @@ fn runtime(config: RaftConfig, stored: Stored, n: usize) -> NodeRuntime {
     rt
 }
 
+/// Steps `msg` into the bare core `n` and returns the one response it
+/// makes (a test of one rule on one core, without a cluster).
+pub fn only_response(n: &mut Raft, msg: Message) -> Message {
+    n.step(msg).unwrap();
+    let rd = n.ready();
+    let mut out: Vec<Message> = rd
+        .messages
+        .iter()
+        .filter(|m| m.body.is_response())
+        .cloned()
+        .collect();
+    n.advance(rd);
+    assert_eq!(out.len(), 1, "exactly one response: {out:?}");
+    out.pop().unwrap()
+}
+
 pub struct Cluster {
     nodes: Vec<Node>,
     /// Per node: every entry its runtime applied since it started, in order
