@@ -894,19 +894,7 @@ fn every_request_gets_exactly_one_response_with_its_ctx() {
         assert_eq!(answers[0].term, n.term());
         n.advance(rd);
     }
-    let stale = Message {
-        from: 0,
-        to: 1,
-        term: 1,
-        ctx: 77,
-        body: MessageBody::AppendEntries {
-            prev_index: 0,
-            prev_term: 0,
-            entries: Vec::new(),
-            commit: 0,
-            read_seq: 0,
-        },
-    };
+    let stale = empty_append(0, 1, 1, 77);
     n.step(stale).unwrap();
     let rd = n.ready();
     assert!(matches!(

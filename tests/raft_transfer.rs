@@ -211,6 +211,11 @@ fn a_follower_refuses_transfer_naming_the_leader() {
     );
 }
 
+/// Leader 0's heartbeat to node 1.
+fn heartbeat(term: u64) -> Message {
+    empty_append(0, 1, term, 1)
+}
+
 fn core(id: NodeId, term: u64) -> Raft {
     Raft::new(
         prod_config(id, 3),
@@ -219,22 +224,6 @@ fn core(id: NodeId, term: u64) -> Raft {
         Vec::new(),
     )
     .unwrap()
-}
-
-fn heartbeat_from_0(term: u64) -> Message {
-    Message {
-        from: 0,
-        to: 1,
-        term,
-        ctx: 1,
-        body: MessageBody::AppendEntries {
-            prev_index: 0,
-            prev_term: 0,
-            entries: Vec::new(),
-            commit: 0,
-            read_seq: 0,
-        },
-    }
 }
 
 /// §4.2.3 and §3.10 together: a follower that just heard its leader
@@ -254,7 +243,7 @@ fn a_transfer_vote_passes_the_lease_rule_a_plain_vote_does_not() {
         },
     };
     let mut n = core(1, 3);
-    only_response(&mut n, heartbeat_from_0(3));
+    only_response(&mut n, heartbeat(3));
     let plain = only_response(&mut n, vote(false));
     assert_eq!(
         plain.body,
@@ -288,7 +277,7 @@ fn a_stale_or_foreign_timeout_now_starts_no_election() {
         MessageBody::TimeoutNowResponse { accepted: false }
     );
     assert_eq!((n.term(), n.role()), (5, Role::Follower));
-    only_response(&mut n, heartbeat_from_0(5));
+    only_response(&mut n, heartbeat(5));
     assert!(
         n.step(now(2, 5)).is_err(),
         "node 2 is not the leader of term 5"
@@ -316,7 +305,7 @@ fn not_leader_hints_name_only_a_recently_heard_leader() {
         Err(NodeError::NotLeader(Some(member(0))))
     );
     let mut n = core(1, 2);
-    only_response(&mut n, heartbeat_from_0(2));
+    only_response(&mut n, heartbeat(2));
     assert_eq!(n.known_leader(), Some(0));
     // Ticks below the randomized timeout but past the maximum cannot both
     // hold for a pre-vote core (it campaigns at its timeout and forgets the

@@ -198,6 +198,24 @@ fn runtime(config: RaftConfig, stored: Stored, n: usize) -> NodeRuntime {
     rt
 }
 
+/// An AppendEntries without entries from `from` to `to` in `term`, anchored
+/// at index 0 (a heartbeat of a leader whose log is empty or agreed).
+pub fn empty_append(from: NodeId, to: NodeId, term: Term, ctx: u64) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        ctx,
+        body: MessageBody::AppendEntries {
+            prev_index: 0,
+            prev_term: 0,
+            entries: Vec::new(),
+            commit: 0,
+            read_seq: 0,
+        },
+    }
+}
+
 /// Steps `msg` into the bare core `n` and returns the one response it
 /// makes (a test of one rule on one core, without a cluster).
 pub fn only_response(n: &mut Raft, msg: Message) -> Message {
