@@ -38,9 +38,6 @@ pub struct Scenario {
     pub short: Duration,
     /// And in the long form (`--long`).
     pub long: Duration,
-    /// Run when no `--only` is given. `false` for a reproducer of a known
-    /// node bug, which fails until it is fixed (run it with `--only`).
-    pub default: bool,
 }
 
 /// Every scenario, in the order they run.
@@ -51,7 +48,6 @@ pub const ALL: [Scenario; 7] = [
         about: "the leader cut from every other node: it steps down within 2 election timeouts, the other 4 elect a leader and keep serving; after the heal the old leader rejoins without an election",
         short: Duration::from_secs(2),
         long: Duration::from_secs(10),
-        default: true,
     },
     Scenario {
         name: "split-3-2",
@@ -59,7 +55,6 @@ pub const ALL: [Scenario; 7] = [
         about: "{leader, a follower} | the other 3: the leader steps down, the 3 elect one and serve, the minority's terms stay put (pre-vote); no election when it returns",
         short: Duration::from_secs(2),
         long: Duration::from_secs(10),
-        default: true,
     },
     Scenario {
         name: "follower-isolated",
@@ -67,7 +62,6 @@ pub const ALL: [Scenario; 7] = [
         about: "a follower cut from every other node (long enough that without pre-vote its term would rise): its term stays, and when it returns there is no leader change and no term change",
         short: Duration::from_secs(3),
         long: Duration::from_secs(30),
-        default: true,
     },
     Scenario {
         name: "leader-follower-link",
@@ -75,7 +69,6 @@ pub const ALL: [Scenario; 7] = [
         about: "only the link between the leader and one follower: that follower cannot depose the leader through the others (pre-vote, leader lease); no leader or term change",
         short: Duration::from_secs(3),
         long: Duration::from_secs(30),
-        default: true,
     },
     Scenario {
         name: "bridge",
@@ -83,7 +76,6 @@ pub const ALL: [Scenario; 7] = [
         about: "{leader, a} | {c, d} with node b reaching both halves: the leader keeps its majority through b, c and d cannot win; no leader or term change",
         short: Duration::from_secs(3),
         long: Duration::from_secs(30),
-        default: true,
     },
     Scenario {
         name: "flapping",
@@ -91,15 +83,13 @@ pub const ALL: [Scenario; 7] = [
         about: "random cuts (isolations, splits, links, bridges, heals; one in three aimed at the leader) changing every 1-2 s; every leader left without a majority steps down in time",
         short: Duration::from_secs(8),
         long: Duration::from_secs(60),
-        default: true,
     },
     Scenario {
         name: "majority-moves",
         kind: Kind::MajorityMoves,
-        about: "links leader-a and leader-b cut, then healed while leader-c and leader-d are cut: the leader can reach a majority all along and should keep leading (not in the default set: fails, a healed link is not used for ~1 s, see README)",
+        about: "links leader-a and leader-b cut, then healed while leader-c and leader-d are cut: the leader can reach a majority all along: no leader or term change (a healed link must be used at once)",
         short: Duration::from_secs(2),
         long: Duration::from_secs(10),
-        default: false,
     },
 ];
 

@@ -15,7 +15,10 @@
 //! - the **snapshot lane** ([`snapshot`]): `InstallSnapshot` transfers, on a
 //!   connection of their own, so a transfer of many chunks never holds up the
 //!   heartbeats that keep the follower from starting an election. Only the
-//!   newest snapshot is kept.
+//!   newest snapshot is kept. While the message lane finds the peer silent,
+//!   a transfer waits to start, and it starts on a fresh connection when
+//!   the peer answers again, so a healed link carries it at once rather
+//!   than after TCP's backoff.
 //!
 //! A crashed (or stopped) node sends nothing: both lanes check the node's
 //! status before every call and drop what is queued while it is crashed.
@@ -121,6 +124,9 @@ struct Shared {
     wake: Notify,
     /// The `PeerTx` was dropped, or the lane ended (the driver is gone).
     closed: AtomicBool,
+    /// The message lane finds the peer silent (no answer for a timeout, or
+    /// no connection); the snapshot lane holds transfers meanwhile.
+    silent: watch::Sender<bool>,
     stats: Arc<PeerStats>,
 }
 
@@ -189,6 +195,7 @@ pub fn spawn_sender(
         queue: Mutex::new(Queue::new(opts.queue)),
         wake: Notify::new(),
         closed: AtomicBool::new(false),
+        silent: watch::Sender::new(false),
         stats: stats.clone(),
     });
     let (snap_tx, snap_rx) = watch::channel(None);
@@ -198,6 +205,7 @@ pub fn spawn_sender(
             peer,
             addr: addr.to_owned(),
             net: opts.net.clone(),
+            silent: shared.silent.subscribe(),
         },
         opts.timeout,
         opts.transport.clone(),

@@ -10,6 +10,13 @@
 //! A chunk over a link the [`NetFilter`] cuts is not sent (nor its answer
 //! delivered): the transfer fails after the timeout as a lost call would,
 //! holding no connection meanwhile, and the peer is reported unreachable.
+//! While the message lane finds the peer silent, a snapshot waits (a newer
+//! one replaces it) and starts on a fresh client once the peer answers
+//! again, so a healed link carries it at once, not after TCP's
+//! retransmission backoff of a connection or a connect made during the cut.
+//! A transfer under way goes on (a follower busy installing a large
+//! snapshot may leave heartbeats unanswered for a while); a chunk lost in a
+//! cut fails at its timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +41,8 @@ pub(super) struct Route {
     pub peer: NodeId,
     pub addr: String,
     pub net: NetFilter,
+    /// Whether the message lane finds the peer silent.
+    pub silent: watch::Receiver<bool>,
 }
 
 /// Runs the lane until the driver's end is dropped. `slot` holds the newest
@@ -48,7 +57,10 @@ pub(super) async fn run(
     status: watch::Receiver<NodeStatus>,
 ) {
     let (peer, addr) = (route.peer, route.addr.clone());
-    // The client (and its connection) is made on the first snapshot.
+    let mut silent = route.silent.clone();
+    // The client (and its connections) is made for the first snapshot, and
+    // again after the peer was silent (a connection of the old one may be
+    // waiting on TCP's retransmission backoff).
     let mut client = None;
     loop {
         if slot.changed().await.is_err() {
@@ -57,9 +69,30 @@ pub(super) async fn run(
         let Some(mut msg) = slot.borrow_and_update().clone() else {
             continue;
         };
-        let client =
-            client.get_or_insert_with(|| Client::with_transport(&addr, timeout, transport.clone()));
         loop {
+            // Held while the peer is silent: sent into a cut, it would wait
+            // for TCP's backoff after the heal. A newer one replaces it.
+            if *silent.borrow() {
+                client = None;
+            }
+            tokio::select! {
+                biased;
+                newer = slot.changed() => {
+                    if newer.is_err() {
+                        return;
+                    }
+                    let Some(m) = slot.borrow_and_update().clone() else { break };
+                    msg = m;
+                    continue;
+                }
+                heard = async { silent.wait_for(|s| !*s).await.map(|_| ()) } => {
+                    if heard.is_err() {
+                        return;
+                    }
+                }
+            }
+            let sender = client
+                .get_or_insert_with(|| Client::with_transport(&addr, timeout, transport.clone()));
             tokio::select! {
                 biased;
                 newer = slot.changed() => {
@@ -70,7 +103,7 @@ pub(super) async fn run(
                     tracing::debug!(peer, "snapshot superseded while being sent");
                     msg = m;
                 }
-                answer = send_snapshot(&route, client, timeout, &msg, &status, &stats) => {
+                answer = send_snapshot(&route, sender, timeout, &msg, &status, &stats) => {
                     if driver.send(answer).await.is_err() {
                         return;
                     }
