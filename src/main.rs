@@ -94,6 +94,14 @@ enum Command {
     /// Network partitions (namespaces + nftables, needs root) against 5 real
     /// nodes under the linearizability workload.
     Partitions(surfstore::partitions::PartitionsArgs),
+    /// Print a shell completion script for surfstore to stdout.
+    #[command(
+        after_help = "Install: `surfstore completions bash > /etc/bash_completion.d/surfstore`, `surfstore completions zsh > ~/.zfunc/_surfstore` (with ~/.zfunc on fpath), `surfstore completions fish > ~/.config/fish/completions/surfstore.fish`.\n\nExit codes: 0 printed; 2 bad arguments."
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args)]
@@ -254,6 +262,16 @@ fn main() -> ExitCode {
         }
         Command::Partitions(args) => {
             ExitCode::from(surfstore::partitions::run_cli(&args).clamp(0, 255) as u8)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "surfstore",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
         }
         Command::Cluster {
             config,

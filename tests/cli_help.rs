@@ -208,3 +208,36 @@ fn a_server_stopped_with_sighup_exits_0_and_logs_plain_text() {
     assert!(!log.contains('\x1b'), "no ANSI escapes in a pipe:\n{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn completions_name_every_subcommand_and_the_bash_script_parses() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_surfstore"))
+            .args(["completions", shell])
+            .output()
+            .expect("surfstore runs");
+        assert_eq!(out.status.code(), Some(0), "completions {shell}");
+        let script = text(&out.stdout);
+        for word in ["server", "cluster", "ctl", "partitions", "data-dir"] {
+            assert!(script.contains(word), "{shell} completions name {word}");
+        }
+        if shell == "bash" {
+            let path = std::env::temp_dir().join(format!("surfstore-{}.bash", std::process::id()));
+            std::fs::write(&path, &out.stdout).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            let _ = std::fs::remove_file(&path);
+            assert!(check.status.success(), "bash -n: {}", text(&check.stderr));
+        }
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_surfstore"))
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        text(&bad.stderr).trim().lines().count(),
+        1,
+        "{}",
+        text(&bad.stderr)
+    );
+}
