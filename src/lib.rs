@@ -8,6 +8,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
+pub mod duration;
 pub mod fuzzing;
 pub mod logs;
 pub mod node;

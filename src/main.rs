@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use surfstore::duration;
 use surfstore::node::{self, NodeOptions, Timing};
 
 /// `surfstore --version`: the crate version and the commit it was built from.
@@ -78,6 +79,8 @@ enum Command {
         #[arg(long)]
         log_file: Option<PathBuf>,
         #[command(flatten)]
+        log: surfstore::logs::LogArgs,
+        #[command(flatten)]
         storage: StorageArgs,
         #[command(flatten)]
         secrets: surfstore::auth::SecretArgs,
@@ -137,33 +140,46 @@ impl StorageArgs {
     }
 }
 
+/// The Raft timing flags, in the one duration style (`150ms`, `1s`); each
+/// keeps its old spelling in whole milliseconds as a hidden alias
+/// (`--heartbeat-ms 50`).
 #[derive(Args)]
 struct TimingArgs {
-    /// Lower bound of the randomized election timeout, in milliseconds.
-    #[arg(long, default_value_t = 150)]
-    election_min_ms: u64,
-    /// Upper bound of the randomized election timeout, in milliseconds.
-    #[arg(long, default_value_t = 300)]
-    election_max_ms: u64,
-    /// Leader heartbeat interval, in milliseconds.
-    #[arg(long, default_value_t = 50)]
-    heartbeat_ms: u64,
-    /// Granularity of the Raft clock, in milliseconds.
-    #[arg(long, default_value_t = 10)]
-    tick_ms: u64,
-    /// How long a call to a peer may take before it counts as lost, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    peer_timeout_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    #[arg(long, value_parser = duration::parse, default_value = "150ms", value_name = "DURATION")]
+    election_min: Duration,
+    #[arg(long, hide = true, value_parser = duration::millis, conflicts_with = "election_min")]
+    election_min_ms: Option<Duration>,
+    /// Upper bound of the randomized election timeout.
+    #[arg(long, value_parser = duration::parse, default_value = "300ms", value_name = "DURATION")]
+    election_max: Duration,
+    #[arg(long, hide = true, value_parser = duration::millis, conflicts_with = "election_max")]
+    election_max_ms: Option<Duration>,
+    /// Leader heartbeat interval.
+    #[arg(long, value_parser = duration::parse, default_value = "50ms", value_name = "DURATION")]
+    heartbeat: Duration,
+    #[arg(long, hide = true, value_parser = duration::millis, conflicts_with = "heartbeat")]
+    heartbeat_ms: Option<Duration>,
+    /// Granularity of the Raft clock.
+    #[arg(long, value_parser = duration::parse, default_value = "10ms", value_name = "DURATION")]
+    tick: Duration,
+    #[arg(long, hide = true, value_parser = duration::millis, conflicts_with = "tick")]
+    tick_ms: Option<Duration>,
+    /// How long a call to a peer may take before it counts as lost.
+    #[arg(long, value_parser = duration::parse, default_value = "1s", value_name = "DURATION")]
+    peer_timeout: Duration,
+    #[arg(long, hide = true, value_parser = duration::millis, conflicts_with = "peer_timeout")]
+    peer_timeout_ms: Option<Duration>,
 }
 
 impl TimingArgs {
     fn timing(&self) -> Timing {
         Timing {
-            tick: Duration::from_millis(self.tick_ms),
-            election_min: Duration::from_millis(self.election_min_ms),
-            election_max: Duration::from_millis(self.election_max_ms),
-            heartbeat: Duration::from_millis(self.heartbeat_ms),
-            peer_timeout: Duration::from_millis(self.peer_timeout_ms),
+            tick: self.tick_ms.unwrap_or(self.tick),
+            election_min: self.election_min_ms.unwrap_or(self.election_min),
+            election_max: self.election_max_ms.unwrap_or(self.election_max),
+            heartbeat: self.heartbeat_ms.unwrap_or(self.heartbeat),
+            peer_timeout: self.peer_timeout_ms.unwrap_or(self.peer_timeout),
         }
     }
 }
@@ -194,13 +210,18 @@ struct ServerArgs {
     /// within --max-body-bytes).
     #[arg(long, default_value_t = 4 << 20)]
     max_block_bytes: usize,
-    /// Blocks no file references are deleted after this many seconds; 0 never deletes.
-    #[arg(long, default_value_t = 3600)]
-    block_gc_grace_secs: u64,
+    /// Blocks no file references are deleted once unreferenced and
+    /// untouched this long; 0 never deletes.
+    #[arg(long, value_parser = duration::parse, default_value = "1h", value_name = "DURATION")]
+    block_gc_grace: Duration,
+    #[arg(long, hide = true, value_parser = duration::secs, conflicts_with = "block_gc_grace")]
+    block_gc_grace_secs: Option<Duration>,
     #[command(flatten)]
     secrets: surfstore::auth::SecretArgs,
     #[command(flatten)]
     tls: surfstore::tls::TlsArgs,
+    #[command(flatten)]
+    log: surfstore::logs::LogArgs,
 }
 
 /// Parses the command line: help and version go to stdout with exit 0; a
@@ -279,6 +300,7 @@ fn main() -> ExitCode {
             headless,
             seed,
             log_file,
+            log,
             storage,
             secrets,
             tls,
@@ -311,6 +333,7 @@ fn main() -> ExitCode {
                 },
                 headless,
                 log_file,
+                log,
             };
             match surfstore::cluster::launch::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -330,16 +353,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(surfstore::logs::env_filter())
-        .with_ansi(surfstore::logs::stderr_ansi())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    init_tracing();
+    args.log
+        .init(std::io::stderr, surfstore::logs::stderr_ansi());
     let timing = args.timing.timing();
     timing.validate()?;
     let config = surfstore::config::load(&args.config)?;
@@ -356,8 +372,8 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     opts.server.max_connections = args.max_connections;
     opts.max_inflight = args.max_inflight;
     opts.blocks.max_block_bytes = args.max_block_bytes;
-    opts.blocks.gc_grace =
-        (args.block_gc_grace_secs > 0).then(|| Duration::from_secs(args.block_gc_grace_secs));
+    let gc_grace = args.block_gc_grace_secs.unwrap_or(args.block_gc_grace);
+    opts.blocks.gc_grace = (!gc_grace.is_zero()).then_some(gc_grace);
     opts.data_dir = args
         .storage
         .dir(PathBuf::from(format!("data/node{}", args.id)));

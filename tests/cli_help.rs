@@ -3,7 +3,9 @@
 //! exit 0; a misuse is one line on stderr saying what is wrong, exit 2;
 //! `--version` names the commit; a bad address is refused at once; the
 //! tester takes its members from `--config` alone; a server stopped with
-//! SIGHUP exits 0, and its log, piped, carries no ANSI escapes.
+//! SIGHUP exits 0, and its log, piped, carries no ANSI escapes;
+//! `--log-format json` and `--log-level`; one duration style, old flag
+//! spellings kept. Ports 9896-9899.
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +32,7 @@ fn every_script_answers_help_with_its_subcommands_flags_and_exit_0() {
     for (name, flags) in [
         (
             "run-server.sh",
-            &["--election-min-ms", "--data-dir", "--fsync"][..],
+            &["--election-min", "--data-dir", "--fsync", "--log-format", "--log-level"][..],
         ),
         ("run-cluster.sh", &["--headless", "--log-file"][..]),
         ("run-client.sh", &["--quiet"][..]),
@@ -164,23 +166,27 @@ fn the_tester_takes_its_members_from_config_alone() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_server_stopped_with_sighup_exits_0_and_logs_plain_text() {
-    let dir = std::env::temp_dir().join(format!("cli-hup-{}", std::process::id()));
+/// Starts a one-node `run-server.sh` on `port` with `args`, waits until it
+/// answers, stops it with SIGHUP; its exit code and its stderr, piped.
+fn serve_then_hup(name: &str, port: u16, args: &[&str]) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("c.txt");
-    std::fs::write(&config, "M: 1\nmetadata0: localhost:9898\n").unwrap();
+    std::fs::write(&config, format!("M: 1\nmetadata0: localhost:{port}\n")).unwrap();
     let child = Command::new(format!("{}/run-server.sh", repo()))
         .arg(&config)
         .arg("0")
         .arg("--in-memory")
+        .args(args)
         .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
         .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let client = surfstore::xmlrpc::client::Client::new("localhost:9898", Duration::from_secs(1));
+    let client =
+        surfstore::xmlrpc::client::Client::new(&format!("localhost:{port}"), Duration::from_secs(1));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,15 +204,86 @@ fn a_server_stopped_with_sighup_exits_0_and_logs_plain_text() {
         .unwrap();
     assert!(ok.success());
     let out = child.wait_with_output().unwrap();
-    let log = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "SIGHUP is a clean stop:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn a_server_stopped_with_sighup_exits_0_and_logs_plain_text() {
+    let (code, log) = serve_then_hup("hup", 9898, &[]);
+    assert_eq!(code, Some(0), "SIGHUP is a clean stop:\n{log}");
     assert!(
         log.contains("starting surfstore server") && log.contains("version="),
         "{log}"
     );
     assert!(log.contains("shutting down"), "{log}");
     assert!(!log.contains('\x1b'), "no ANSI escapes in a pipe:\n{log}");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn log_format_json_is_one_object_per_line_and_log_level_filters() {
+    let (code, log) = serve_then_hup("json", 9897, &["--log-format", "json"]);
+    assert_eq!(code, Some(0), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let start = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "starting surfstore server")
+        .unwrap_or_else(|| panic!("no start line in {log}"));
+    assert_eq!(start["level"], "INFO", "{start}");
+    assert!(start["fields"]["version"].is_string(), "{start}");
+    assert!(start["fields"]["fsync"].is_string(), "{start}");
+    assert!(!log.contains('\x1b'), "{log}");
+
+    let (code, log) = serve_then_hup("warn", 9897, &["--log-level", "warn"]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("starting surfstore server"), "INFO is filtered out: {log}");
+
+    let bad = script("run-server.sh", &["c.txt", "0", "--log-level", "loud=="]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = text(&bad.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--log-level"), "{err}");
+}
+
+#[test]
+fn durations_take_one_style_and_the_old_spellings_still_work() {
+    let bad = script("run-server.sh", &["c.txt", "0", "--heartbeat", "50"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = text(&bad.stderr);
+    assert!(err.contains("has no unit: write 50s or 50ms"), "{err}");
+    let bad = script("run-tester.sh", &["localhost:1", "--duration", "10"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    // Both spellings of one flag at once is a misuse.
+    let both = script(
+        "run-server.sh",
+        &["c.txt", "0", "--heartbeat", "50ms", "--heartbeat-ms", "50"],
+    );
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both.stderr));
+    // The old spelling and the new one mean the same: a heartbeat above the
+    // election timeout is refused by either, naming the timing.
+    for flags in [&["--heartbeat-ms", "400"][..], &["--heartbeat", "400ms"][..]] {
+        let (code, log) = {
+            let dir = std::env::temp_dir().join(format!("cli-dur-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let config = dir.join("c.txt");
+            std::fs::write(&config, "M: 1\nmetadata0: localhost:9896\n").unwrap();
+            let out = Command::new(env!("CARGO_BIN_EXE_surfstore"))
+                .arg("server")
+                .arg(&config)
+                .arg("0")
+                .arg("--in-memory")
+                .args(flags)
+                .output()
+                .unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            (out.status.code(), text(&out.stderr))
+        };
+        assert_eq!(code, Some(1), "{flags:?}: {log}");
+        assert!(log.contains("timing"), "{flags:?}: {log}");
+    }
 }
 
 #[test]

@@ -139,6 +139,9 @@ async fn a_cluster_secret_locks_peer_and_admin_calls_only() {
         assert_eq!(code(&r), Some(6), "{r:?}");
         let r = c.call("surfstore.transferLeader", &[]).await;
         assert_eq!(code(&r), Some(6), "transferLeader: {r:?}");
+        // The map in one call is an admin's, not a client's.
+        let r = c.call("surfstore.backup", &[]).await;
+        assert_eq!(code(&r), Some(6), "backup: {r:?}");
     }
     // Nothing changed: same terms, no node crashed.
     for (i, c) in open.iter().enumerate() {

@@ -109,12 +109,16 @@ pub struct ClientArgs {
     pub base_dir: PathBuf,
     /// Block size in bytes.
     pub block_size: usize,
-    /// How long one call keeps retrying through crashes and failovers, in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub retry_secs: u64,
-    /// Deadline of a single call, in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub call_timeout_secs: u64,
+    /// How long one call keeps retrying through crashes and failovers.
+    #[arg(long, value_parser = crate::duration::parse, default_value = "60s", value_name = "DURATION")]
+    pub retry: Duration,
+    #[arg(long, hide = true, value_parser = crate::duration::secs, conflicts_with = "retry")]
+    pub retry_secs: Option<Duration>,
+    /// Deadline of a single call (at least 1s).
+    #[arg(long, value_parser = crate::duration::parse, default_value = "10s", value_name = "DURATION")]
+    pub call_timeout: Duration,
+    #[arg(long, hide = true, value_parser = crate::duration::secs, conflicts_with = "call_timeout")]
+    pub call_timeout_secs: Option<Duration>,
     /// Block transfers in flight at once.
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
@@ -148,8 +152,11 @@ pub fn run_cli(args: &ClientArgs) -> i32 {
         transport: crate::xmlrpc::client::Transport::signed(keys.signing()).with_tls(tls),
         base_dir: args.base_dir.clone(),
         block_size: args.block_size,
-        retry_budget: Duration::from_secs(args.retry_secs),
-        call_timeout: Duration::from_secs(args.call_timeout_secs.max(1)),
+        retry_budget: args.retry_secs.unwrap_or(args.retry),
+        call_timeout: args
+            .call_timeout_secs
+            .unwrap_or(args.call_timeout)
+            .max(Duration::from_secs(1)),
         parallel: args.parallel.max(1),
         progress: !args.quiet && std::io::stderr().is_terminal(),
     };

@@ -21,6 +21,8 @@ pub struct LaunchOptions {
     /// Where the nodes' tracing logs go under the dashboard (they would garble
     /// the screen on stderr); discarded when `None`. Headless logs go to stderr.
     pub log_file: Option<PathBuf>,
+    /// `--log-format` and `--log-level`.
+    pub log: crate::logs::LogArgs,
 }
 
 /// Why `surfstore cluster` could not run. All of them are reported before the
@@ -101,14 +103,9 @@ pub fn run(opts: LaunchOptions) -> Result<(), LaunchError> {
 }
 
 fn init_tracing(opts: &LaunchOptions) -> Result<(), LaunchError> {
-    let filter = crate::logs::env_filter;
     if opts.headless {
         // stdout carries the event log; the nodes' own logs stay on stderr.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_ansi(crate::logs::stderr_ansi())
-            .with_writer(std::io::stderr)
-            .try_init();
+        opts.log.init(std::io::stderr, crate::logs::stderr_ansi());
     } else if let Some(path) = &opts.log_file {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -118,11 +115,7 @@ fn init_tracing(opts: &LaunchOptions) -> Result<(), LaunchError> {
                 path: path.clone(),
                 source,
             })?;
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
-            .try_init();
+        opts.log.init(std::sync::Mutex::new(file), false);
     }
     Ok(())
 }

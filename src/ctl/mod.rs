@@ -8,13 +8,17 @@
 //! - `members`: the member list, as the cluster (or `--config`) has it;
 //! - `transfer-leader [ID]`: asks the leader to hand leadership to ID (or
 //!   its most up-to-date follower) and waits for the outcome;
-//! - `crash ID` / `restore ID`: the assignment's simulated failure.
+//! - `crash ID` / `restore ID`: the assignment's simulated failure;
+//! - `snapshot save FILE` / `snapshot restore FILE`: a consistent backup
+//!   through the leader (the map and the blocks it references), and a fresh
+//!   data directory seeded from one (`backup.rs`).
 //!
 //! Output is a table (`-w table`, the default) or JSON (`-w json`). Exit
 //! codes: 0 done (for `status`: every member answered and is healthy); 1 the
 //! command failed, or some member is unreachable or unhealthy (its row says
 //! why); 2 bad arguments or no member reachable.
 
+mod backup;
 mod status;
 
 use std::path::PathBuf;
@@ -29,7 +33,7 @@ pub use status::{Health, MemberRow};
 #[derive(clap::Parser, Clone, Debug)]
 #[command(
     name = "ctl",
-    about = "Look at a running cluster and move it: status, members, transfer-leader, crash, restore",
+    about = "Look at a running cluster and move it: status, members, transfer-leader, crash, restore, snapshot save|restore",
     after_help = "Exit codes: 0 done (status: every member answered and is healthy); 1 the command failed, or a member is unreachable or unhealthy (its row says why); 2 bad arguments, or no member reachable."
 )]
 pub struct CtlArgs {
@@ -74,6 +78,37 @@ pub enum CtlCommand {
     Crash { id: u64 },
     /// Bring member ID back from a simulated failure.
     Restore { id: u64 },
+    /// Back the cluster up to a file, or seed a data directory from one.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum SnapshotCommand {
+    /// A consistent backup through the leader: the map as of one applied
+    /// index and every block it references, written to FILE (atomically).
+    Save {
+        file: PathBuf,
+        /// The map alone, without the blocks.
+        #[arg(long)]
+        metadata_only: bool,
+    },
+    /// Seed a new or empty data directory from a backup, for member ID of
+    /// the cluster in CONFIG (which may be a new cluster, on new
+    /// addresses). Restore every member from the same file, then start
+    /// them. Needs no running node.
+    Restore {
+        file: PathBuf,
+        /// The directory to create (it must be absent or empty).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The new cluster's config file.
+        #[arg(long = "config", id = "restore_config", value_name = "CONFIG")]
+        config: PathBuf,
+        /// The member this directory is for.
+        #[arg(long, value_name = "ID")]
+        id: u64,
+    },
 }
 
 /// Why a ctl command could not do its job.
@@ -196,21 +231,28 @@ async fn connect(args: &CtlArgs) -> Result<Nodes, CtlError> {
 }
 
 async fn run(args: &CtlArgs) -> Result<(String, i32), CtlError> {
-    let nodes = connect(args).await?;
     match &args.command {
+        // Needs no node: it writes a data directory.
+        CtlCommand::Snapshot(SnapshotCommand::Restore {
+            file,
+            data_dir,
+            config,
+            id,
+        }) => backup::restore(file, data_dir, config, *id, args.write_out).await,
+        command => run_on(args, command, &connect(args).await?).await,
+    }
+}
+
+/// The commands that talk to the cluster's nodes.
+async fn run_on(
+    args: &CtlArgs,
+    command: &CtlCommand,
+    nodes: &Nodes,
+) -> Result<(String, i32), CtlError> {
+    match command {
         CtlCommand::Status => {
-            let rows = status::gather(&nodes).await;
-            if rows
-                .iter()
-                .all(|r| matches!(r.health, Health::Unreachable(_)))
-            {
-                let why = rows
-                    .iter()
-                    .map(|r| format!("{} ({})", r.addr, r.health))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(CtlError::Unreachable(why));
-            }
+            let rows = status::gather(nodes).await;
+            all_unreachable(&rows)?;
             let code = if rows.iter().all(|r| r.health == Health::Ok) {
                 0
             } else {
@@ -246,10 +288,17 @@ async fn run(args: &CtlArgs) -> Result<(String, i32), CtlError> {
             if let Some(id) = id {
                 nodes.check(*id)?;
             }
-            transfer(&nodes, *id, args.write_out).await
+            transfer(nodes, *id, args.write_out).await
         }
-        CtlCommand::Crash { id } => admin(&nodes, *id, "crash", args.write_out).await,
-        CtlCommand::Restore { id } => admin(&nodes, *id, "restore", args.write_out).await,
+        CtlCommand::Crash { id } => admin(nodes, *id, "crash", args.write_out).await,
+        CtlCommand::Restore { id } => admin(nodes, *id, "restore", args.write_out).await,
+        CtlCommand::Snapshot(SnapshotCommand::Save {
+            file,
+            metadata_only,
+        }) => backup::save(nodes, file, *metadata_only, args.write_out).await,
+        CtlCommand::Snapshot(SnapshotCommand::Restore { .. }) => Err(CtlError::Usage(
+            "snapshot restore talks to no node (`run` takes it)".into(),
+        )),
     }
 }
 
@@ -282,18 +331,36 @@ async fn admin(
     })
 }
 
+/// `Unreachable` (exit 2) when no member answered, naming why for each.
+fn all_unreachable(rows: &[MemberRow]) -> Result<(), CtlError> {
+    if rows.iter().all(|r| matches!(r.health, Health::Unreachable(_))) {
+        let why: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} ({})", r.addr, r.health))
+            .collect();
+        return Err(CtlError::Unreachable(why.join("; ")));
+    }
+    Ok(())
+}
+
+/// The member that leads, by the rows of `status::gather`: of those that
+/// say so and are not crashed, the one of the highest term.
+fn leader_of(rows: &[MemberRow]) -> Result<u64, CtlError> {
+    all_unreachable(rows)?;
+    rows.iter()
+        .filter(|r| r.role.as_deref() == Some("leader") && r.health != Health::Crashed)
+        .max_by_key(|r| r.term)
+        .map(|r| r.id)
+        .ok_or_else(|| CtlError::Failed("no member says it leads".into()))
+}
+
 async fn transfer(
     nodes: &Nodes,
     to: Option<u64>,
     format: Format,
 ) -> Result<(String, i32), CtlError> {
     let rows = status::gather(nodes).await;
-    let leader = rows
-        .iter()
-        .filter(|r| r.role.as_deref() == Some("leader") && r.health != Health::Crashed)
-        .max_by_key(|r| r.term)
-        .ok_or_else(|| CtlError::Failed("no member says it leads".into()))?;
-    let from = leader.id;
+    let from = leader_of(&rows)?;
     let params: Vec<Value> = to.map(|t| Value::Int(t as i32)).into_iter().collect();
     let client = Client::with_transport(
         &nodes.members[from as usize],

@@ -68,7 +68,7 @@ impl Class {
         match name {
             "appendEntries" | "requestVote" | "timeoutNow" | "installSnapshot" | "storeBlock"
             | "readBlock" => Class::Peer,
-            "crash" | "restore" | "transferLeader" => Class::Admin,
+            "crash" | "restore" | "transferLeader" | "backup" => Class::Admin,
             _ => Class::Client,
         }
     }
@@ -248,6 +248,26 @@ impl NodeHandle {
         Ok(map_value(&view))
     }
 
+    /// `backup` (admin): the map as a linearizable read on the leader sees
+    /// it, in its snapshot encoding: `{index, term, files, map}` with `map`
+    /// base64 and `term` this node's term at the read (at least the term of
+    /// the entry at `index`). `ctl snapshot save` fetches the blocks after.
+    pub async fn backup(&self) -> Result<Value, NodeError> {
+        let view = self.ask(|reply| Request::ReadMap { reply }).await??;
+        let term = self.status().raft.term;
+        let files = view.len();
+        let index = view.applied_index;
+        let map = tokio::task::spawn_blocking(move || view.encode())
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("backup: encoding failed: {e}")))?;
+        let mut out = BTreeMap::new();
+        out.insert("index".to_owned(), int_value(index as i64));
+        out.insert("term".to_owned(), int_value(term as i64));
+        out.insert("files".to_owned(), int_value(files as i64));
+        out.insert("map".to_owned(), Value::Base64(Vec::from(map)));
+        Ok(Value::Struct(out))
+    }
+
     /// This node's applied map as it is now (not linearizable; any node,
     /// crashed or not).
     pub async fn local_map(&self) -> Result<MapView, NodeError> {
@@ -386,6 +406,10 @@ impl NodeHandle {
                     .map(|id| int_value(id as i64))
             }
             "status" => status::status(self, params),
+            "backup" => {
+                no_args(name, params)?;
+                self.backup().await
+            }
             "isCrashed" | "iscrashed" => {
                 no_args(name, params)?;
                 Ok(Value::Bool(self.crashed()))

@@ -43,7 +43,7 @@ pub struct TesterArgs {
     /// Seed of every random choice (workload, nemesis, victims); random if omitted.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// How long the linearizability workload runs (`10`, `2.5s`, `800ms`).
+    /// How long the linearizability workload runs (`10s`, `2.5s`, `800ms`).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub duration: Duration,
     /// Print the report as JSON on stdout (progress goes to stderr).
@@ -160,23 +160,8 @@ pub fn parse_host_port(text: &str) -> Result<String, String> {
     }
 }
 
-/// `10` (seconds), `2.5s`, `800ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        (t, 1.0)
-    };
-    match number.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(Duration::from_secs_f64(v * scale)),
-        _ => Err(format!(
-            "expected a duration like 10, 2.5s or 800ms, got {text:?}"
-        )),
-    }
-}
+/// The one duration style of every flag (`crate::duration`).
+pub use crate::duration::parse as parse_duration;
 
 /// Runs what `args` asks and returns the process exit code.
 pub fn run(args: &TesterArgs) -> i32 {

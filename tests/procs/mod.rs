@@ -43,6 +43,36 @@ impl Nodes {
         log: &str,
         stderr: &dyn Fn(usize, &std::path::Path) -> Stdio,
     ) -> Nodes {
+        let in_memory = |_: usize| vec!["--in-memory".to_owned()];
+        Nodes::spawn(name, members, ids, &in_memory, args, log, stderr)
+    }
+
+    /// Starts one node per port, node i with `--data-dir dirs[i]` (and
+    /// `--fsync never`), in a fresh directory `name-PID` under the temp dir.
+    pub fn start_on_disk(name: &str, ports: &[u16], dirs: &[PathBuf]) -> Nodes {
+        let ids: Vec<usize> = (0..ports.len()).collect();
+        let storage = |i: usize| {
+            vec![
+                "--data-dir".to_owned(),
+                dirs[i].display().to_string(),
+                "--fsync".to_owned(),
+                "never".to_owned(),
+            ]
+        };
+        Nodes::spawn(name, &members(ports), &ids, &storage, &[], "warn", &|_, _| {
+            Stdio::null()
+        })
+    }
+
+    fn spawn(
+        name: &str,
+        members: &[String],
+        ids: &[usize],
+        storage: &dyn Fn(usize) -> Vec<String>,
+        args: &[String],
+        log: &str,
+        stderr: &dyn Fn(usize, &std::path::Path) -> Stdio,
+    ) -> Nodes {
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("config.txt");
@@ -58,7 +88,7 @@ impl Nodes {
                 Command::new(format!("{repo}/run-server.sh"))
                     .arg(&config)
                     .arg(i.to_string())
-                    .arg("--in-memory")
+                    .args(storage(i))
                     .args(args)
                     .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
                     .env("RUST_LOG", log)

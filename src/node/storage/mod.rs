@@ -11,6 +11,7 @@
 //! disk through the `fs::FileSystem` trait: `RealFs`, or the simulation's
 //! crashable `SimFs`.
 
+pub mod backup;
 pub mod fs;
 pub mod mem;
 pub mod meta;
