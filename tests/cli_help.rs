@@ -32,7 +32,13 @@ fn every_script_answers_help_with_its_subcommands_flags_and_exit_0() {
     for (name, flags) in [
         (
             "run-server.sh",
-            &["--election-min", "--data-dir", "--fsync", "--log-format", "--log-level"][..],
+            &[
+                "--election-min",
+                "--data-dir",
+                "--fsync",
+                "--log-format",
+                "--log-level",
+            ][..],
         ),
         ("run-cluster.sh", &["--headless", "--log-file"][..]),
         ("run-client.sh", &["--quiet"][..]),
@@ -185,8 +191,10 @@ fn serve_then_hup(name: &str, port: u16, args: &[&str]) -> (Option<i32>, String)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let client =
-        surfstore::xmlrpc::client::Client::new(&format!("localhost:{port}"), Duration::from_secs(1));
+    let client = surfstore::xmlrpc::client::Client::new(
+        &format!("localhost:{port}"),
+        Duration::from_secs(1),
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -239,7 +247,10 @@ fn log_format_json_is_one_object_per_line_and_log_level_filters() {
 
     let (code, log) = serve_then_hup("warn", 9897, &["--log-level", "warn"]);
     assert_eq!(code, Some(0), "{log}");
-    assert!(!log.contains("starting surfstore server"), "INFO is filtered out: {log}");
+    assert!(
+        !log.contains("starting surfstore server"),
+        "INFO is filtered out: {log}"
+    );
 
     let bad = script("run-server.sh", &["c.txt", "0", "--log-level", "loud=="]);
     assert_eq!(bad.status.code(), Some(2));
@@ -264,7 +275,10 @@ fn durations_take_one_style_and_the_old_spellings_still_work() {
     assert_eq!(both.status.code(), Some(2), "{}", text(&both.stderr));
     // The old spelling and the new one mean the same: a heartbeat above the
     // election timeout is refused by either, naming the timing.
-    for flags in [&["--heartbeat-ms", "400"][..], &["--heartbeat", "400ms"][..]] {
+    for flags in [
+        &["--heartbeat-ms", "400"][..],
+        &["--heartbeat", "400ms"][..],
+    ] {
         let (code, log) = {
             let dir = std::env::temp_dir().join(format!("cli-dur-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();

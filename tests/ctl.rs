@@ -31,7 +31,10 @@ fn out(o: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_moves_and_shows_the_cluster() {
-    let mut nodes = Nodes::start("ctl", &PORTS, &[], "warn", Stdio::null);
+    // On disk, so `status` has bytes on disk to report.
+    let data = std::env::temp_dir().join(format!("surfstore-ctl-data-{}", std::process::id()));
+    let dirs: Vec<_> = (0..3).map(|i| data.join(format!("node{i}"))).collect();
+    let mut nodes = Nodes::start_on_disk("ctl", &PORTS, &dirs);
     let cs = clients(&PORTS);
     let leader = wait_for_leader(&cs).await;
 
@@ -44,6 +47,29 @@ async fn ctl_moves_and_shows_the_cluster() {
 
     let s = ctl(&nodes, &["status"]);
     assert_eq!(s.status.code(), Some(0), "all healthy: {}", out(&s));
+    assert!(
+        out(&s).lines().next().unwrap().contains("BLOCKS  DISK"),
+        "{}",
+        out(&s)
+    );
+
+    // Blocks held and bytes on disk: two blocks put through the leader.
+    for data in [vec![1u8; 3000], vec![2u8; 5000]] {
+        cs[leader]
+            .call("surfstore.putblock", &[Value::Base64(data)])
+            .await
+            .unwrap();
+    }
+    let j = ctl(&nodes, &["-w", "json", "status"]);
+    assert_eq!(j.status.code(), Some(0), "{}", out(&j));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).expect("JSON");
+    let l = &v[leader];
+    assert_eq!(l["blocks"], 2, "{l}");
+    assert_eq!(l["block_bytes"], 8000, "{l}");
+    assert_eq!(l["in_memory"], false, "{l}");
+    let disk = l["disk_bytes"].as_i64().unwrap();
+    // The blocks, and a log holding at least the leader's entries.
+    assert!(disk > 8000, "{l}");
 
     let to = (leader + 1) % 3;
     let t = ctl(&nodes, &["transfer-leader", &to.to_string()]);
@@ -98,6 +124,8 @@ async fn ctl_moves_and_shows_the_cluster() {
     assert_eq!(r.status.code(), Some(0), "{}", out(&r));
     let s = status(&cs[crashed]).await.unwrap();
     assert_eq!(field(&s, "crashed"), &Value::Bool(false));
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[test]

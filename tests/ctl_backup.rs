@@ -71,7 +71,12 @@ async fn fill(leader: &Client) -> Vec<(String, Vec<u8>)> {
         for b in 0..(f % 3 + 1) {
             let data = block(f * 10 + b, 1000 + (f as usize) * 300);
             assert_eq!(
-                call(leader, "surfstore.putblock", vec![Value::Base64(data.clone())]).await,
+                call(
+                    leader,
+                    "surfstore.putblock",
+                    vec![Value::Base64(data.clone())]
+                )
+                .await,
                 Value::Bool(true)
             );
             hashes.push(Value::String(hex(&data)));
@@ -79,7 +84,10 @@ async fn fill(leader: &Client) -> Vec<(String, Vec<u8>)> {
         }
         let name = format!("dir/file-{f}.bin");
         let args = vec![Value::String(name), Value::Int(1), Value::Array(hashes)];
-        assert_eq!(call(leader, "surfstore.updatefile", args).await, Value::Bool(true));
+        assert_eq!(
+            call(leader, "surfstore.updatefile", args).await,
+            Value::Bool(true)
+        );
     }
     // A tombstone, and hash values as the assignment's tests send them.
     for (name, hashes) in [
@@ -87,15 +95,25 @@ async fn fill(leader: &Client) -> Vec<(String, Vec<u8>)> {
         ("ints", vec![Value::Int(7), Value::I8(1 << 40)]),
         ("bytes", vec![Value::Base64(b"raw digest".to_vec())]),
     ] {
-        let args = vec![Value::String(name.into()), Value::Int(1), Value::Array(hashes)];
-        assert_eq!(call(leader, "surfstore.updatefile", args).await, Value::Bool(true));
+        let args = vec![
+            Value::String(name.into()),
+            Value::Int(1),
+            Value::Array(hashes),
+        ];
+        assert_eq!(
+            call(leader, "surfstore.updatefile", args).await,
+            Value::Bool(true)
+        );
     }
     let args = vec![
         Value::String("gone.txt".into()),
         Value::Int(2),
         Value::Array(vec![Value::String("0".into())]),
     ];
-    assert_eq!(call(leader, "surfstore.updatefile", args).await, Value::Bool(true));
+    assert_eq!(
+        call(leader, "surfstore.updatefile", args).await,
+        Value::Bool(true)
+    );
     blocks
 }
 
@@ -179,7 +197,15 @@ async fn backup_round_trip_into_a_new_cluster() {
     std::fs::create_dir_all(&busy).unwrap();
     std::fs::write(busy.join("keep"), b"mine").unwrap();
     let r = ctl(&[
-        "snapshot", "restore", s(&full), "--data-dir", s(&busy), "--config", s(&config), "--id", "0",
+        "snapshot",
+        "restore",
+        s(&full),
+        "--data-dir",
+        s(&busy),
+        "--config",
+        s(&config),
+        "--id",
+        "0",
     ]);
     assert_eq!(r.status.code(), Some(2), "{}", out(&r));
     assert!(out(&r).contains("not empty"), "{}", out(&r));
@@ -191,7 +217,14 @@ async fn backup_round_trip_into_a_new_cluster() {
     std::fs::write(&corrupt, &bytes).unwrap();
     let fresh = work.join("fresh");
     let r = ctl(&[
-        "snapshot", "restore", s(&corrupt), "--data-dir", s(&fresh), "--config", s(&config), "--id",
+        "snapshot",
+        "restore",
+        s(&corrupt),
+        "--data-dir",
+        s(&fresh),
+        "--config",
+        s(&config),
+        "--id",
         "0",
     ]);
     assert_eq!(r.status.code(), Some(1), "{}", out(&r));
@@ -207,7 +240,15 @@ async fn backup_round_trip_into_a_new_cluster() {
         "no temporary left: source.txt full.bak map.bak restored.txt busy corrupt.bak"
     );
     let r = ctl(&[
-        "snapshot", "restore", s(&full), "--data-dir", s(&fresh), "--config", s(&config), "--id", "3",
+        "snapshot",
+        "restore",
+        s(&full),
+        "--data-dir",
+        s(&fresh),
+        "--config",
+        s(&config),
+        "--id",
+        "3",
     ]);
     assert_eq!(r.status.code(), Some(2), "{}", out(&r));
 
@@ -230,7 +271,12 @@ async fn backup_round_trip_into_a_new_cluster() {
                 .unwrap()
                 .flat_map(|sub| std::fs::read_dir(sub.unwrap().path()).unwrap())
                 .count();
-            assert_eq!(held, blocks.len(), "{} holds its own copy of every block", d.display());
+            assert_eq!(
+                held,
+                blocks.len(),
+                "{} holds its own copy of every block",
+                d.display()
+            );
         }
         // The versions go on from the backup's.
         let args = vec![
@@ -238,7 +284,10 @@ async fn backup_round_trip_into_a_new_cluster() {
             Value::Int(3),
             Value::Array(vec![Value::String(blocks[0].0.clone())]),
         ];
-        assert_eq!(call(&rs[l], "surfstore.updatefile", args).await, Value::Bool(true));
+        assert_eq!(
+            call(&rs[l], "surfstore.updatefile", args).await,
+            Value::Bool(true)
+        );
         drop(restored);
     }
 

@@ -20,7 +20,7 @@ use surfstore::node::raft::{PeerProgress, Role, Status};
 use surfstore::node::NodeStatus;
 use surfstore::tui::app::{Action, App, NetAction, NodeView, Tone};
 use surfstore::tui::handler::handle_key;
-use surfstore::tui::ui;
+use surfstore::tui::{text, ui};
 
 fn status(id: u64, role: Role, term: u64, last: u64, crashed: bool) -> NodeStatus {
     NodeStatus {
@@ -261,6 +261,230 @@ mod render {
     }
 
     #[test]
+    fn a_crashed_follower_shows_the_log_it_holds_not_zero() {
+        // Node 0 became leader of term 43 after node 1 crashed: it never
+        // heard from node 1, so its own match index for it is 0, but node 1
+        // holds 4000 entries, 3998 of them committed.
+        let mut app = three_nodes();
+        let mut leader = status(0, Role::Leader, 43, 4242, false);
+        leader.raft.progress = vec![
+            PeerProgress {
+                id: 1,
+                match_index: 0,
+                next_index: 4001,
+            },
+            PeerProgress {
+                id: 2,
+                match_index: 4242,
+                next_index: 4243,
+            },
+        ];
+        app.set_status(0, leader);
+        let mut crashed = status(1, Role::Follower, 42, 4000, true);
+        crashed.raft.commit_index = 3998;
+        app.set_status(1, crashed);
+        app.set_status(2, status(2, Role::Follower, 43, 4242, false));
+        let buf = draw(&app, 80, 24);
+        let (y, l) = line_with(&buf, "node 1 ");
+        // Its last entry is of term 42, not the leader's term 43: only its
+        // committed entries are known to agree with the leader's log.
+        assert!(l.contains(" 3998 CRASHED"), "{l}");
+        assert!(!l.contains(" 0 CRASHED"), "{l}");
+        let filled = l.matches('█').count();
+        let empty = l.matches('░').count();
+        assert!(filled > 0 && filled > 5 * empty, "most of the bar: {l}");
+        assert_eq!(cell_of(&buf, y, "█").fg, Color::Red);
+        let (_, l) = line_with(&buf, "node 2 ");
+        assert!(l.contains(" 4242 lag 0"), "{l}");
+
+        // Crashed in the leader's own term, everything it holds matches:
+        // only that leader made entries of its term.
+        let mut crashed = status(1, Role::Follower, 43, 4100, true);
+        crashed.raft.commit_index = 3998;
+        app.set_status(1, crashed);
+        let (_, l) = line_with(&draw(&app, 80, 24), "node 1 ");
+        assert!(l.contains(" 4100 CRASHED"), "{l}");
+
+        // The leader's own view wins when it knows more, and nothing counts
+        // past the leader's last index.
+        app.nodes[0].status.raft.progress[0].match_index = 4200;
+        let (_, l) = line_with(&draw(&app, 80, 24), "node 1 ");
+        assert!(l.contains(" 4200 CRASHED"), "{l}");
+        app.nodes[0].status.raft.progress[0].match_index = 0;
+        app.set_status(1, status(1, Role::Follower, 43, 9999, true));
+        let (_, l) = line_with(&draw(&app, 80, 24), "node 1 ");
+        assert!(l.contains(" 4242 CRASHED"), "{l}");
+    }
+
+    /// A cluster some minutes into a run-tester load: long file names in
+    /// the log and the events, a crashed follower, a long config name, an
+    /// address wider than its column.
+    fn busy_dashboard() -> App {
+        let mut leader = status(0, Role::Leader, 43, 4242, false);
+        leader.raft.snapshot_index = 4000;
+        leader.files = 1234;
+        leader.raft.progress = vec![
+            PeerProgress {
+                id: 1,
+                match_index: 0,
+                next_index: 4001,
+            },
+            PeerProgress {
+                id: 2,
+                match_index: 4240,
+                next_index: 4243,
+            },
+        ];
+        let mut crashed = status(1, Role::Follower, 42, 4000, true);
+        crashed.raft.commit_index = 3998;
+        crashed.raft.applied_index = 3998;
+        let nodes = vec![
+            NodeView {
+                addr: "localhost:9001".into(),
+                status: leader,
+            },
+            NodeView {
+                addr: "localhost:9002".into(),
+                status: crashed,
+            },
+            NodeView {
+                addr: "metadata-2.storage.example.org:9003".into(),
+                status: status(2, Role::Follower, 43, 4242, false),
+            },
+        ];
+        let mut app = App::new(
+            "a-config-with-a-rather-long-name-for-this-cluster.txt",
+            nodes,
+        );
+        let file = |i: u64| format!("tester-42-18ed6b0c9f3a-{i:x}-linux-x86_64-release.txt");
+        app.set_log_tail(
+            0,
+            (4242, 43),
+            (4237..=4242)
+                .map(|i| LogLine {
+                    index: i,
+                    term: 43,
+                    command: format!("updatefile {:?} v{} (1 hash)", file(i), i % 7 + 1),
+                })
+                .collect(),
+        );
+        app.push_event(event(1, 0, EventKind::Crashed));
+        app.push_event(event(0, 1, EventKind::QuorumLost { term: 42 }));
+        for i in 0..12 {
+            app.push_event(event(2, 2 + i, EventKind::PreVoteStarted { term: 43 }));
+        }
+        app.push_event(event(0, 20, EventKind::LeaderElected { term: 43 }));
+        app.push_event(event(
+            0,
+            21,
+            EventKind::Committed {
+                index: 4242,
+                term: 43,
+                what: format!("updatefile {:?} v3 (2 hashes) -> applied", file(4242)),
+            },
+        ));
+        app.push_event(event(
+            0,
+            22,
+            EventKind::Committed {
+                index: 4243,
+                term: 43,
+                what: "updatefile \"a-file-name-far-too-long-for-any-line-of-the-events-pane-to-hold-whole.txt\" v1 (1 hash) -> applied".into(),
+            },
+        ));
+        app
+    }
+
+    /// The whole 80x24 screen of `busy_dashboard`, cell by cell.
+    const BUSY_80X24: [&str; 24] = [
+        " SurfStore-on-Raft · 3 nodes · leader: node 0 (term 43) · a-config-with-a-rathe…",
+        "┌ Nodes ───────────────────────────────────────────────────────────────────────┐",
+        "│  id address             role      term  vote last  commit applied snap  files│",
+        "│▶ 0  localhost:9001      Leader    43    0    4242  4241   4241    4000  1234 │",
+        "│  1  localhost:9002      CRASHED   42    0    4000  3998   3998    -     4000 │",
+        "│  2  metadata-2.storage… Follower  43    0    4242  4241   4241    -     4242 │",
+        "└──────────────────────────────────────────────────────────────────────────────┘",
+        "┌ Replication (last #4242) ────────┐┌ Log of node 0 (commit #4241) ────────────┐",
+        "│node 1 ███████████░  3998 CRASHED ││#4239 t43 updatefile \"tester-42-18ed6b0c9…│",
+        "│node 2 ████████████  4242 lag 0   ││#4240 t43 updatefile \"tester-42-18ed6b0c9…│",
+        "│                                  ││#4241 t43 updatefile \"tester-42-18ed6b0c9…│",
+        "│                                  ││#4242 t43 updatefile \"tester-42-18ed6b0c9…│",
+        "└──────────────────────────────────┘└──────────────────────────────────────────┘",
+        "┌ Events (UTC, newest last) ───────────────────────────────────────────────────┐",
+        "│13:05:07.055 node 2  asking for pre-votes for term 43 (×12)                   │",
+        "│13:05:07.062 node 0  became leader of term 43                                 │",
+        "│13:05:07.063 node 0  committed #4242 (term 43): updatefile                    │",
+        "│                     \"tester-42-18ed6b0c9f3a-1092-linux-x86_64-release.txt\" v3│",
+        "│                     (2 hashes) -> applied                                    │",
+        "│13:05:07.064 node 0  committed #4243 (term 43): updatefile \"a-file-name-far-t…│",
+        "│                     v1 (1 hash) -> applied                                   │",
+        "└──────────────────────────────────────────────────────────────────────────────┘",
+        " 0-2 ↑↓ select  c crash  k kill  r restore  a restore all  w write  t lead      ",
+        " p isolate  l 0-2 cut link  h heal all  q quit                                  ",
+    ];
+
+    #[test]
+    fn the_80x24_layout_cell_by_cell_with_long_names_cut_by_ellipses() {
+        let buf = draw(&busy_dashboard(), 80, 24);
+        let got = lines(&buf);
+        assert_eq!(got.len(), BUSY_80X24.len(), "rows:\n{}", screen(&buf));
+        for (y, want) in BUSY_80X24.iter().enumerate() {
+            let want: Vec<char> = want.chars().collect();
+            assert_eq!(want.len(), 80, "expected row {y} is not 80 cells wide");
+            for (x, &c) in want.iter().enumerate() {
+                let cell = buf[(x as u16, y as u16)].symbol();
+                assert!(
+                    cell.chars().eq(std::iter::once(c)),
+                    "cell ({x}, {y}) is {cell:?}, expected {c:?}\nexpected row {y}: {}\nactual row {y}:   {}\nactual screen:\n{}",
+                    BUSY_80X24[y],
+                    got[y],
+                    screen(&buf)
+                );
+            }
+        }
+        // Colours where they carry meaning.
+        let (y, _) = line_with(&buf, "localhost:9002");
+        assert_eq!(cell_of(&buf, y, "CRASHED").bg, Color::Red);
+        let (y, _) = line_with(&buf, "node 1 ");
+        assert_eq!(cell_of(&buf, y, "█").fg, Color::Red);
+    }
+
+    /// Every event line on an 80x24 screen ends with a whole word of its
+    /// event, or with `…`; none is cut silently.
+    #[test]
+    fn event_lines_never_end_mid_word_at_80x24() {
+        let app = busy_dashboard();
+        let buf = draw(&app, 80, 24);
+        let words: std::collections::HashSet<String> = app
+            .events
+            .iter()
+            .flat_map(|e| {
+                let text = format!("{} (×{})", e.text, e.repeats);
+                text.split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let (top, _) = line_with(&buf, "Events");
+        let mut checked = 0;
+        for l in &lines(&buf)[top as usize + 1..] {
+            if l.contains('└') {
+                break;
+            }
+            let body: String = l.chars().skip(1 + 21).take(78 - 21).collect();
+            for w in body.split_whitespace() {
+                assert!(
+                    words.contains(w) || w.ends_with('…'),
+                    "{w:?} is cut silently in {l:?}\n{}",
+                    screen(&buf)
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "{}", screen(&buf));
+    }
+
+    #[test]
     fn without_a_leader_the_replication_panel_says_so() {
         let mut app = three_nodes();
         app.set_status(0, status(0, Role::Candidate, 43, 10, false));
@@ -351,7 +575,7 @@ mod render {
         assert_eq!(cell_of(&buf, y, "updatefile \"b.txt").fg, Color::Yellow);
     }
 
-    const EVERY_KEY: &[&str] = &[
+    pub(super) const EVERY_KEY: &[&str] = &[
         "0-2",
         "↑↓",
         "c crash",
@@ -495,6 +719,7 @@ mod render {
 }
 
 mod keys {
+    use super::render::EVERY_KEY;
     use super::*;
 
     fn press(app: &mut App, code: KeyCode) -> Option<Action> {
@@ -568,6 +793,42 @@ mod keys {
             press(&mut app, KeyCode::Char('r')),
             Some(Action::Restore(1))
         );
+    }
+
+    #[test]
+    fn under_in_memory_k_is_not_offered_and_does_nothing_but_say_why() {
+        let mut app = three_nodes();
+        app.restartable = false;
+        press(&mut app, KeyCode::Char('2'));
+        let before = app.events.len();
+        assert_eq!(press(&mut app, KeyCode::Char('k')), None);
+        assert_eq!(app.events.len(), before + 1, "one line, no more");
+        let last = app.events.back().unwrap();
+        assert_eq!(last.text, surfstore::tui::app::KILL_NEEDS_DATA_DIR);
+        assert_eq!(last.tone, Tone::Error);
+        assert!(
+            app.events.iter().all(|e| !e.text.contains("killed")),
+            "no kill happened: {:?}",
+            app.events
+        );
+        for (w, h) in [(80, 24), (121, 30)] {
+            let buf = draw(&app, w, h);
+            let text = screen(&buf);
+            // The message reads whole on one line, even at 80 columns.
+            let (_, l) = line_with(&buf, surfstore::tui::app::KILL_NEEDS_DATA_DIR);
+            assert!(!l.contains('…'), "{l}");
+            // The key bar offers every other key, but not k.
+            let help: String = lines(&buf)[h as usize - 2..].join("\n");
+            assert!(!help.contains("k kill"), "{w}x{h}: {help}");
+            for key in EVERY_KEY.iter().filter(|k| **k != "k kill") {
+                assert!(help.contains(key), "{key} missing from {help}");
+            }
+            assert!(!text.contains("kill"), "{w}x{h}: {text}");
+        }
+        // With data directories the key is back.
+        app.restartable = true;
+        let buf = draw(&app, 80, 24);
+        assert!(lines(&buf)[22].contains("k kill"), "{}", screen(&buf));
     }
 
     #[test]
@@ -920,11 +1181,12 @@ mod partition {
     }
 
     #[test]
-    fn event_text_wraps_at_spaces_and_cuts_long_words() {
-        assert_eq!(ui::wrap("abc def ghi", 7), vec!["abc def", "ghi"]);
-        assert_eq!(ui::wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
-        assert_eq!(ui::wrap("", 5), vec![""]);
-        assert_eq!(ui::wrap("short", 80), vec!["short"]);
-        assert_eq!(ui::wrap("ab cd", 2), vec!["ab", "cd"]);
+    fn event_text_wraps_at_spaces_and_marks_cut_words() {
+        assert_eq!(text::wrap("abc def ghi", 7, 9), vec!["abc def", "ghi"]);
+        assert_eq!(text::wrap("abcdefghij", 4, 9), vec!["abc…"]);
+        assert_eq!(text::wrap("", 5, 9), vec![""]);
+        assert_eq!(text::wrap("short", 80, 9), vec!["short"]);
+        assert_eq!(text::wrap("ab cd", 2, 9), vec!["ab", "cd"]);
+        assert_eq!(text::wrap("ab cd ef", 5, 1), vec!["ab…"]);
     }
 }

@@ -290,6 +290,13 @@ impl Cluster {
         self.members.is_empty()
     }
 
+    /// Every node keeps its log in a data directory, so
+    /// [`Cluster::kill_and_restart`] has something to restart it from
+    /// (false under `--in-memory`).
+    pub fn restartable(&self) -> bool {
+        self.options.iter().all(|o| o.data_dir.is_some())
+    }
+
     /// The nodes serve HTTPS only (they were started with TLS).
     pub fn serves_tls(&self) -> bool {
         self.options.first().is_some_and(|o| o.tls.is_some())

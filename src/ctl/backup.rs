@@ -126,7 +126,10 @@ async fn read_map(client: &Client, leader: u64, map_only: bool) -> Result<MapRea
 
 /// What one save attempt came to.
 enum Attempt {
-    Saved { blocks: u64, bytes: u64 },
+    Saved {
+        blocks: u64,
+        bytes: u64,
+    },
     /// Blocks no node holds: (file, hash).
     Missing(Vec<(String, String)>),
 }
@@ -176,7 +179,9 @@ async fn attempt(client: &Client, read: &MapRead, tmp: &Path) -> Result<Attempt,
             };
             let (c, digest, name) = (client.clone(), *digest, name.clone());
             set.spawn(async move {
-                let r = c.call("surfstore.getblock", &[Value::String(hex(&digest))]).await;
+                let r = c
+                    .call("surfstore.getblock", &[Value::String(hex(&digest))])
+                    .await;
                 (digest, name, r)
             });
         }

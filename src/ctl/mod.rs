@@ -333,7 +333,10 @@ async fn admin(
 
 /// `Unreachable` (exit 2) when no member answered, naming why for each.
 fn all_unreachable(rows: &[MemberRow]) -> Result<(), CtlError> {
-    if rows.iter().all(|r| matches!(r.health, Health::Unreachable(_))) {
+    if rows
+        .iter()
+        .all(|r| matches!(r.health, Health::Unreachable(_)))
+    {
         let why: Vec<String> = rows
             .iter()
             .map(|r| format!("{} ({})", r.addr, r.health))

@@ -48,6 +48,10 @@ pub struct MemberRow {
     pub applied: Option<i64>,
     pub snapshot: Option<i64>,
     pub files: Option<i64>,
+    pub blocks: Option<i64>,
+    pub block_bytes: Option<i64>,
+    /// Blocks and log files on disk; `Some(-1)` for a node in memory.
+    pub disk_bytes: Option<i64>,
     pub health: Health,
     /// The `ping` round trip.
     pub rtt: Option<Duration>,
@@ -82,6 +86,9 @@ async fn ask(id: u64, addr: String, client: crate::xmlrpc::client::Client) -> Me
         applied: None,
         snapshot: None,
         files: None,
+        blocks: None,
+        block_bytes: None,
+        disk_bytes: None,
         health: Health::Unreachable(String::new()),
         rtt: None,
     };
@@ -111,6 +118,9 @@ async fn ask(id: u64, addr: String, client: crate::xmlrpc::client::Client) -> Me
     row.applied = num("applied_index");
     row.snapshot = num("snapshot_index");
     row.files = num("files");
+    row.blocks = num("blocks");
+    row.block_bytes = num("block_bytes");
+    row.disk_bytes = num("disk_bytes");
     let failed = m
         .get("failed")
         .and_then(Value::as_str)
@@ -127,6 +137,25 @@ async fn ask(id: u64, addr: String, client: crate::xmlrpc::client::Client) -> Me
     row
 }
 
+/// Bytes in binary units (`512B`, `1.5KiB`, `3.0GiB`); `-` in memory.
+fn size(v: Option<i64>) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    match v {
+        None => "?".into(),
+        Some(n) if n < 0 => "-".into(),
+        Some(n) if n < 1024 => format!("{n}B"),
+        Some(n) => {
+            let mut x = n as f64 / 1024.0;
+            let mut unit = 0;
+            while x >= 1024.0 && unit + 1 < UNITS.len() {
+                x /= 1024.0;
+                unit += 1;
+            }
+            format!("{x:.1}{}", UNITS[unit])
+        }
+    }
+}
+
 fn cell(v: Option<i64>) -> String {
     match v {
         Some(-1) => "-".into(),
@@ -138,7 +167,7 @@ fn cell(v: Option<i64>) -> String {
 pub(super) fn table(rows: &[MemberRow]) -> String {
     let header = [
         "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "SNAPSHOT",
-        "FILES", "RTT", "HEALTH",
+        "FILES", "BLOCKS", "DISK", "RTT", "HEALTH",
     ];
     let body: Vec<Vec<String>> = rows
         .iter()
@@ -154,6 +183,8 @@ pub(super) fn table(rows: &[MemberRow]) -> String {
                 cell(r.applied),
                 cell(r.snapshot),
                 cell(r.files),
+                cell(r.blocks),
+                size(r.disk_bytes),
                 r.rtt
                     .map_or_else(|| "?".into(), |d| format!("{:.1}ms", d.as_secs_f64() * 1e3)),
                 r.health.to_string(),
@@ -203,6 +234,10 @@ pub(super) fn json(rows: &[MemberRow]) -> String {
                 "applied_index": r.applied,
                 "snapshot_index": r.snapshot,
                 "files": r.files,
+                "blocks": r.blocks,
+                "block_bytes": r.block_bytes,
+                "disk_bytes": r.disk_bytes.filter(|&b| b >= 0),
+                "in_memory": r.disk_bytes.map(|b| b < 0),
                 "rtt_us": r.rtt.map(|d| d.as_micros() as u64),
                 "healthy": r.health == Health::Ok,
                 "health": r.health.to_string(),
@@ -228,6 +263,9 @@ mod tests {
             applied: Some(9),
             snapshot: Some(0),
             files: Some(4),
+            blocks: Some(2),
+            block_bytes: Some(8192),
+            disk_bytes: Some(3 << 20),
             health,
             rtt: Some(Duration::from_micros(1500)),
         }
@@ -239,6 +277,7 @@ mod tests {
         gone.role = None;
         gone.term = None;
         gone.rtt = None;
+        gone.disk_bytes = None;
         let t = table(&[row(0, Health::Ok), row(1, Health::Crashed), gone]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
@@ -252,6 +291,9 @@ mod tests {
         );
         assert!(lines[3].ends_with("unreachable: connection refused"), "{t}");
         assert!(lines[1].contains("1.5ms"), "{t}");
+        let col = lines[0].find("DISK").unwrap();
+        assert_eq!(&lines[1][col..col + 6], "3.0MiB", "{t}");
+        assert_eq!(&lines[3][col..col + 1], "?", "{t}");
     }
 
     #[test]
@@ -262,5 +304,17 @@ mod tests {
         assert_eq!(v[0]["term"], serde_json::Value::Null);
         assert_eq!(v[0]["healthy"], false);
         assert_eq!(v[0]["health"], "unreachable: timeout");
+        assert_eq!(v[0]["disk_bytes"], 3 << 20);
+        assert_eq!(v[0]["in_memory"], false);
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(size(None), "?");
+        assert_eq!(size(Some(-1)), "-");
+        assert_eq!(size(Some(0)), "0B");
+        assert_eq!(size(Some(1023)), "1023B");
+        assert_eq!(size(Some(1536)), "1.5KiB");
+        assert_eq!(size(Some(5 << 30)), "5.0GiB");
     }
 }

@@ -21,6 +21,7 @@ use crate::node::error::NodeError;
 use crate::node::events::NodeEvent;
 use crate::node::identity::Identity;
 use crate::node::metadata::MapView;
+use crate::node::metrics::{NodeMetrics, RpcCounters};
 use crate::node::peer_wire;
 use crate::node::peers::{PeerNumbers, PeerTable};
 use crate::node::raft::NodeId;
@@ -50,6 +51,11 @@ pub struct NodeHandle {
     identity: Option<Arc<Identity>>,
     /// The secrets calls from the network need; `None`: open.
     auth: Option<Arc<Verifier>>,
+    /// What `GET /metrics` serves, and where network calls are counted;
+    /// `None`: 404, nothing counted.
+    metrics: Option<Arc<NodeMetrics>>,
+    /// Where the node keeps its log and blocks; `None`: in memory.
+    data_dir: Option<Arc<std::path::Path>>,
 }
 
 /// Who may make a call, for the secrets and the identity check.
@@ -95,7 +101,33 @@ impl NodeHandle {
             peer_stats: Arc::new([]),
             identity: None,
             auth: None,
+            metrics: None,
+            data_dir: None,
         }
+    }
+
+    /// This handle, reporting the size of `dir` (the node's data directory)
+    /// in `status`.
+    pub fn with_data_dir(mut self, dir: Option<&std::path::Path>) -> Self {
+        self.data_dir = dir.map(Arc::from);
+        self
+    }
+
+    /// The node's data directory; `None` under `--in-memory`.
+    pub fn data_dir(&self) -> Option<&Arc<std::path::Path>> {
+        self.data_dir.as_ref()
+    }
+
+    /// This handle, counting network calls into `metrics` and serving them
+    /// at `GET /metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<NodeMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The node's metrics, when it keeps them.
+    pub fn metrics(&self) -> Option<&Arc<NodeMetrics>> {
+        self.metrics.as_ref()
     }
 
     /// This handle, refusing peer calls that do not come from a member of
@@ -405,7 +437,7 @@ impl NodeHandle {
                     .await
                     .map(|id| int_value(id as i64))
             }
-            "status" => status::status(self, params),
+            "status" => status::status(self, params).await,
             "backup" => {
                 no_args(name, params)?;
                 self.backup().await
@@ -446,13 +478,24 @@ impl NodeHandle {
 
 impl Handler for NodeHandle {
     async fn call(&self, call: MethodCall, ctx: CallContext) -> Result<Value, Fault> {
-        self.dispatch_from(call, Some(&ctx))
-            .await
-            .map_err(Fault::from)
+        let counted = self.metrics.as_ref().map(|m| {
+            let slot = RpcCounters::slot(&call.method);
+            m.rpc.call(slot);
+            (&m.rpc, slot)
+        });
+        let result = self.dispatch_from(call, Some(&ctx)).await;
+        if let (Some((rpc, slot)), Err(e)) = (counted, &result) {
+            rpc.fault(slot, e.code());
+        }
+        result.map_err(Fault::from)
     }
 
     async fn get(&self, path: &str) -> Option<Page> {
-        (path == "/health").then(|| self.health())
+        match path {
+            "/health" => Some(self.health()),
+            "/metrics" => self.metrics.as_ref().map(|m| m.page()),
+            _ => None,
+        }
     }
 }
 

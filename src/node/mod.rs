@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod metadata;
+pub mod metrics;
 pub mod peer_wire;
 pub mod peers;
 pub mod raft;
@@ -29,12 +30,13 @@ pub use error::NodeError;
 use crate::auth;
 use crate::node::identity::Identity;
 use crate::node::metadata::Metadata;
+use crate::node::metrics::NodeMetrics;
 use crate::node::raft::{Raft, RaftConfig};
 use crate::node::runtime::io::{InlineWriter, PeerLanes, ThreadWriter};
 use crate::node::runtime::{Publisher, Runtime};
 use crate::node::storage::{AnyStore, ClusterMeta, DiskOptions, DiskStore, Stored, Volatile};
 use crate::xmlrpc::client::Transport;
-use crate::xmlrpc::server::{self, ServerOptions};
+use crate::xmlrpc::server::{self, ServerOptions, ServerStats};
 
 /// Raft timing, in wall-clock terms; the driver turns it into ticks.
 #[derive(Clone, Debug)]
@@ -132,6 +134,9 @@ pub struct NodeOptions {
     pub timing: Timing,
     /// Seeds the core's RNG (election timeouts); defaults to something per-run.
     pub seed: u64,
+    /// How the node's HTTP server serves; its `stats` are not used: each
+    /// node counts its own connections (`/metrics` reports them), also when
+    /// several nodes are started with clones of one `ServerOptions`.
     pub server: ServerOptions,
     pub max_entries_per_message: usize,
     pub max_bytes_per_message: usize,
@@ -266,7 +271,13 @@ pub async fn start_on(
         Metadata::new()
     };
     let raft = Raft::new(config, stored.hard_state, stored.snapshot, stored.entries)?;
-    let block_store = blocks::BlockStore::open(opts.data_dir.as_deref())?;
+    // A disk store counts the blocks it holds as it opens.
+    let block_store = {
+        let dir = opts.data_dir.clone();
+        tokio::task::spawn_blocking(move || blocks::BlockStore::open(dir.as_deref()))
+            .await
+            .map_err(|e| blocks::BlockError::Io(format!("opening the block store: {e}")))??
+    };
 
     let (status_tx, status_rx) = watch::channel(NodeStatus {
         raft: raft.status(),
@@ -316,6 +327,13 @@ pub async fn start_on(
         })
         .unzip();
     let peer_stats: peers::PeerTable = peer_stats.into_iter().flatten().collect();
+    let server_stats = Arc::new(ServerStats::default());
+    let node_metrics = Arc::new(NodeMetrics::new(metrics::Sources {
+        status: status_rx.clone(),
+        peers: peer_stats.clone(),
+        server: server_stats.clone(),
+        blocks: Some(block_store.clone()),
+    }));
     let (events, _) = broadcast::channel(1024);
     let lanes = PeerLanes { lanes: peers };
     let publisher = Publisher::new(opts.id, status_tx, events.clone());
@@ -333,14 +351,19 @@ pub async fn start_on(
                 lanes,
                 publisher,
                 threshold,
-            );
+            )
+            .with_metrics(node_metrics.raft.clone());
             tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone()))
         }
         store @ AnyStore::Disk(_) => {
-            let writer = ThreadWriter::spawn(id, store, &req_tx);
+            // Under `--fsync never` nothing is fsynced: nothing to time.
+            let wal =
+                (opts.fsync == storage::FsyncPolicy::Always).then(|| node_metrics.wal.clone());
+            let writer = ThreadWriter::spawn(id, store, &req_tx, wal);
             let rt = Runtime::new(
                 id, members_v, raft, metadata, writer, lanes, publisher, threshold,
-            );
+            )
+            .with_metrics(node_metrics.raft.clone());
             tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone()))
         }
     };
@@ -361,9 +384,11 @@ pub async fn start_on(
     .map(Arc::new);
     let handle = NodeHandle::new(opts.id, members, req_tx, status_rx, events)
         .with_blocks(block_service.clone())
+        .with_data_dir(opts.data_dir.as_deref())
         .with_peer_stats(peer_stats)
         .with_identity(identity)
-        .with_auth(verifier.clone());
+        .with_auth(verifier.clone())
+        .with_metrics(node_metrics);
     tokio::spawn(blocks::repair::run(
         block_service,
         handle.clone(),
@@ -376,6 +401,7 @@ pub async fn start_on(
     let mut sd = shutdown;
     let server_opts = ServerOptions {
         auth: verifier,
+        stats: server_stats,
         tls: match &opts.tls {
             Some(tls) => Some(tls.server.clone()),
             None => opts.server.tls.clone(),

@@ -12,7 +12,7 @@ use crate::cluster::FeedItem;
 use crate::node::driver::LogLine;
 use crate::node::events::{EventKind, NodeEvent};
 use crate::node::peers::{Cuts, Partition};
-use crate::node::raft::{LogIndex, NodeId, Role, Term};
+use crate::node::raft::{LogIndex, NodeId, PeerProgress, Role, Term};
 use crate::node::NodeStatus;
 
 /// Event-log lines kept; older ones scroll away for good.
@@ -20,6 +20,10 @@ pub const EVENT_LOG_CAPACITY: usize = 1000;
 
 /// Log entries asked of the selected node (more than any screen shows).
 pub const LOG_TAIL_LEN: usize = 64;
+
+/// What `k` says under `--in-memory` (short enough for an 80-column
+/// events pane).
+pub const KILL_NEEDS_DATA_DIR: &str = "k needs a data directory (started with --in-memory)";
 
 /// One row of the node table.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,6 +199,10 @@ pub struct App {
     /// After `l`: the node whose link is to be cut or healed, waiting for
     /// the digit of the other end.
     pub link_from: Option<NodeId>,
+    /// The nodes keep their logs in data directories, so `k` can kill one
+    /// and start it again from there; false under `--in-memory`, where a
+    /// kill would lose everything (`k` is then neither offered nor done).
+    pub restartable: bool,
     /// False once the user asked to quit.
     pub running: bool,
 }
@@ -214,6 +222,7 @@ impl App {
             writes: 0,
             net: Cuts::none(nodes_len),
             link_from: None,
+            restartable: true,
             running: true,
         }
     }
@@ -234,6 +243,32 @@ impl App {
             .filter(|(_, n)| n.status.is_leader())
             .max_by_key(|(_, n)| n.status.raft.term)
             .map(|(i, _)| i as NodeId)
+    }
+
+    /// How far follower `p.id`'s log is known to agree with the log of
+    /// `leader`: the leader's `match_index` for it, or more when the
+    /// follower's own status proves more. A new leader starts every
+    /// follower at 0 and learns better only from answers, which a
+    /// `crash()`ed or cut-off follower never sends, though it still holds
+    /// its log. What its status proves, never past the leader's last index:
+    /// - its entries through its commit index: they are committed, and
+    ///   every leader holds every committed entry (Leader Completeness);
+    /// - all of its entries when its last one is of the leader's term: only
+    ///   that leader made entries of its term, and logs that share an entry
+    ///   agree up to it (Log Matching).
+    pub fn match_index(&self, leader: NodeId, p: &PeerProgress) -> LogIndex {
+        let (Some(leader), Some(follower)) = (
+            self.nodes.get(leader as usize),
+            self.nodes.get(p.id as usize),
+        ) else {
+            return p.match_index;
+        };
+        let (leader, follower) = (&leader.status.raft, &follower.status.raft);
+        let mut proven = follower.commit_index;
+        if follower.last_term == leader.term {
+            proven = proven.max(follower.last_index);
+        }
+        p.match_index.max(proven.min(leader.last_index))
     }
 
     pub fn selected_node(&self) -> NodeId {
@@ -270,6 +305,10 @@ impl App {
 
     pub fn kill_selected(&mut self) -> Option<Action> {
         let id = self.selected_node();
+        if !self.restartable {
+            self.push(None, KILL_NEEDS_DATA_DIR.to_owned(), Tone::Error);
+            return None;
+        }
         self.note(format!(
             "node {id}: killed (memory dropped); restarting from its data directory"
         ));

@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `0`-`9`, Up, Down | select a node |
 //! | `c` | crash the selected node (simulated: memory kept) |
-//! | `k` | kill the selected node and restart it from its data directory |
+//! | `k` | kill the selected node and restart it from its data directory (not under `--in-memory`: a short error instead) |
 //! | `r` | restore the selected node |
 //! | `a` | restore every node |
 //! | `w` | write a demo file through the leader |

@@ -6,7 +6,8 @@
 //! - `handler`: keys to `App` methods, which return `Action`s;
 //! - `event`: one stream merging frame ticks, terminal input, stop signals and
 //!   the nodes' events;
-//! - `terminal`: raw mode and the alternate screen, restored on every way out.
+//! - `terminal`: raw mode and the alternate screen, restored on every way out;
+//! - `text`: fitting text into cells, with `…` wherever it is cut.
 //!
 //! Everything shown is pushed by the nodes (their status `watch`, their event
 //! broadcast, log tails asked of the driver); nothing is polled over HTTP.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod event;
 pub mod handler;
 pub mod terminal;
+pub mod text;
 pub mod ui;
 
 use std::time::Duration;
@@ -53,6 +55,7 @@ pub async fn run(cluster: &mut Cluster, title: String, signals: Signals) -> std:
         })
         .collect();
     let mut app = App::new(title, nodes);
+    app.restartable = cluster.restartable();
     app.note(format!(
         "{} nodes listening; press w to write, c to crash, p to isolate",
         handles.len()

@@ -11,19 +11,24 @@
 //! where the screen is too narrow for it, the columns named in
 //! [`YIELD_TO_NET`] make room.
 //!
-//! Event lines too long for the pane wrap onto indented continuation lines;
-//! a line repeated in a row is shown once with its count (`(×12)`).
+//! Nothing is cut silently (see `text`): a cell, title or line too wide
+//! for its place ends with `…`. Event lines too long for the pane wrap
+//! between words onto indented continuation lines, at most
+//! [`EVENT_MAX_LINES`] of them, the last ending with `…` after a whole word
+//! when the text needs more; a line repeated in a row is shown once with
+//! its count (`(×12)`).
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 use crate::cluster::feed::clock;
 use crate::node::peers::Cuts;
 use crate::node::raft::NodeId;
 use crate::tui::app::{App, LogRecord, NodeView, RoleView, Tone};
+use crate::tui::text::{self, ellipsize, fit_line, fit_span};
 
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
@@ -31,11 +36,12 @@ pub const MIN_HEIGHT: u16 = 24;
 /// Marks the selected row of the node table.
 pub const SELECTED_MARKER: &str = "▶ ";
 
-/// One column of the node table: its header, its width, and its cell.
+/// One column of the node table: its header, its width, and its cell
+/// (cut to the width with `…` when wider).
 pub struct Column {
     pub title: &'static str,
     pub width: Constraint,
-    pub cell: fn(NodeId, &NodeView) -> Cell<'static>,
+    pub cell: fn(NodeId, &NodeView) -> Span<'static>,
 }
 
 fn or_dash(v: Option<NodeId>) -> String {
@@ -47,59 +53,59 @@ pub const COLUMNS: &[Column] = &[
     Column {
         title: "id",
         width: Constraint::Length(2),
-        cell: |id, _| Cell::from(id.to_string()),
+        cell: |id, _| Span::raw(id.to_string()),
     },
     Column {
         title: "address",
         width: Constraint::Length(19),
-        cell: |_, n| Cell::from(n.addr.clone()),
+        cell: |_, n| Span::raw(n.addr.clone()),
     },
     Column {
         title: "role",
         width: Constraint::Length(9),
         cell: |_, n| {
             let role = n.role();
-            Cell::from(Span::styled(role.label(), role_style(role)))
+            Span::styled(role.label(), role_style(role))
         },
     },
     Column {
         title: "term",
         width: Constraint::Length(5),
-        cell: |_, n| Cell::from(n.status.raft.term.to_string()),
+        cell: |_, n| Span::raw(n.status.raft.term.to_string()),
     },
     Column {
         title: "vote",
         width: Constraint::Length(4),
-        cell: |_, n| Cell::from(or_dash(n.status.raft.vote)),
+        cell: |_, n| Span::raw(or_dash(n.status.raft.vote)),
     },
     Column {
         title: "last",
         width: Constraint::Length(5),
-        cell: |_, n| Cell::from(n.status.raft.last_index.to_string()),
+        cell: |_, n| Span::raw(n.status.raft.last_index.to_string()),
     },
     Column {
         title: "commit",
         width: Constraint::Length(6),
-        cell: |_, n| Cell::from(n.status.raft.commit_index.to_string()),
+        cell: |_, n| Span::raw(n.status.raft.commit_index.to_string()),
     },
     Column {
         title: "applied",
         width: Constraint::Length(7),
-        cell: |_, n| Cell::from(n.status.raft.applied_index.to_string()),
+        cell: |_, n| Span::raw(n.status.raft.applied_index.to_string()),
     },
     Column {
         // The log is compacted through here; "-" before the first snapshot.
         title: "snap",
         width: Constraint::Length(5),
         cell: |_, n| match n.status.raft.snapshot_index {
-            0 => Cell::from("-"),
-            i => Cell::from(i.to_string()),
+            0 => Span::raw("-"),
+            i => Span::raw(i.to_string()),
         },
     },
     Column {
         title: "files",
         width: Constraint::Length(5),
-        cell: |_, n| Cell::from(n.status.files.to_string()),
+        cell: |_, n| Span::raw(n.status.files.to_string()),
     },
 ];
 
@@ -218,15 +224,16 @@ fn render_too_small(frame: &mut Frame, area: Rect) {
         "terminal too small: need at least {MIN_WIDTH}x{MIN_HEIGHT} (now {}x{})",
         area.width, area.height
     );
-    let lines = (text.len() as u16)
-        .div_ceil(area.width.max(1))
-        .min(area.height);
-    let y = area.y + (area.height - lines) / 2;
-    let middle = Rect::new(area.x, y, area.width, lines);
+    let lines: Vec<Line> = text::wrap(&text, area.width as usize, area.height as usize)
+        .into_iter()
+        .map(Line::from)
+        .collect();
+    let height = (lines.len() as u16).min(area.height);
+    let y = area.y + (area.height - height) / 2;
+    let middle = Rect::new(area.x, y, area.width, height);
     frame.render_widget(
-        Paragraph::new(text)
+        Paragraph::new(lines)
             .centered()
-            .wrap(Wrap { trim: true })
             .style(Style::new().add_modifier(Modifier::BOLD)),
         middle,
     );
@@ -260,7 +267,7 @@ fn render_title(app: &App, frame: &mut Frame, area: Rect) {
             .push(Span::styled(format!("{cut} link(s) cut"), net_style("cut")));
     }
     line.spans.push(Span::raw(format!(" · {}", app.title)));
-    frame.render_widget(Paragraph::new(line), area);
+    frame.render_widget(Paragraph::new(fit_line(line, area.width as usize)), area);
 }
 
 /// The node table's columns on a table `inner_width` wide: every one of
@@ -300,11 +307,23 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
     let header =
         Row::new(titles).style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
     let rows = app.nodes.iter().enumerate().map(|(i, n)| {
-        let mut cells: Vec<Cell> = cols.iter().map(|c| (c.cell)(i as NodeId, n)).collect();
+        let mut cells: Vec<Cell> = cols
+            .iter()
+            .map(|c| {
+                let span = (c.cell)(i as NodeId, n);
+                match c.width {
+                    Constraint::Length(w) => Cell::from(fit_span(span, w as usize)),
+                    _ => Cell::from(span),
+                }
+            })
+            .collect();
         if net {
             let label = net_label(&app.net, i as NodeId);
             let style = net_style(&label);
-            cells.push(Cell::from(Span::styled(label, style)));
+            cells.push(Cell::from(fit_span(
+                Span::styled(label, style),
+                NET_WIDTH as usize,
+            )));
         }
         Row::new(cells)
     });
@@ -319,25 +338,56 @@ fn render_nodes(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
+/// A bordered block whose title is cut with `…` to fit `area`.
+fn titled(title: String, area: Rect) -> Block<'static> {
+    let room = area.width.saturating_sub(2) as usize;
+    Block::bordered().title(ellipsize(&title, room).into_owned())
+}
+
+/// Draws `lines` in `area`, each cut with `…` to its width.
+fn render_lines(frame: &mut Frame, area: Rect, lines: Vec<Line<'static>>) {
+    let width = area.width as usize;
+    let lines: Vec<Line> = lines.into_iter().map(|l| fit_line(l, width)).collect();
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// Columns of a replication line besides its bar: `node 1 ` before it.
+const REPLICATION_LABEL: usize = 7;
+
+/// Columns kept for a follower's state after its match index (` lag 1234`,
+/// ` CRASHED`, ` CUT`), at least.
+const REPLICATION_STATE: usize = 9;
+
 fn render_replication(app: &App, frame: &mut Frame, area: Rect) {
     let Some(leader) = app.leader() else {
-        let block = Block::bordered().title(" Replication ");
-        let text = Paragraph::new("no leader: waiting for an election")
-            .style(role_style(RoleView::Candidate))
-            .block(block);
-        frame.render_widget(text, area);
+        let block = titled(" Replication ".to_owned(), area);
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        render_lines(
+            frame,
+            inner,
+            vec![Line::styled(
+                "no leader: waiting for an election",
+                role_style(RoleView::Candidate),
+            )],
+        );
         return;
     };
     let raft = &app.nodes[leader as usize].status.raft;
-    let block = Block::bordered().title(format!(
-        " Replication (leader {leader}, last #{}) ",
-        raft.last_index
-    ));
+    // The long title where it fits whole, else the short one: a number cut
+    // by an ellipsis would read as another number.
+    let room = area.width.saturating_sub(2) as usize;
+    let long = format!(" Replication (leader {leader}, last #{}) ", raft.last_index);
+    let title = if text::width(&long) <= room {
+        long
+    } else {
+        format!(" Replication (last #{}) ", raft.last_index)
+    };
+    let block = titled(title, area);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    // "node 1 " + bar + " 12345" + " lag 1234" or " CRASHED "
-    let bar_width = inner.width.saturating_sub(7 + 6 + 9) as usize;
-    let lines: Vec<Line> = raft
+    // Per follower: (id, match index, bar colour, state).
+    let rows: Vec<(NodeId, u64, Color, Span<'static>)> = raft
         .progress
         .iter()
         .map(|p| {
@@ -346,57 +396,75 @@ fn render_replication(app: &App, frame: &mut Frame, area: Rect) {
                 .get(p.id as usize)
                 .is_some_and(|n| n.status.crashed);
             let cut = app.net.is_cut(leader, p.id) || app.net.is_cut(p.id, leader);
-            let lag = raft.last_index.saturating_sub(p.match_index);
+            let matched = app.match_index(leader, p);
+            let lag = raft.last_index.saturating_sub(matched);
+            let (colour, state) = if crashed {
+                (
+                    Color::Red,
+                    Span::styled(" CRASHED", role_style(RoleView::Crashed)),
+                )
+            } else if cut {
+                (Color::Magenta, Span::styled(" CUT", net_style("ISOLATED")))
+            } else if lag == 0 {
+                (Color::Green, Span::raw(" lag 0"))
+            } else {
+                (Color::Yellow, Span::raw(format!(" lag {lag}")))
+            };
+            (p.id, matched, colour, state)
+        })
+        .collect();
+    if rows.is_empty() {
+        render_lines(
+            frame,
+            inner,
+            vec![Line::from("a single node: nothing to replicate")],
+        );
+        return;
+    }
+    // "node 1 " + bar + " 12345" + " lag 1234" / " CRASHED" / " CUT".
+    let number = raft.last_index.to_string().len().max(5);
+    let state = rows
+        .iter()
+        .map(|r| r.3.width())
+        .max()
+        .unwrap_or(0)
+        .max(REPLICATION_STATE);
+    let bar_width = (inner.width as usize).saturating_sub(REPLICATION_LABEL + 1 + number + state);
+    let lines = rows
+        .into_iter()
+        .map(|(id, matched, colour, state)| {
             let ratio = if raft.last_index == 0 {
                 1.0
             } else {
-                p.match_index as f64 / raft.last_index as f64
+                matched as f64 / raft.last_index as f64
             };
             let filled =
                 ((ratio.clamp(0.0, 1.0) * bar_width as f64).round() as usize).min(bar_width);
-            let colour = if crashed {
-                Color::Red
-            } else if cut {
-                Color::Magenta
-            } else if lag == 0 {
-                Color::Green
-            } else {
-                Color::Yellow
-            };
-            let state = if crashed {
-                Span::styled(" CRASHED", role_style(RoleView::Crashed))
-            } else if cut {
-                Span::styled(" CUT", net_style("ISOLATED"))
-            } else {
-                Span::raw(format!(" lag {lag}"))
-            };
             Line::from(vec![
-                Span::raw(format!("node {:<2}", p.id)),
+                Span::raw(format!("node {id:<2}")),
                 Span::styled("█".repeat(filled), Style::new().fg(colour)),
                 Span::styled(
                     "░".repeat(bar_width - filled),
                     Style::new().fg(Color::DarkGray),
                 ),
-                Span::raw(format!(" {:>5}", p.match_index)),
+                Span::raw(format!(" {matched:>number$}")),
                 state,
             ])
         })
         .collect();
-    let lines = if lines.is_empty() {
-        vec![Line::from("a single node: nothing to replicate")]
-    } else {
-        lines
-    };
-    frame.render_widget(Paragraph::new(lines), inner);
+    render_lines(frame, inner, lines);
 }
 
 fn render_log_tail(app: &App, frame: &mut Frame, area: Rect) {
     let id = app.selected_node();
     let node = &app.nodes[app.selected];
-    let block = Block::bordered().title(format!(
-        " Log of node {id} (commit #{}) ",
-        node.status.raft.commit_index
-    ));
+    let block = titled(
+        format!(
+            " Log of node {id} (commit #{}) ",
+            node.status.raft.commit_index
+        ),
+        area,
+    );
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let lines: Vec<Line> = if app.log_tail.node != Some(id) {
@@ -426,37 +494,42 @@ fn render_log_tail(app: &App, frame: &mut Frame, area: Rect) {
             })
             .collect()
     };
-    frame.render_widget(Paragraph::new(lines), inner);
+    render_lines(frame, inner, lines);
 }
 
 /// Characters before an event's text: `HH:MM:SS.mmm node N  `.
 const EVENT_PREFIX: usize = 12 + 1 + 7 + 1;
 
+/// Most screen lines one event takes; a longer text ends with `…`.
+pub const EVENT_MAX_LINES: usize = 3;
+
 fn render_events(app: &App, frame: &mut Frame, area: Rect) {
-    let block = Block::bordered().title(" Events (UTC, newest last) ");
+    let block = titled(" Events (UTC, newest last) ".to_owned(), area);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let height = inner.height as usize;
     let text_width = (inner.width as usize).saturating_sub(EVENT_PREFIX).max(10);
-    // From the newest back, until the pane is full; the oldest shown may
-    // lose its first lines.
-    let mut lines: Vec<Line> = Vec::with_capacity(height);
+    // From the newest back, until the pane is full. The oldest shown keeps
+    // its first line (time and node) and ends with `…` if the rest of it
+    // has no room.
+    let mut records: Vec<Vec<Line>> = Vec::new();
+    let mut used = 0;
     for r in app.events.iter().rev() {
-        if lines.len() >= height {
+        if used >= height {
             break;
         }
-        let mut record = event_lines(r, text_width);
-        record.reverse();
-        lines.extend(record);
+        let record = event_lines(r, text_width, EVENT_MAX_LINES.min(height - used));
+        used += record.len();
+        records.push(record);
     }
-    lines.truncate(height);
-    lines.reverse();
-    frame.render_widget(Paragraph::new(lines), inner);
+    let lines: Vec<Line> = records.into_iter().rev().flatten().collect();
+    render_lines(frame, inner, lines);
 }
 
-/// One event as screen lines: the first with its time and node, the rest of
-/// a text longer than `width` on indented continuation lines.
-fn event_lines(r: &LogRecord, width: usize) -> Vec<Line<'static>> {
+/// One event in at most `max_lines` screen lines: the first with its time
+/// and node, the rest of a text longer than `width` on indented
+/// continuation lines.
+fn event_lines(r: &LogRecord, width: usize, max_lines: usize) -> Vec<Line<'static>> {
     let who = match r.node {
         Some(n) => format!("node {n:<2}"),
         None => "  ·    ".to_owned(),
@@ -467,7 +540,7 @@ fn event_lines(r: &LogRecord, width: usize) -> Vec<Line<'static>> {
         r.text.clone()
     };
     let style = tone_style(r.tone);
-    wrap(&text, width)
+    text::wrap(&text, width, max_lines)
         .into_iter()
         .enumerate()
         .map(|(i, part)| {
@@ -489,32 +562,10 @@ fn event_lines(r: &LogRecord, width: usize) -> Vec<Line<'static>> {
         .collect()
 }
 
-/// `text` in lines of at most `width` characters, broken at spaces where
-/// there is one (a longer word is cut). Never empty.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let mut lines = Vec::new();
-    let mut rest: Vec<char> = text.chars().collect();
-    while rest.len() > width {
-        let cut = rest[..=width]
-            .iter()
-            .rposition(|&c| c == ' ')
-            .filter(|&i| i > 0)
-            .unwrap_or(width);
-        lines.push(rest[..cut].iter().collect::<String>().trim_end().to_owned());
-        let skip = if rest.get(cut) == Some(&' ') {
-            cut + 1
-        } else {
-            cut
-        };
-        rest.drain(..skip);
-    }
-    lines.push(rest.into_iter().collect());
-    lines
-}
-
-/// The key bar: as many lines (one or two) as `width` needs. After `l` it
-/// asks for the other end of the link instead.
+/// The key bar: as many lines (one or two) as `width` needs, each cut with
+/// `…` if even two are too narrow. After `l` it asks for the other end of
+/// the link instead. `k` is offered only when the nodes can be restarted
+/// from a data directory.
 fn help_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let last = (app.nodes.len() - 1).min(9);
     let digits = if last == 0 {
@@ -529,7 +580,7 @@ fn help_lines(app: &App, width: u16) -> Vec<Line<'static>> {
         )
     };
     if let Some(from) = app.link_from {
-        return vec![Line::from(vec![
+        let line = Line::from(vec![
             Span::raw(" "),
             Span::styled(
                 format!("cut or heal the link from node {from} to node: "),
@@ -537,12 +588,15 @@ fn help_lines(app: &App, width: u16) -> Vec<Line<'static>> {
             ),
             key(digits),
             Span::raw("  any other key cancels"),
-        ])];
+        ]);
+        return vec![fit_line(line, width as usize)];
     }
-    let items: [(String, &str); 11] = [
-        (format!("{digits} ↑↓"), "select"),
-        ("c".into(), "crash"),
-        ("k".into(), "kill"),
+    let mut items: Vec<(String, &str)> =
+        vec![(format!("{digits} ↑↓"), "select"), ("c".into(), "crash")];
+    if app.restartable {
+        items.push(("k".into(), "kill"));
+    }
+    items.extend([
         ("r".into(), "restore"),
         ("a".into(), "restore all"),
         ("w".into(), "write"),
@@ -551,11 +605,11 @@ fn help_lines(app: &App, width: u16) -> Vec<Line<'static>> {
         (format!("l {digits}"), "cut link"),
         ("h".into(), "heal all"),
         ("q".into(), "quit"),
-    ];
+    ]);
     let mut lines: Vec<Vec<Span<'static>>> = vec![vec![Span::raw(" ")]];
     let mut used = 1usize;
     for (k, label) in items {
-        let len = k.chars().count() + 1 + label.chars().count();
+        let len = text::width(&k) + 1 + text::width(label);
         let sep = if used > 1 { 2 } else { 0 };
         if used > 1 && used + sep + len > width as usize && lines.len() < 2 {
             lines.push(vec![Span::raw(" ")]);
@@ -570,5 +624,8 @@ fn help_lines(app: &App, width: u16) -> Vec<Line<'static>> {
         line.push(Span::raw(format!(" {label}")));
         used += len;
     }
-    lines.into_iter().map(Line::from).collect()
+    lines
+        .into_iter()
+        .map(|spans| fit_line(Line::from(spans), width as usize))
+        .collect()
 }

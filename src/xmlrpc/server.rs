@@ -4,7 +4,7 @@
 //! Promises:
 //! - `POST /RPC2` and `POST /` are XML-RPC calls, and any other method on
 //!   them is 405 (`Allow: POST`); `GET` of another path is the handler's
-//!   [`Handler::get`] page (`/health`), else 404. Keep-alive, many
+//!   [`Handler::get`] page (`/health`, `/metrics`), else 404. Keep-alive, many
 //!   connections at once.
 //! - A body larger than [`ServerOptions::max_body_bytes`] is refused with 413
 //!   before it is read (declared length) or as soon as it passes the limit
@@ -176,6 +176,7 @@ pub struct ServerStats {
     peak_inflight_bytes: AtomicUsize,
     budget_waits: AtomicU64,
     budget_refusals: AtomicU64,
+    malformed: AtomicU64,
 }
 
 impl ServerStats {
@@ -206,6 +207,10 @@ impl ServerStats {
     /// Requests refused with 503: no budget freed within `body_read_timeout`.
     pub fn budget_refusals(&self) -> u64 {
         self.budget_refusals.load(Ordering::Relaxed)
+    }
+    /// Request bodies that did not parse as a call (answered with fault 3).
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
     }
 }
 
@@ -532,7 +537,10 @@ async fn respond<H: Handler>(
             };
             handler.call(call, ctx).await
         }
-        Err(e) => Err(Fault::new(3, format!("BadRequest: {e}"))),
+        Err(e) => {
+            limits.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            Err(Fault::new(3, format!("BadRequest: {e}")))
+        }
     };
     let mut out = Vec::with_capacity(256);
     match &outcome {

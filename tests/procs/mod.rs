@@ -59,9 +59,15 @@ impl Nodes {
                 "never".to_owned(),
             ]
         };
-        Nodes::spawn(name, &members(ports), &ids, &storage, &[], "warn", &|_, _| {
-            Stdio::null()
-        })
+        Nodes::spawn(
+            name,
+            &members(ports),
+            &ids,
+            &storage,
+            &[],
+            "warn",
+            &|_, _| Stdio::null(),
+        )
     }
 
     fn spawn(

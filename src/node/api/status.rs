@@ -5,6 +5,7 @@
 //! driver, so a busy or stuck driver does not hold it up.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::{no_args, NodeHandle};
 use crate::node::error::NodeError;
@@ -22,8 +23,38 @@ fn id_or_none(v: Option<u64>) -> Value {
     v.map_or(Value::Int(-1), int)
 }
 
-pub(super) fn status(node: &NodeHandle, params: Vec<Value>) -> Result<Value, NodeError> {
+/// Bytes in the files of data directory `dir` besides the blocks: the
+/// write-ahead log's segments, the snapshot, the hard state and metadata
+/// (a few files; the blocks are counted as they come and go instead).
+/// Files that vanish while it looks (a segment compacted away) count 0.
+fn log_bytes(dir: &Path) -> u64 {
+    fn files(dir: &Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+    files(dir) + files(&dir.join("wal"))
+}
+
+pub(super) async fn status(node: &NodeHandle, params: Vec<Value>) -> Result<Value, NodeError> {
     no_args("status", params)?;
+    // A handful of stats, off the async workers.
+    let log = match node.data_dir() {
+        Some(dir) => {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || log_bytes(&dir))
+                .await
+                .ok()
+        }
+        None => None,
+    };
+    let held = node.blocks().map(|b| b.store.held()).unwrap_or_default();
     let st = node.status();
     let r = &st.raft;
     let role = match r.role {
@@ -51,6 +82,13 @@ pub(super) fn status(node: &NodeHandle, params: Vec<Value>) -> Result<Value, Nod
     put("last_index", int(r.last_index));
     put("snapshot_index", int(r.snapshot_index));
     put("files", int(st.files as u64));
+    put("blocks", int(held.blocks));
+    put("block_bytes", int(held.bytes));
+    // On disk: the blocks' bytes and the log's files; -1 in memory.
+    put(
+        "disk_bytes",
+        log.map_or(Value::Int(-1), |log| int(log + held.bytes)),
+    );
     put("crashed", Value::Bool(st.crashed));
     put(
         "failed",
@@ -157,6 +195,10 @@ mod tests {
         assert_eq!(s["snapshot_index"], Value::Int(3));
         assert_eq!(s["crashed"], Value::Bool(true));
         assert_eq!(s["failed"], Value::String(String::new()));
+        // No block store and no data directory.
+        assert_eq!(s["blocks"], Value::Int(0));
+        assert_eq!(s["block_bytes"], Value::Int(0));
+        assert_eq!(s["disk_bytes"], Value::Int(-1));
         let Value::Array(peers) = &s["peers"] else {
             panic!("peers is not an array")
         };
@@ -182,5 +224,20 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, NodeError::BadRequest(_)), "{err:?}");
+    }
+
+    #[test]
+    fn log_bytes_counts_the_log_and_snapshot_files_but_not_the_blocks() {
+        let dir = std::env::temp_dir().join(format!("surfstore-status-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(dir.join("wal")).unwrap();
+        std::fs::create_dir_all(dir.join("blocks").join("ab")).unwrap();
+        std::fs::write(dir.join("snapshot"), [0u8; 1000]).unwrap();
+        std::fs::write(dir.join("hardstate"), [0u8; 24]).unwrap();
+        std::fs::write(dir.join("wal").join("00000001.wal"), [0u8; 4096]).unwrap();
+        std::fs::write(dir.join("wal").join("00000002.wal"), [0u8; 100]).unwrap();
+        std::fs::write(dir.join("blocks").join("ab").join("abcd"), [0u8; 7777]).unwrap();
+        assert_eq!(log_bytes(&dir), 1000 + 24 + 4096 + 100);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(log_bytes(&dir), 0, "a missing directory holds nothing");
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::request::Request;
 use crate::node::metadata::MapView;
+use crate::node::metrics::WalMetrics;
 use crate::node::raft::{Entry, HardState, LogIndex, Message, Snapshot, Term};
 use crate::node::storage::{LogStore, PreparedSnapshot, SnapshotPreparer};
 
@@ -83,8 +84,9 @@ pub fn prepare(job: SnapshotJob, preparer: Option<&SnapshotPreparer>) -> Prepare
     (snapshot, result)
 }
 
-/// Applies one write to `store`; `sync` is left to the caller (group commit).
-fn write_to<S: LogStore>(store: &mut S, write: Write) -> io::Result<bool> {
+/// Applies one write to `store`; `sync` is left to the caller (group
+/// commit). Returns whether it must be synced and how many entries it wrote.
+fn write_to<S: LogStore>(store: &mut S, write: Write) -> io::Result<(bool, usize)> {
     match write {
         Write::Ready {
             snapshot,
@@ -97,13 +99,13 @@ fn write_to<S: LogStore>(store: &mut S, write: Write) -> io::Result<bool> {
                 store.save_snapshot(snapshot, None)?;
             }
             store.write(hard_state, &entries)?;
-            Ok(sync)
+            Ok((sync, entries.len()))
         }
         Write::Compact {
             snapshot, prepared, ..
         } => {
             store.save_snapshot(&snapshot, prepared)?;
-            Ok(false)
+            Ok((false, 0))
         }
     }
 }
@@ -131,7 +133,7 @@ impl<S: LogStore> InlineWriter<S> {
 
 impl<S: LogStore> Writer for InlineWriter<S> {
     fn submit(&mut self, write: Write) -> Option<Result<(), String>> {
-        let result = write_to(&mut self.store, write).and_then(|sync| {
+        let result = write_to(&mut self.store, write).and_then(|(sync, _)| {
             if sync {
                 self.store.sync()
             } else {
@@ -153,7 +155,9 @@ const MAX_GROUP: usize = 1024;
 /// them all, fsyncs once if any of them must be synced, and reports the
 /// highest Ready covered to the runtime's inbox. While one fsync runs, the
 /// next group gathers in the queue. Snapshots are encoded and written on
-/// tokio's blocking pool, so a large map never holds up the log.
+/// tokio's blocking pool, so a large map never holds up the log. Each group
+/// commit's fsync is timed, with the entries it covers, into the node's
+/// [`WalMetrics`] when it has them (a store that never fsyncs is given none).
 pub struct ThreadWriter {
     /// `None` once closed.
     tx: Option<std_mpsc::Sender<Write>>,
@@ -165,7 +169,12 @@ pub struct ThreadWriter {
 impl ThreadWriter {
     /// Starts the thread for node `id`. `inbox` is where completions go
     /// (weak: the writer must not keep the runtime's inbox open).
-    pub fn spawn<S: LogStore>(id: u64, mut store: S, inbox: &mpsc::Sender<Request>) -> Self {
+    pub fn spawn<S: LogStore>(
+        id: u64,
+        mut store: S,
+        inbox: &mpsc::Sender<Request>,
+        metrics: Option<WalMetrics>,
+    ) -> Self {
         let preparer = store.snapshot_preparer();
         let (tx, rx) = std_mpsc::channel::<Write>();
         let done = inbox.downgrade();
@@ -185,10 +194,14 @@ impl ThreadWriter {
                         }
                     }
                     let mut sync = false;
+                    let mut entries = 0;
                     let mut result = Ok(());
                     for w in group {
                         match write_to(&mut store, w) {
-                            Ok(s) => sync |= s,
+                            Ok((s, n)) => {
+                                sync |= s;
+                                entries += n;
+                            }
                             Err(e) => {
                                 result = Err(e);
                                 break;
@@ -196,7 +209,11 @@ impl ThreadWriter {
                         }
                     }
                     if result.is_ok() && sync {
+                        let started = std::time::Instant::now();
                         result = store.sync();
+                        if let (Ok(()), Some(m)) = (&result, &metrics) {
+                            m.observe_fsync(started.elapsed().as_secs_f64(), entries);
+                        }
                     }
                     let failed = result.is_err();
                     let Some(inbox) = done.upgrade() else { return };

@@ -36,6 +36,7 @@ use crate::node::command::Command;
 use crate::node::error::NodeError;
 use crate::node::events::EventKind;
 use crate::node::metadata::Metadata;
+use crate::node::metrics::RaftCounters;
 use crate::node::peer_wire;
 use crate::node::raft::{
     Entry, HardState, Message, MessageBody, NodeId, Raft, RaftError, Ready, Role, SeededBugs, Term,
@@ -86,6 +87,11 @@ pub struct Runtime<W: Writer, T: Transport> {
     /// Every entry applied, kept for the simulation's checker when it asked
     /// (`observe_applies`); `None` (nothing kept) in production.
     applied_log: Option<Vec<Entry>>,
+    /// What `/metrics` counts here (proposals, commits, elections, leader
+    /// changes); unregistered unless `with_metrics` gave the node's.
+    counters: RaftCounters,
+    /// The last leader this node knew of, for `counters.leader_changes`.
+    known_leader: Option<NodeId>,
 }
 
 impl<W: Writer, T: Transport> Runtime<W, T> {
@@ -125,7 +131,15 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             transfers: Transfers::default(),
             orphan_ticks: 0,
             applied_log: None,
+            counters: RaftCounters::default(),
+            known_leader: None,
         }
+    }
+
+    /// This runtime, counting into `counters` (the node's `/metrics`).
+    pub fn with_metrics(mut self, counters: RaftCounters) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Test-only: break the Raft rules `bugs` names (the simulation's
@@ -285,6 +299,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                 }
                 match self.raft.propose(cmd.encode()) {
                     Ok((index, term)) => {
+                        self.counters.proposals.inc();
                         self.pending.updates.insert(index, (term, reply));
                     }
                     Err(RaftError::TransferInProgress { .. })
@@ -584,6 +599,12 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             self.publisher
                 .emit(EventKind::PreVoteStarted { term: term + 1 });
         }
+        if let Some(leader) = rd.soft_state.and_then(|ss| ss.leader) {
+            if self.known_leader != Some(leader) {
+                self.known_leader = Some(leader);
+                self.counters.leader_changes.inc();
+            }
+        }
         let heard_leader = rd.soft_state.is_some_and(|ss| ss.leader.is_some());
         if self.role == Role::PreCandidate
             && role == Role::Follower
@@ -595,6 +616,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                 .emit(EventKind::PreVoteRefused { term: term + 1 });
         }
         if role == Role::Candidate && (self.role != Role::Candidate || term != self.term) {
+            self.counters.elections.inc();
             tracing::info!(node = self.id, term, "campaigning: asking for votes");
             self.publisher.emit(EventKind::ElectionStarted { term });
         }
@@ -773,6 +795,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
     }
 
     fn apply(&mut self, entry: &Entry) {
+        self.counters.commits.inc();
         if let Some(log) = &mut self.applied_log {
             log.push(entry.clone());
         }

@@ -229,10 +229,7 @@ impl<R: Read> BackupReader<R> {
                 self.fill(&mut data)?;
                 let got: [u8; 32] = Sha256::digest(&data).into();
                 if got != digest {
-                    return Err(self.bad(
-                        tag_at,
-                        "a block's bytes do not match its SHA-256".into(),
-                    ));
+                    return Err(self.bad(tag_at, "a block's bytes do not match its SHA-256".into()));
                 }
                 self.blocks += 1;
                 Ok(Some((digest, data)))
@@ -243,7 +240,10 @@ impl<R: Read> BackupReader<R> {
                 if count != self.blocks {
                     return Err(self.bad(
                         count_at,
-                        format!("the end says {count} blocks, the file holds {}", self.blocks),
+                        format!(
+                            "the end says {count} blocks, the file holds {}",
+                            self.blocks
+                        ),
                     ));
                 }
                 let computed = self.crc.clone().finalize();
@@ -338,6 +338,9 @@ mod tests {
         // map_len sits at byte 32.
         bytes[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
         let err = read_all(&bytes).unwrap_err().to_string();
-        assert!(err.contains("at byte 40") && err.contains("the map is"), "{err}");
+        assert!(
+            err.contains("at byte 40") && err.contains("the map is"),
+            "{err}"
+        );
     }
 }
