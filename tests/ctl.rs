@@ -4,7 +4,8 @@
 
 mod procs;
 
-use std::process::{Command, Output, Stdio};
+use std::ffi::OsStr;
+use std::process::Output;
 use std::time::Duration;
 
 use procs::*;
@@ -15,18 +16,10 @@ const PORTS: [u16; 3] = [9890, 9891, 9892];
 /// `run-ctl.sh` with the members from the config the harness wrote (a
 /// stopped node cannot be the one asked for them).
 fn ctl(nodes: &Nodes, args: &[&str]) -> Output {
-    Command::new(format!("{}/run-ctl.sh", env!("CARGO_MANIFEST_DIR")))
-        .arg("--config")
-        .arg(nodes.dir.join("config.txt"))
-        .args(args)
-        .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run-ctl.sh runs")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    let config = nodes.dir.join("config.txt");
+    let mut all: Vec<&OsStr> = vec!["--config".as_ref(), config.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    run_ctl(all)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,11 +123,7 @@ async fn ctl_moves_and_shows_the_cluster() {
 
 #[test]
 fn ctl_without_a_reachable_member_says_so_and_exits_2() {
-    let o = Command::new(format!("{}/run-ctl.sh", env!("CARGO_MANIFEST_DIR")))
-        .args(["--endpoint", "localhost:9893", "status"])
-        .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
-        .output()
-        .unwrap();
+    let o = run_ctl(["--endpoint", "localhost:9893", "status"]);
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");

@@ -10,7 +10,7 @@
 mod procs;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use procs::*;
 use surfstore::xmlrpc::client::Client;
@@ -18,19 +18,6 @@ use surfstore::xmlrpc::Value;
 
 const SOURCE: [u16; 3] = [9910, 9911, 9912];
 const RESTORED: [u16; 3] = [9913, 9914, 9915];
-
-fn ctl(args: &[&str]) -> Output {
-    Command::new(format!("{}/run-ctl.sh", env!("CARGO_MANIFEST_DIR")))
-        .args(args)
-        .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run-ctl.sh runs")
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
@@ -127,7 +114,7 @@ fn write_config(path: &Path, ports: &[u16]) {
 
 fn restore_all(backup: &Path, config: &Path, dirs: &[PathBuf]) {
     for (i, d) in dirs.iter().enumerate() {
-        let r = ctl(&[
+        let r = run_ctl([
             "snapshot",
             "restore",
             s(backup),
@@ -159,7 +146,7 @@ async fn backup_round_trip_into_a_new_cluster() {
     let map = call(&cs[leader], "surfstore.getfileinfomap", vec![]).await;
 
     let full = work.join("full.bak");
-    let saved = ctl(&["--config", s(&src_config), "snapshot", "save", s(&full)]);
+    let saved = run_ctl(["--config", s(&src_config), "snapshot", "save", s(&full)]);
     assert_eq!(saved.status.code(), Some(0), "{}", out(&saved));
     let text = out(&saved);
     assert!(
@@ -167,7 +154,7 @@ async fn backup_round_trip_into_a_new_cluster() {
         "{text}"
     );
     let meta_only = work.join("map.bak");
-    let saved = ctl(&[
+    let saved = run_ctl([
         "--config",
         s(&src_config),
         "-w",
@@ -185,7 +172,7 @@ async fn backup_round_trip_into_a_new_cluster() {
     drop(source);
     // With no member up, save says so (exit 2) and writes nothing.
     let none = work.join("none.bak");
-    let r = ctl(&["--config", s(&src_config), "snapshot", "save", s(&none)]);
+    let r = run_ctl(["--config", s(&src_config), "snapshot", "save", s(&none)]);
     assert_eq!(r.status.code(), Some(2), "{}", out(&r));
     assert!(out(&r).contains("no member answered"), "{}", out(&r));
     assert!(!none.exists());
@@ -196,7 +183,7 @@ async fn backup_round_trip_into_a_new_cluster() {
     let busy = work.join("busy");
     std::fs::create_dir_all(&busy).unwrap();
     std::fs::write(busy.join("keep"), b"mine").unwrap();
-    let r = ctl(&[
+    let r = run_ctl([
         "snapshot",
         "restore",
         s(&full),
@@ -216,7 +203,7 @@ async fn backup_round_trip_into_a_new_cluster() {
     let corrupt = work.join("corrupt.bak");
     std::fs::write(&corrupt, &bytes).unwrap();
     let fresh = work.join("fresh");
-    let r = ctl(&[
+    let r = run_ctl([
         "snapshot",
         "restore",
         s(&corrupt),
@@ -239,7 +226,7 @@ async fn backup_round_trip_into_a_new_cluster() {
         6,
         "no temporary left: source.txt full.bak map.bak restored.txt busy corrupt.bak"
     );
-    let r = ctl(&[
+    let r = run_ctl([
         "snapshot",
         "restore",
         s(&full),

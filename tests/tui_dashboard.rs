@@ -22,6 +22,17 @@ use surfstore::tui::app::{Action, App, NetAction, NodeView, Tone};
 use surfstore::tui::handler::handle_key;
 use surfstore::tui::{text, ui};
 
+/// A leader's progress for each follower: (id, match index, next index).
+fn progress(rows: &[(u64, u64, u64)]) -> Vec<PeerProgress> {
+    rows.iter()
+        .map(|&(id, match_index, next_index)| PeerProgress {
+            id,
+            match_index,
+            next_index,
+        })
+        .collect()
+}
+
 fn status(id: u64, role: Role, term: u64, last: u64, crashed: bool) -> NodeStatus {
     NodeStatus {
         raft: Status {
@@ -48,18 +59,7 @@ fn status(id: u64, role: Role, term: u64, last: u64, crashed: bool) -> NodeStatu
 /// crashed in term 41; node 2 follows.
 fn three_nodes() -> App {
     let mut leader = status(0, Role::Leader, 42, 10, false);
-    leader.raft.progress = vec![
-        PeerProgress {
-            id: 1,
-            match_index: 3,
-            next_index: 4,
-        },
-        PeerProgress {
-            id: 2,
-            match_index: 5,
-            next_index: 6,
-        },
-    ];
+    leader.raft.progress = progress(&[(1, 3, 4), (2, 5, 6)]);
     let nodes = vec![
         NodeView {
             addr: "localhost:9001".into(),
@@ -267,18 +267,7 @@ mod render {
         // holds 4000 entries, 3998 of them committed.
         let mut app = three_nodes();
         let mut leader = status(0, Role::Leader, 43, 4242, false);
-        leader.raft.progress = vec![
-            PeerProgress {
-                id: 1,
-                match_index: 0,
-                next_index: 4001,
-            },
-            PeerProgress {
-                id: 2,
-                match_index: 4242,
-                next_index: 4243,
-            },
-        ];
+        leader.raft.progress = progress(&[(1, 0, 4001), (2, 4242, 4243)]);
         app.set_status(0, leader);
         let mut crashed = status(1, Role::Follower, 42, 4000, true);
         crashed.raft.commit_index = 3998;
@@ -323,18 +312,7 @@ mod render {
         let mut leader = status(0, Role::Leader, 43, 4242, false);
         leader.raft.snapshot_index = 4000;
         leader.files = 1234;
-        leader.raft.progress = vec![
-            PeerProgress {
-                id: 1,
-                match_index: 0,
-                next_index: 4001,
-            },
-            PeerProgress {
-                id: 2,
-                match_index: 4240,
-                next_index: 4243,
-            },
-        ];
+        leader.raft.progress = progress(&[(1, 0, 4001), (2, 4240, 4243)]);
         let mut crashed = status(1, Role::Follower, 42, 4000, true);
         crashed.raft.commit_index = 3998;
         crashed.raft.applied_index = 3998;

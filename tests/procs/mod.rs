@@ -4,8 +4,9 @@
 //! killed by PID on drop (also on a failed assertion).
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use surfstore::xmlrpc::client::Client;
@@ -223,4 +224,19 @@ pub async fn wait_for_leader(clients: &[Client]) -> usize {
         assert!(Instant::now() < deadline, "timed out waiting for a leader");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `run-ctl.sh ARGS` with this build's binary, no stdin.
+pub fn run_ctl<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Output {
+    Command::new(format!("{}/run-ctl.sh", env!("CARGO_MANIFEST_DIR")))
+        .args(args)
+        .env("SURFSTORE_BIN", env!("CARGO_BIN_EXE_surfstore"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run-ctl.sh runs")
+}
+
+/// A command's stdout then stderr, as text.
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
