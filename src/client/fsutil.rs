@@ -1,6 +1,8 @@
 //! The client's file system helpers: file names checked before they touch the
 //! disk, paths joined so they cannot leave the base directory, files written
-//! atomically (temporary file, fsync, rename), the base directory scanned.
+//! atomically (temporary file, fsync, rename), the base directory scanned
+//! (what cannot be synced listed, never followed, never fatal), directories
+//! emptied by a delete removed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -97,45 +99,171 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// What a scan of the base directory found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Every regular file to sync, by its synced name.
+    pub files: BTreeMap<String, PathBuf>,
+    /// Files whose names cannot be synced, with why (the user's files that
+    /// this sync could not carry: they make the exit code 1).
+    pub bad_names: Vec<String>,
+    /// Entries left alone, with why: symbolic links (never followed), FIFOs,
+    /// sockets, devices, entries whose type or contents cannot be read. A
+    /// directory is named with a trailing `/`.
+    pub skipped: Vec<(String, String)>,
+    /// Of `skipped`, those that hold the user's data this sync could not
+    /// read (unreadable directories and entries), as opposed to kinds of
+    /// file a sync never carries.
+    pub unreadable: usize,
+    /// Entries `.surfignore` keeps out (a directory with a trailing `/`; its
+    /// contents are not looked at).
+    pub ignored: Vec<String>,
+}
+
+impl Scan {
+    /// Whether the local state of `name` is unknown to this scan (it, or a
+    /// directory it is in, was skipped): such a name is left alone, neither
+    /// uploaded, deleted remotely nor written locally.
+    pub fn is_opaque(&self, name: &str) -> bool {
+        self.opaque_cover(name).is_some()
+    }
+
+    /// The skipped entry that makes `name` opaque (it, or a directory it is
+    /// in), with why it was skipped.
+    pub fn opaque_cover(&self, name: &str) -> Option<&(String, String)> {
+        self.skipped
+            .iter()
+            .find(|(s, _)| match s.strip_suffix('/') {
+                Some(dir) => name == dir || name.starts_with(s.as_str()),
+                None => name == s || name.starts_with(&format!("{s}/")),
+            })
+    }
+}
+
+/// Why an entry of this type is skipped, or None for a file or a directory.
+fn special_kind(kind: &std::fs::FileType) -> Option<&'static str> {
+    if kind.is_symlink() {
+        return Some("symbolic link, not followed");
+    }
+    if kind.is_file() || kind.is_dir() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return Some("FIFO");
+        }
+        if kind.is_socket() {
+            return Some("socket");
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return Some("device");
+        }
+    }
+    Some("not a regular file")
+}
+
 /// Every regular file under `base` by its synced name (`/`-separated,
-/// relative), skipping the index, this client's temporary files and symbolic
-/// links. Names that cannot be synced are returned apart, with the reason.
-pub fn scan(base: &Path) -> std::io::Result<(BTreeMap<String, PathBuf>, Vec<String>)> {
-    let mut files = BTreeMap::new();
-    let mut skipped = Vec::new();
+/// relative), skipping the index and this client's temporary files; what
+/// `rules` ignores is not descended into. Nothing but an unreadable `base`
+/// is an error: every other entry that cannot be synced is listed in the
+/// answer and the scan goes on.
+pub fn scan(base: &Path, rules: &super::surfignore::Rules) -> std::io::Result<Scan> {
+    let mut out = Scan::default();
     let mut stack = vec![(base.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("reading directory {}: {e}", dir.display()),
-            )
-        })?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if prefix.is_empty() => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("reading directory {}: {e}", dir.display()),
+                ))
+            }
+            Err(e) => {
+                out.skipped
+                    .push((prefix.clone(), format!("cannot be read: {e}")));
+                out.unreadable += 1;
+                continue;
+            }
+        };
         for entry in entries {
-            let entry = entry?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    out.skipped
+                        .push((prefix.clone(), format!("cannot be listed: {e}")));
+                    out.unreadable += 1;
+                    break;
+                }
+            };
             let path = entry.path();
             let Some(part) = entry.file_name().to_str().map(str::to_owned) else {
-                skipped.push(format!("{}: the name is not UTF-8", path.display()));
+                out.bad_names
+                    .push(format!("{}: the name is not UTF-8", path.display()));
                 continue;
             };
             let name = format!("{prefix}{part}");
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                stack.push((path, format!("{name}/")));
-            } else if kind.is_file() {
-                if name == INDEX || name.contains(TMP_MARK) {
+            let kind = match entry.file_type() {
+                Ok(kind) => kind,
+                // Gone since the listing: nothing to sync.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    out.skipped.push((name, format!("cannot be read: {e}")));
+                    out.unreadable += 1;
                     continue;
                 }
+            };
+            if (prefix.is_empty() && name == INDEX) || name.contains(TMP_MARK) {
+                continue;
+            }
+            if rules.ignores(&name, kind.is_dir()) {
+                out.ignored.push(if kind.is_dir() {
+                    format!("{name}/")
+                } else {
+                    name
+                });
+                continue;
+            }
+            if kind.is_dir() {
+                stack.push((path, format!("{name}/")));
+            } else if let Some(why) = special_kind(&kind) {
+                out.skipped.push((name, why.to_owned()));
+            } else {
                 match name_problem(&name) {
                     None => {
-                        files.insert(name, path);
+                        out.files.insert(name, path);
                     }
-                    Some(p) => skipped.push(format!("{}: {p}", path.display())),
+                    Some(p) => out.bad_names.push(format!("{}: {p}", path.display())),
                 }
             }
         }
     }
-    Ok((files, skipped))
+    out.skipped.sort();
+    out.ignored.sort();
+    Ok(out)
+}
+
+/// Removes the directories between `path` and `base` that are now empty,
+/// innermost first, stopping at the first that is not; `base` itself is never
+/// removed. Returns the names removed (relative to `base`).
+pub fn remove_empty_parents(base: &Path, path: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == base || !d.starts_with(base) {
+            break;
+        }
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        if let Ok(rel) = d.strip_prefix(base) {
+            removed.push(rel.to_string_lossy().into_owned());
+        }
+        dir = d.parent();
+    }
+    removed
 }
 
 #[cfg(test)]
@@ -177,5 +305,84 @@ mod tests {
             safe_join(Path::new("/base"), "d/f").unwrap(),
             Path::new("/base/d/f")
         );
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "surfstore-fsutil-{tag}-{:016x}",
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_scan_lists_what_it_does_not_carry_and_goes_on() {
+        let d = tmpdir("scan");
+        std::fs::write(d.join("a.txt"), b"a").unwrap();
+        std::fs::create_dir_all(d.join("sub/build")).unwrap();
+        std::fs::write(d.join("sub/b.txt"), b"b").unwrap();
+        std::fs::write(d.join("sub/build/x.o"), b"x").unwrap();
+        std::fs::write(d.join("y.o"), b"y").unwrap();
+        std::os::unix::fs::symlink("/etc", d.join("link")).unwrap();
+        let fifo = std::ffi::CString::new(d.join("sub/pipe").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let rules = super::super::surfignore::Rules::parse(&d, "*.o\nbuild/\n").unwrap();
+        let scan = scan(&d, &rules).unwrap();
+        let files: Vec<&str> = scan.files.keys().map(String::as_str).collect();
+        assert_eq!(files, ["a.txt", "sub/b.txt"]);
+        assert_eq!(
+            scan.skipped,
+            [
+                ("link".to_owned(), "symbolic link, not followed".to_owned()),
+                ("sub/pipe".to_owned(), "FIFO".to_owned()),
+            ]
+        );
+        assert_eq!(scan.unreadable, 0);
+        assert_eq!(scan.ignored, ["sub/build/", "y.o"]);
+        assert!(scan.is_opaque("link") && scan.is_opaque("link/x") && scan.is_opaque("sub/pipe"));
+        assert!(!scan.is_opaque("linked") && !scan.is_opaque("sub/b.txt"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unreadable_directory_is_skipped_and_its_names_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tmpdir("unreadable-dir");
+        std::fs::create_dir_all(d.join("locked")).unwrap();
+        std::fs::write(d.join("locked/f"), b"f").unwrap();
+        std::fs::write(d.join("ok"), b"ok").unwrap();
+        std::fs::set_permissions(d.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+        let readable = std::fs::read_dir(d.join("locked")).is_ok();
+        let scan = scan(&d, &super::super::surfignore::Rules::none());
+        std::fs::set_permissions(d.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let scan = scan.unwrap();
+        if !readable {
+            // (As root, permissions do not stop reads.)
+            assert_eq!(scan.files.keys().collect::<Vec<_>>(), ["ok"]);
+            assert_eq!(scan.skipped.len(), 1, "{:?}", scan.skipped);
+            assert_eq!(scan.skipped[0].0, "locked/");
+            assert_eq!(scan.unreadable, 1);
+            assert!(scan.is_opaque("locked/f") && scan.is_opaque("locked"));
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn emptied_directories_go_up_to_but_not_including_the_base() {
+        let d = tmpdir("empty-dirs");
+        std::fs::create_dir_all(d.join("a/b/c")).unwrap();
+        std::fs::write(d.join("a/keep"), b"k").unwrap();
+        let removed = remove_empty_parents(&d, &d.join("a/b/c/gone"));
+        assert_eq!(removed, ["a/b/c", "a/b"]);
+        assert!(d.join("a/keep").exists());
+        std::fs::create_dir_all(d.join("e")).unwrap();
+        assert_eq!(remove_empty_parents(&d, &d.join("e/gone")), ["e"]);
+        assert!(d.exists(), "the base directory stays");
+        assert!(remove_empty_parents(&d, &d.join("gone")).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

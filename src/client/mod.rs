@@ -6,21 +6,31 @@
 //! - Blocks are uploaded before the `updatefile` that references them.
 //! - Files are written atomically; a file name that could leave the base
 //!   directory is never written (`fsutil.rs`).
-//! - A base directory that does not exist, a corrupt `index.txt` or an
-//!   unreadable file stop the sync before anything changes, locally or
-//!   remotely; so does a cluster that does not answer.
-//! - A conflict never loses the local copy: it is kept as `NAME.conflict-V`.
+//! - A base directory that does not exist, a block size above the server's
+//!   limit, a corrupt `index.txt` or `.surfignore`, or an unreadable file
+//!   stop the sync before anything changes, locally or remotely; so does a
+//!   cluster that does not answer.
+//! - Unchanged content never moves, whatever block size each client uses.
+//! - A conflict goes the cloud's way; under `--conflicts keep` the local copy
+//!   is kept as `NAME.conflict-V`, under `cloud` it is dropped.
+//! - What a sync does not carry (symbolic links, FIFOs, sockets, devices,
+//!   remote entries of other tools, ignored names) is left alone and listed.
 
+pub mod content;
 pub mod fsutil;
 pub mod index;
 pub mod remote;
+pub mod report;
+pub mod surfignore;
 pub mod sync;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use sync::{sync, Summary};
+use crate::xmlrpc::Value;
+
+pub use sync::{sync, Action, Did, Summary};
 
 /// Why a sync did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +39,18 @@ pub enum ClientError {
     BaseDir { path: PathBuf, why: String },
     #[error("block size must be a positive number of bytes, got {0}")]
     BadBlockSize(usize),
+    #[error("block size {size} is too large: {why}")]
+    BlockTooLarge { size: usize, why: String },
     #[error("{}: corrupt index, {error}", path.display())]
     CorruptIndex {
         path: PathBuf,
         error: index::IndexLineError,
+    },
+    #[error("{}: line {line}: {why}", path.display())]
+    BadIgnore {
+        path: PathBuf,
+        line: usize,
+        why: String,
     },
     #[error("{}: {why}", path.display())]
     Io { path: PathBuf, why: String },
@@ -60,14 +78,76 @@ impl ClientError {
         }
     }
 
-    /// Errors that stop the whole sync (the cluster is gone); the others
-    /// concern one file, which is skipped.
+    /// Errors that stop the whole sync (the cluster is gone, or no block can
+    /// pass its limit); the others concern one file, which is skipped.
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            ClientError::Unreachable { .. } | ClientError::GaveUp { .. }
+            ClientError::Unreachable { .. }
+                | ClientError::GaveUp { .. }
+                | ClientError::BlockTooLarge { .. }
         )
     }
+}
+
+/// What becomes of a local change that lost a conflict (both sides changed
+/// the file since the last sync; the cloud's version wins either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConflictPolicy {
+    /// The assignment's rule: the local file is overwritten with (or, for a
+    /// remote delete, deleted like) the cloud's version; no extra file.
+    #[default]
+    Cloud,
+    /// The local copy is first moved aside as `NAME.conflict-V`, which the
+    /// next sync uploads as a new file.
+    Keep,
+}
+
+/// The largest block a server with default flags takes: its
+/// `--max-block-bytes` (`BlockOptions`' default, 4 MiB).
+pub fn server_default_max_block() -> usize {
+    crate::node::blocks::BlockOptions::default().max_block_bytes
+}
+
+/// The largest block whose `putblock` call (base64 in XML) fits in a request
+/// body the server accepts by default (`--max-body-bytes`, 16 MiB).
+pub fn body_limited_max_block() -> usize {
+    let body = crate::xmlrpc::server::ServerOptions::default().max_body_bytes;
+    let mut envelope = Vec::new();
+    crate::xmlrpc::codec::encode_call(
+        "surfstore.putblock",
+        &[Value::Base64(Vec::new())],
+        &mut envelope,
+    );
+    // base64 carries 3 bytes in 4 characters.
+    body.saturating_sub(envelope.len()) / 4 * 3
+}
+
+/// Refuses a block size the server would refuse, before anything moves:
+/// above `max_block` (what the client was told the server's
+/// `--max-block-bytes` is), or too large for a `putblock` body at all.
+pub fn check_block_size(block_size: usize, max_block: usize) -> Result<(), ClientError> {
+    let body_max = body_limited_max_block();
+    if block_size > body_max {
+        return Err(ClientError::BlockTooLarge {
+            size: block_size,
+            why: format!(
+                "its putblock call would not fit in the server's {}-byte request limit \
+                 (blocks of at most {body_max} bytes do)",
+                crate::xmlrpc::server::ServerOptions::default().max_body_bytes
+            ),
+        });
+    }
+    if block_size > max_block {
+        return Err(ClientError::BlockTooLarge {
+            size: block_size,
+            why: format!(
+                "the server takes blocks of at most {max_block} bytes (its --max-block-bytes; \
+                 tell the client another limit with --max-block-bytes)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// How one sync runs.
@@ -85,9 +165,16 @@ pub struct SyncOptions {
     pub progress: bool,
     /// What goes with every call (the proof of a secret, when given).
     pub transport: crate::xmlrpc::client::Transport,
+    /// What becomes of a local change that loses a conflict.
+    pub conflicts: ConflictPolicy,
+    /// The largest block the server takes (its `--max-block-bytes`); a
+    /// larger block size is refused before anything moves.
+    pub max_block_bytes: usize,
 }
 
 impl SyncOptions {
+    /// Options with the defaults, but for `conflicts`: `Keep`, the library's
+    /// behaviour from the start (the command line defaults to `cloud`).
     pub fn new(base_dir: impl Into<PathBuf>, block_size: usize) -> Self {
         SyncOptions {
             base_dir: base_dir.into(),
@@ -97,6 +184,8 @@ impl SyncOptions {
             parallel: 16,
             transport: Default::default(),
             progress: false,
+            conflicts: ConflictPolicy::Keep,
+            max_block_bytes: server_default_max_block(),
         }
     }
 }
@@ -122,6 +211,14 @@ pub struct ClientArgs {
     /// Block transfers in flight at once.
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
+    /// When both sides changed a file, the cloud's version wins; `cloud`
+    /// drops the local change, `keep` first keeps it as NAME.conflict-V.
+    #[arg(long, value_enum, default_value_t = ConflictPolicy::Cloud, value_name = "POLICY")]
+    pub conflicts: ConflictPolicy,
+    /// The largest block the server takes (the server's --max-block-bytes);
+    /// a larger BLOCKSIZE is refused before anything moves.
+    #[arg(long, default_value_t = server_default_max_block(), value_name = "BYTES")]
+    pub max_block_bytes: usize,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -159,6 +256,8 @@ pub fn run_cli(args: &ClientArgs) -> i32 {
             .max(Duration::from_secs(1)),
         parallel: args.parallel.max(1),
         progress: !args.quiet && std::io::stderr().is_terminal(),
+        conflicts: args.conflicts,
+        max_block_bytes: args.max_block_bytes,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -173,7 +272,12 @@ pub fn run_cli(args: &ClientArgs) -> i32 {
     match runtime.block_on(sync(&args.addr, &opts)) {
         Ok(s) => {
             if !args.quiet {
-                print_summary(&s);
+                for line in report::lines(&s) {
+                    println!("{line}");
+                }
+                for w in &s.warnings {
+                    eprintln!("surfstore client: warning: {w}");
+                }
             }
             for p in &s.problems {
                 eprintln!("surfstore client: {p}");
@@ -191,29 +295,23 @@ pub fn run_cli(args: &ClientArgs) -> i32 {
     }
 }
 
-fn print_summary(s: &Summary) {
-    for n in &s.uploaded {
-        println!("uploaded {n}");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_sizes_are_checked_against_both_limits() {
+        let max = server_default_max_block();
+        assert_eq!(max, 4 << 20);
+        assert!(check_block_size(max, max).is_ok());
+        let e = check_block_size(max + 1, max).unwrap_err();
+        assert!(e.to_string().contains("at most 4194304 bytes"), "{e}");
+        // A putblock body carries about 12 MiB of a 16 MiB body.
+        let body = body_limited_max_block();
+        assert!(body > 12_000_000 && body < 12 << 20, "{body}");
+        assert!(check_block_size(body, usize::MAX).is_ok());
+        let e = check_block_size(body + 1, usize::MAX).unwrap_err();
+        assert!(e.to_string().contains("request limit"), "{e}");
+        assert!(e.is_fatal());
     }
-    for n in &s.deleted_remote {
-        println!("deleted remotely {n}");
-    }
-    for n in &s.downloaded {
-        println!("downloaded {n}");
-    }
-    for n in &s.deleted_local {
-        println!("deleted locally {n}");
-    }
-    for (n, aside) in &s.conflicts {
-        println!("conflict on {n}: the remote version won, your copy is {aside}");
-    }
-    println!(
-        "synced: {} up, {} down, {} blocks ({} bytes) sent, {} blocks ({} bytes) received",
-        s.uploaded.len() + s.deleted_remote.len(),
-        s.downloaded.len() + s.deleted_local.len(),
-        s.blocks_uploaded,
-        s.bytes_uploaded,
-        s.blocks_downloaded,
-        s.bytes_downloaded
-    );
 }

@@ -1,35 +1,45 @@
 //! One sync of a base directory with the cluster, the SurfStore algorithm:
 //!
-//! 1. Read `index.txt` and hash every local file into blocks, before any call,
-//!    so a corrupt index or an unreadable file stops the sync with the folder
-//!    untouched. Then read the remote map from the leader.
-//! 2. For every name known locally, in the index or remotely: a file new or
-//!    changed since the index (or deleted: a tombstone `["0"]`) whose remote
-//!    version is still the index's is uploaded: the blocks the cluster lacks
-//!    (asked with `hasblocks`), then `updatefile` with version+1. A remote
-//!    version newer than the index is downloaded (a tombstone deletes the
-//!    local file). When both changed (the remote version moved on, or the
-//!    `updatefile` returns false), the remote version wins and the local copy
-//!    is kept aside as `NAME.conflict-<remote version>`, which the next sync
-//!    uploads like any new file.
+//! 1. Check the block size against the server's limit, read `index.txt` and
+//!    `.surfignore`, and hash every local file into blocks, before any call,
+//!    so a bad block size, a corrupt index or ignore file, or an unreadable
+//!    file stops the sync with the folder untouched. Entries a sync does not
+//!    carry (symbolic links, FIFOs, sockets, devices, unreadable directories)
+//!    are listed once and left alone. Then read the remote map from the leader.
+//! 2. For every name known locally, in the index or remotely (less what
+//!    `.surfignore` ignores, and less remote entries whose hash lists name no
+//!    blocks, written by other tools: listed once, never created here): a file
+//!    new or changed since the index (or deleted: a tombstone `["0"]`) whose
+//!    remote version is still the index's is uploaded: the blocks the cluster
+//!    lacks (asked with `hasblocks`), then `updatefile` with version+1. A
+//!    remote version newer than the index is downloaded (a tombstone deletes
+//!    the local file, and the directories it leaves empty). When both changed
+//!    (the remote version moved on, or the `updatefile` returns false), the
+//!    remote version wins; under `--conflicts keep` the local copy is kept
+//!    aside as `NAME.conflict-<remote version>`, which the next sync uploads
+//!    like any new file; under `--conflicts cloud` it is dropped.
 //! 3. The index is rewritten (atomically) with what was done, also when the
 //!    sync stops half-way, so the next sync resumes instead of redoing.
+//!
+//! "Changed" means changed content, not a changed hash list: the index keeps
+//! each file's hashes at this client's block size, and a list cut at another
+//! block size is compared by content (`content.rs`), so clients with
+//! different BLOCKSIZEs never move or re-version unchanged files.
 //!
 //! Names from anywhere go through `fsutil::safe_join`: a name that could
 //! leave the base directory is skipped with a problem reported, never written.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+mod transfer;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use tokio::task::JoinSet;
-
-use super::fsutil::{self, INDEX};
+use super::content::{block_hashes, is_block_list, same_content};
+use super::fsutil::{self, Scan, INDEX};
 use super::index::{self, is_tombstone, Index, IndexEntry};
 use super::remote::Remote;
-use super::{ClientError, SyncOptions};
-use crate::node::blocks::{hash_hex, is_hash};
+use super::surfignore::Rules;
+use super::{ClientError, ConflictPolicy, SyncOptions};
 use crate::node::command::sha256_hex;
 use crate::xmlrpc::Value;
 
@@ -42,18 +52,61 @@ pub struct Summary {
     pub deleted_remote: Vec<String>,
     /// Local files deleted because of a remote tombstone.
     pub deleted_local: Vec<String>,
-    /// (file, where the local copy was kept).
+    /// (file, where the local copy was kept): conflicts under `keep`.
     pub conflicts: Vec<(String, String)>,
-    /// Files skipped, with why; the rest of the sync went on.
+    /// Files whose local change lost a conflict under `cloud` and was dropped.
+    pub dropped: Vec<String>,
+    /// Directories removed because the deletes of this sync left them empty.
+    pub removed_dirs: Vec<String>,
+    /// Every action, in the order done, for the messages.
+    pub actions: Vec<Action>,
+    /// Files skipped, with why; the rest of the sync went on. Non-empty
+    /// means something of the user's was not synced (exit code 1).
     pub problems: Vec<String>,
+    /// Things left alone on purpose, one line per kind per sync (entries
+    /// that are not regular files, remote lists of other tools); they do not
+    /// change the exit code.
+    pub warnings: Vec<String>,
+    /// Names `.surfignore` kept out of this sync (directories with a `/`).
+    pub ignored: Vec<String>,
     pub blocks_uploaded: usize,
     pub blocks_downloaded: usize,
     pub bytes_uploaded: u64,
     pub bytes_downloaded: u64,
 }
 
+/// One thing a sync did to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub name: String,
+    /// The version the file is at afterwards (0 for a directory).
+    pub version: i64,
+    pub what: Did,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Did {
+    /// Sent; `new`: the cloud did not have the file (or had it deleted).
+    Uploaded { new: bool },
+    /// Fetched; `new`: this folder did not have it; `undeleted`: the local
+    /// delete lost to a remote edit.
+    Downloaded { new: bool, undeleted: bool },
+    /// Deleted here, a tombstone sent.
+    DeletedRemote,
+    /// Deleted remotely, so deleted here.
+    DeletedLocal,
+    /// A conflict under `keep`: the local copy moved aside to `aside`.
+    ConflictKept { aside: String },
+    /// A conflict under `cloud`: the local change is dropped.
+    ConflictDropped,
+    /// A directory left empty by remote deletes, removed.
+    RemovedDir,
+}
+
 const TOMBSTONE: &str = "0";
 const HASBLOCKS_BATCH: usize = 2048;
+/// Names given in a one-line warning about many files.
+const NAMES_IN_WARNING: usize = 3;
 
 /// The remote map: name -> (version, hashes as strings).
 type RemoteMap = BTreeMap<String, (i64, Vec<String>)>;
@@ -76,8 +129,8 @@ fn parse_map(v: &Value) -> Result<RemoteMap, ClientError> {
 
 /// A remote hash as the block name it stands for: a string as it is, a raw
 /// 32-byte SHA-256 (base64, what a Python client's `sha256().digest()` is)
-/// as its hex name; anything else as text that names no block, so a download
-/// of it fails with a message that shows it.
+/// as its hex name; anything else as text that names no block (so the list
+/// is not a block list, see `content::is_block_list`).
 fn hash_name(h: &Value) -> String {
     match h {
         Value::String(s) => s.clone(),
@@ -91,8 +144,14 @@ fn hash_name(h: &Value) -> String {
     }
 }
 
-fn block_hashes(data: &[u8], block_size: usize) -> Vec<String> {
-    data.chunks(block_size).map(hash_hex).collect()
+/// `names` in a line: the first few, then how many more.
+pub(crate) fn some_names(names: &[String], few: usize) -> String {
+    let shown: Vec<String> = names.iter().take(few).map(|n| format!("{n:?}")).collect();
+    let mut s = shown.join(", ");
+    if names.len() > few {
+        s.push_str(&format!(" and {} more", names.len() - few));
+    }
+    s
 }
 
 /// Syncs `opts.base_dir` with the cluster reached at `addr`.
@@ -116,21 +175,22 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
     if opts.block_size == 0 {
         return Err(ClientError::BadBlockSize(opts.block_size));
     }
+    super::check_block_size(opts.block_size, opts.max_block_bytes)?;
     let index_path = base.join(INDEX);
     let index = index::load(&index_path)?;
+    let rules = Rules::load(&base)?;
 
     // Hash every local file first: a file we cannot read stops everything.
     let bs = opts.block_size;
     let scan_base = base.clone();
-    let (local, skipped) = tokio::task::spawn_blocking(move || {
-        let (files, skipped) =
-            fsutil::scan(&scan_base).map_err(|e| ClientError::io(&scan_base, e))?;
+    let (local, scan, rules) = tokio::task::spawn_blocking(move || {
+        let scan = fsutil::scan(&scan_base, &rules).map_err(|e| ClientError::io(&scan_base, e))?;
         let mut local = BTreeMap::new();
-        for (name, path) in files {
-            let data = std::fs::read(&path).map_err(|e| ClientError::io(&path, e))?;
-            local.insert(name, block_hashes(&data, bs));
+        for (name, path) in &scan.files {
+            let data = std::fs::read(path).map_err(|e| ClientError::io(path, e))?;
+            local.insert(name.clone(), block_hashes(&data, bs));
         }
-        Ok::<_, ClientError>((local, skipped))
+        Ok::<_, ClientError>((local, scan, rules))
     })
     .await
     .map_err(|e| ClientError::Protocol(format!("hashing task failed: {e}")))??;
@@ -139,18 +199,39 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
         Remote::connect(addr, opts.call_timeout, opts.retry_budget, &opts.transport).await?;
     let map = parse_map(&remote.leader_call("getfileinfomap", &[]).await?)?;
 
+    let mut summary = Summary {
+        problems: scan
+            .bad_names
+            .iter()
+            .map(|s| format!("skipped local file {s}"))
+            .collect(),
+        ignored: scan.ignored.clone(),
+        ..Summary::default()
+    };
+    if !scan.skipped.is_empty() {
+        let listed: Vec<String> = scan
+            .skipped
+            .iter()
+            .map(|(name, why)| format!("{name:?} ({why})"))
+            .collect();
+        let line = format!(
+            "skipped {}: {}",
+            super::report::count(scan.skipped.len(), "entry", "entries"),
+            listed.join(", ")
+        );
+        // Unreadable entries hold the user's data that did not sync.
+        if scan.unreadable > 0 {
+            summary.problems.push(line);
+        } else {
+            summary.warnings.push(line);
+        }
+    }
     let mut run = Run {
         base,
         opts: opts.clone(),
         remote,
         index,
-        summary: Summary {
-            problems: skipped
-                .into_iter()
-                .map(|s| format!("skipped local file {s}"))
-                .collect(),
-            ..Summary::default()
-        },
+        summary,
     };
     let names: BTreeSet<String> = local
         .keys()
@@ -158,11 +239,48 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
         .chain(map.keys())
         .cloned()
         .collect();
+    let mut foreign = Vec::new();
     let mut fatal = None;
     for name in names {
         if let Some(p) = fsutil::name_problem(&name) {
             run.summary.problems.push(format!("skipped {name:?}: {p}"));
             continue;
+        }
+        if let Some((entry, why)) = scan.opaque_cover(&name) {
+            // Left alone; a remote change it keeps out is the user's to know.
+            let known = run.index.get(&name).map_or(0, |e| e.version);
+            match map.get(&name) {
+                Some((rv, rh)) if *rv > known && is_tombstone(rh) => {
+                    run.adopt(&name, *rv, rh.clone());
+                }
+                Some((rv, _)) if *rv > known => run.summary.problems.push(format!(
+                    "skipped {name:?}: the cloud has version {rv}, but the local {entry:?} \
+                     ({why}) is left alone"
+                )),
+                _ => {}
+            }
+            continue;
+        }
+        if rules.ignores(&name, false) {
+            if !is_listed(&scan, &name) {
+                run.summary.ignored.push(name);
+            }
+            continue;
+        }
+        if let Some((rv, rh)) = map.get(&name) {
+            if !is_block_list(rh) {
+                if local.contains_key(&name) {
+                    run.summary.problems.push(format!(
+                        "{name:?}: the cloud's version {rv} lists {}, which are not block \
+                         hashes (written by another tool); your file was neither uploaded \
+                         nor replaced",
+                        some_names(rh, NAMES_IN_WARNING)
+                    ));
+                } else {
+                    foreign.push(name);
+                }
+                continue;
+            }
         }
         let result = run
             .sync_one(&name, local.get(&name), map.get(&name).cloned())
@@ -176,11 +294,28 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
             Err(e) => run.summary.problems.push(format!("{name:?}: {e}")),
         }
     }
+    if !foreign.is_empty() {
+        run.summary.warnings.push(format!(
+            "skipped {} in the cloud whose hash lists are not block hashes (written by \
+             another tool, e.g. run-tester.sh; not created here): {}",
+            super::report::count(foreign.len(), "file", "files"),
+            some_names(&foreign, NAMES_IN_WARNING)
+        ));
+    }
+    run.summary.ignored.sort();
     index::store(&index_path, &run.index)?;
     match fatal {
         Some(e) => Err(e),
         None => Ok(run.summary),
     }
+}
+
+/// Whether the scan already listed `name` as ignored (itself or a directory
+/// it is in).
+fn is_listed(scan: &Scan, name: &str) -> bool {
+    scan.ignored
+        .iter()
+        .any(|i| i == name || (i.ends_with('/') && name.starts_with(i.as_str())))
 }
 
 struct Run {
@@ -203,7 +338,17 @@ impl Run {
         let mut base_v = idx.as_ref().map_or(0, |e| e.version);
         let rv = rem.as_ref().map_or(0, |r| r.0);
         let mut local_changed = match (local, &idx) {
-            (Some(h), Some(e)) => *h != e.hashes,
+            (Some(h), Some(e)) if *h != e.hashes => {
+                // The index may hold the list cut at another block size (what
+                // an older client recorded): same content is no change.
+                if self.local_is(&path, &e.hashes).await? {
+                    self.adopt(name, e.version, h.clone());
+                    false
+                } else {
+                    true
+                }
+            }
+            (Some(_), Some(_)) => false,
             (Some(_), None) => true,
             (None, Some(e)) => !e.is_tombstone(),
             (None, None) => false,
@@ -217,8 +362,8 @@ impl Run {
         if local_changed {
             let mut new_h = local.cloned().unwrap_or_else(|| vec![TOMBSTONE.into()]);
             if let Some((rv, rh)) = &rem {
-                if *rh == new_h {
-                    self.adopt(name, *rv, rh.clone());
+                if *rh == new_h || (local.is_some() && self.local_is(&path, rh).await?) {
+                    self.adopt(name, *rv, new_h);
                     return Ok(());
                 }
             }
@@ -230,19 +375,23 @@ impl Run {
                 if local.is_some() {
                     new_h = self.upload_blocks(name, &path).await?;
                 }
+                let next = base_v + 1;
                 let params = [
                     Value::String(name.to_owned()),
-                    i32::try_from(base_v + 1).map_or(Value::I8(base_v + 1), Value::Int),
+                    i32::try_from(next).map_or(Value::I8(next), Value::Int),
                     Value::Array(new_h.iter().cloned().map(Value::String).collect()),
                 ];
                 let ok = self.remote.leader_call("updatefile", &params).await?;
                 if ok == Value::Bool(true) {
+                    let was_there = rem.as_ref().is_some_and(|(_, h)| !is_tombstone(h));
                     if is_tombstone(&new_h) {
                         self.summary.deleted_remote.push(name.to_owned());
+                        self.act(name, next, Did::DeletedRemote);
                     } else {
                         self.summary.uploaded.push(name.to_owned());
+                        self.act(name, next, Did::Uploaded { new: !was_there });
                     }
-                    self.adopt(name, base_v + 1, new_h);
+                    self.adopt(name, next, new_h);
                     return Ok(());
                 }
                 // Someone else got there first (or our own earlier try did,
@@ -250,24 +399,42 @@ impl Run {
                 let map = parse_map(&self.remote.leader_call("getfileinfomap", &[]).await?)?;
                 let Some((rv2, rh2)) = map.get(name).cloned() else {
                     return Err(ClientError::Protocol(format!(
-                        "updatefile({name:?}, {}) was refused but the file is not in the map",
-                        base_v + 1
+                        "updatefile({name:?}, {next}) was refused but the file is not in the map"
                     )));
                 };
-                if rh2 == new_h {
-                    self.adopt(name, rv2, rh2);
+                if rh2 == new_h || (local.is_some() && self.local_is(&path, &rh2).await?) {
+                    self.adopt(name, rv2, new_h);
                     return Ok(());
                 }
+                if !is_block_list(&rh2) {
+                    return Err(ClientError::Protocol(format!(
+                        "the cloud's version {rv2} lists {}, which are not block hashes \
+                         (written by another tool); your file was left as it is",
+                        some_names(&rh2, NAMES_IN_WARNING)
+                    )));
+                }
                 return self
-                    .remote_wins(name, &path, rv2, rh2, local.is_some())
+                    .remote_wins(name, &path, rv2, rh2, true, local.is_some())
                     .await;
             }
             let (rv, rh) = rem.expect("rv > base_v implies a remote entry");
-            return self.remote_wins(name, &path, rv, rh, local.is_some()).await;
+            return self
+                .remote_wins(name, &path, rv, rh, true, local.is_some())
+                .await;
         }
         if rv > base_v {
             let (rv, rh) = rem.expect("rv > base_v implies a remote entry");
-            return self.remote_wins(name, &path, rv, rh, false).await;
+            if let Some(h) = local {
+                // Re-uploaded elsewhere without an edit (at another block
+                // size, say): nothing to fetch.
+                if *h == rh || self.local_is(&path, &rh).await? {
+                    self.adopt(name, rv, h.clone());
+                    return Ok(());
+                }
+            }
+            return self
+                .remote_wins(name, &path, rv, rh, false, local.is_some())
+                .await;
         }
         Ok(())
     }
@@ -277,217 +444,109 @@ impl Run {
             .insert(name.to_owned(), IndexEntry { version, hashes });
     }
 
-    /// Makes the remote version `rv` the local one; with `keep_local`, the
-    /// local file is first moved aside as `NAME.conflict-<rv>`.
+    fn act(&mut self, name: &str, version: i64, what: Did) {
+        self.summary.actions.push(Action {
+            name: name.to_owned(),
+            version,
+            what,
+        });
+    }
+
+    /// Whether the local file at `path` is the content `list` describes, at
+    /// whatever block size `list` was cut (see `content.rs`). Reads the file
+    /// again; a file gone since the scan is not.
+    async fn local_is(&self, path: &Path, list: &[String]) -> Result<bool, ClientError> {
+        if !is_block_list(list) || is_tombstone(list) {
+            return Ok(false);
+        }
+        let p = path.to_path_buf();
+        let list = list.to_vec();
+        tokio::task::spawn_blocking(move || match std::fs::read(&p) {
+            Ok(data) => Ok(same_content(&data, &list)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(ClientError::io(&p, e)),
+        })
+        .await
+        .map_err(|e| ClientError::Protocol(format!("hashing task failed: {e}")))?
+    }
+
+    /// Makes the remote version `rv` the local one. `conflict`: the local
+    /// side changed too (`had_local`: and the file is still here), so the
+    /// conflict policy decides what becomes of the local copy.
     async fn remote_wins(
         &mut self,
         name: &str,
         path: &Path,
         rv: i64,
         rh: Vec<String>,
-        keep_local: bool,
+        conflict: bool,
+        had_local: bool,
     ) -> Result<(), ClientError> {
         let data = if is_tombstone(&rh) {
             None
         } else {
             Some(self.download(name, path, &rh).await?)
         };
-        if keep_local && path.is_file() {
-            let mut aside = format!("{name}.conflict-{rv}");
-            let mut n = 1;
-            while self.base.join(&aside).exists() || self.index.contains_key(&aside) {
-                n += 1;
-                aside = format!("{name}.conflict-{rv}.{n}");
+        let new_here = !had_local;
+        if conflict && had_local && path.is_file() {
+            match self.opts.conflicts {
+                ConflictPolicy::Keep => {
+                    let mut aside = format!("{name}.conflict-{rv}");
+                    let mut n = 1;
+                    while self.base.join(&aside).exists() || self.index.contains_key(&aside) {
+                        n += 1;
+                        aside = format!("{name}.conflict-{rv}.{n}");
+                    }
+                    let aside_path =
+                        fsutil::safe_join(&self.base, &aside).map_err(ClientError::UnsafeName)?;
+                    std::fs::rename(path, &aside_path).map_err(|e| ClientError::io(path, e))?;
+                    self.summary
+                        .conflicts
+                        .push((name.to_owned(), aside.clone()));
+                    self.act(name, rv, Did::ConflictKept { aside });
+                }
+                ConflictPolicy::Cloud => {
+                    self.summary.dropped.push(name.to_owned());
+                    self.act(name, rv, Did::ConflictDropped);
+                }
             }
-            let aside_path =
-                fsutil::safe_join(&self.base, &aside).map_err(ClientError::UnsafeName)?;
-            std::fs::rename(path, &aside_path).map_err(|e| ClientError::io(path, e))?;
-            self.summary.conflicts.push((name.to_owned(), aside));
         }
-        match data {
+        let hashes = match data {
             Some(data) => {
                 let p = path.to_path_buf();
-                tokio::task::spawn_blocking(move || fsutil::atomic_write(&p, &data))
-                    .await
-                    .map_err(|e| ClientError::Protocol(format!("write task failed: {e}")))?
-                    .map_err(|e| ClientError::io(path, e))?;
+                let bs = self.opts.block_size;
+                let hashes = tokio::task::spawn_blocking(move || {
+                    fsutil::atomic_write(&p, &data).map(|()| block_hashes(&data, bs))
+                })
+                .await
+                .map_err(|e| ClientError::Protocol(format!("write task failed: {e}")))?
+                .map_err(|e| ClientError::io(path, e))?;
                 self.summary.downloaded.push(name.to_owned());
+                let undeleted = conflict && !had_local;
+                self.act(
+                    name,
+                    rv,
+                    Did::Downloaded {
+                        new: new_here && !undeleted,
+                        undeleted,
+                    },
+                );
+                hashes
             }
             None => {
                 if path.is_file() {
                     std::fs::remove_file(path).map_err(|e| ClientError::io(path, e))?;
                     self.summary.deleted_local.push(name.to_owned());
+                    self.act(name, rv, Did::DeletedLocal);
+                    for dir in fsutil::remove_empty_parents(&self.base, path) {
+                        self.act(&dir, 0, Did::RemovedDir);
+                        self.summary.removed_dirs.push(dir);
+                    }
                 }
+                rh
             }
-        }
-        self.adopt(name, rv, rh);
+        };
+        self.adopt(name, rv, hashes);
         Ok(())
-    }
-
-    fn progress(&self, what: &str, name: &str, bytes: u64) -> ProgressBar {
-        if !self.opts.progress || bytes < (1 << 20) {
-            return ProgressBar::hidden();
-        }
-        let pb = ProgressBar::new(bytes);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid progress template")
-            .progress_chars("=> "),
-        );
-        pb.set_message(format!("{what} {name}"));
-        pb
-    }
-
-    /// Reads the file again, uploads the blocks the cluster lacks, and returns
-    /// the file's hash list (as read now).
-    async fn upload_blocks(&mut self, name: &str, path: &Path) -> Result<Vec<String>, ClientError> {
-        let p = path.to_path_buf();
-        let bs = self.opts.block_size;
-        let (data, hashes) = tokio::task::spawn_blocking(move || {
-            let data = std::fs::read(&p).map_err(|e| ClientError::io(&p, e))?;
-            let hashes = block_hashes(&data, bs);
-            Ok::<_, ClientError>((data, hashes))
-        })
-        .await
-        .map_err(|e| ClientError::Protocol(format!("read task failed: {e}")))??;
-        // Unique blocks, each with where it is in the file.
-        let mut first_at: HashMap<&str, usize> = HashMap::new();
-        for (i, h) in hashes.iter().enumerate() {
-            first_at.entry(h.as_str()).or_insert(i);
-        }
-        let unique: Vec<&str> = first_at.keys().copied().collect();
-        let mut held = HashSet::new();
-        for batch in unique.chunks(HASBLOCKS_BATCH) {
-            let list = Value::Array(batch.iter().map(|h| Value::from(*h)).collect());
-            let answer = self.remote.any_call("hasblocks", &[list]).await?;
-            for h in answer.as_array().unwrap_or_default() {
-                if let Some(h) = h.as_str() {
-                    held.insert(h.to_owned());
-                }
-            }
-        }
-        let missing: Vec<usize> = unique
-            .iter()
-            .filter(|h| !held.contains(**h))
-            .map(|h| first_at[h])
-            .collect();
-        let total: u64 = missing
-            .iter()
-            .map(|&i| (data.len() - i * bs).min(bs) as u64)
-            .sum();
-        let pb = self.progress("upload", name, total);
-        let data = Arc::new(data);
-        let mut set = JoinSet::new();
-        let mut next = missing.into_iter();
-        let mut sent = 0usize;
-        loop {
-            while set.len() < self.opts.parallel.max(1) {
-                let Some(i) = next.next() else { break };
-                let remote = self.remote.clone();
-                let data = data.clone();
-                set.spawn(async move {
-                    let end = ((i + 1) * bs).min(data.len());
-                    let block = Value::Base64(data[i * bs..end].to_vec());
-                    let len = (end - i * bs) as u64;
-                    match remote.any_call("putblock", &[block]).await? {
-                        Value::Bool(true) => Ok(len),
-                        other => Err(ClientError::Protocol(format!(
-                            "putblock answered {other:?}"
-                        ))),
-                    }
-                });
-            }
-            let Some(done) = set.join_next().await else {
-                break;
-            };
-            let len =
-                done.map_err(|e| ClientError::Protocol(format!("upload task failed: {e}")))??;
-            sent += 1;
-            self.summary.bytes_uploaded += len;
-            pb.inc(len);
-        }
-        pb.finish_and_clear();
-        self.summary.blocks_uploaded += sent;
-        Ok(hashes)
-    }
-
-    /// The file made of `hashes`: blocks the local copy already has are
-    /// reused, the rest fetched with `getblock` and checked against their hash.
-    async fn download(
-        &mut self,
-        name: &str,
-        path: &Path,
-        hashes: &[String],
-    ) -> Result<Vec<u8>, ClientError> {
-        if let Some(h) = hashes.iter().find(|h| !is_hash(h)) {
-            return Err(ClientError::Protocol(format!(
-                "the remote hash list names {h:?}, which is not a block hash"
-            )));
-        }
-        let mut have: HashMap<String, Arc<[u8]>> = HashMap::new();
-        if let Ok(old) = std::fs::read(path) {
-            for c in old.chunks(self.opts.block_size) {
-                have.insert(hash_hex(c), Arc::from(c));
-            }
-        }
-        let wanted: Vec<String> = hashes
-            .iter()
-            .filter(|h| !have.contains_key(*h))
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let pb = self.progress(
-            "download",
-            name,
-            (wanted.len() as u64).saturating_mul(self.opts.block_size as u64),
-        );
-        let mut set = JoinSet::new();
-        let mut next = wanted.into_iter();
-        loop {
-            while set.len() < self.opts.parallel.max(1) {
-                let Some(h) = next.next() else { break };
-                let remote = self.remote.clone();
-                set.spawn(async move {
-                    let v = remote
-                        .any_call("getblock", &[Value::String(h.clone())])
-                        .await?;
-                    let Value::Base64(data) = v else {
-                        return Err(ClientError::Protocol(format!(
-                            "getblock({h}) answered {}",
-                            v.type_name()
-                        )));
-                    };
-                    let data: Arc<[u8]> = data.into();
-                    let check = data.clone();
-                    let got = tokio::task::spawn_blocking(move || hash_hex(&check))
-                        .await
-                        .unwrap_or_default();
-                    if got != h {
-                        return Err(ClientError::Protocol(format!(
-                            "getblock({h}) returned a block whose hash is {got}"
-                        )));
-                    }
-                    Ok((h, data))
-                });
-            }
-            let Some(done) = set.join_next().await else {
-                break;
-            };
-            let (h, data) =
-                done.map_err(|e| ClientError::Protocol(format!("download task failed: {e}")))??;
-            self.summary.blocks_downloaded += 1;
-            self.summary.bytes_downloaded += data.len() as u64;
-            pb.inc(data.len() as u64);
-            have.insert(h, data);
-        }
-        pb.finish_and_clear();
-        let mut out = Vec::new();
-        for h in hashes {
-            out.extend_from_slice(&have[h]);
-        }
-        Ok(out)
     }
 }

@@ -263,12 +263,14 @@ pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Result<Ru
         }
     };
     let opts = args.options(seed);
+    let tag = run::run_tag(seed);
     let runner = run::run(
         cluster.clone(),
-        opts,
+        opts.clone(),
         selected,
         args.connect_timeout,
         reporter.clone(),
+        tag.clone(),
     );
     tokio::select! {
         result = runner => match result {
@@ -290,6 +292,10 @@ pub async fn run_async(args: &TesterArgs, reporter: Reporter) -> (i32, Result<Ru
                 Ok(nodes) if nodes.is_empty() => reporter.line("nothing was crashed"),
                 Ok(nodes) => reporter.line(&format!("restored {}", cluster.names(&nodes))),
                 Err(e) => reporter.line(&format!("could not restore everything: {e}")),
+            }
+            match run::tombstone_run_files(&cluster, &tag, opts.leader_bound * 2).await {
+                Ok(text) => reporter.line(&text),
+                Err(e) => reporter.line(&format!("could not clean up: {e}")),
             }
             (130, Err("interrupted".to_owned()))
         }

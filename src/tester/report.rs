@@ -53,6 +53,9 @@ pub struct RunReport {
     /// The cluster at the end: `Ok(description)` when every node is up and
     /// there is one leader.
     pub health: Result<String, String>,
+    /// The files this run created, tombstoned at the end (best effort, so
+    /// it does not decide `passed`): what was done, or what was not.
+    pub cleanup: Result<String, String>,
 }
 
 impl RunReport {
@@ -165,6 +168,10 @@ pub fn summary(r: &RunReport) -> String {
         Ok(h) => s.push_str(&format!("  cluster left healthy: {h}\n")),
         Err(h) => s.push_str(&format!("  cluster NOT healthy at exit: {h}\n")),
     }
+    match &r.cleanup {
+        Ok(c) => s.push_str(&format!("  {c}\n")),
+        Err(c) => s.push_str(&format!("  could not clean up: {c}\n")),
+    }
     s
 }
 
@@ -186,6 +193,13 @@ pub fn json(r: &RunReport) -> String {
     match &r.health {
         Ok(h) => s.push_str(&format!("\"healthy\":true,\"health\":{},", json_str(h))),
         Err(h) => s.push_str(&format!("\"healthy\":false,\"health\":{},", json_str(h))),
+    }
+    match &r.cleanup {
+        Ok(c) => s.push_str(&format!("\"cleaned_up\":true,\"cleanup\":{},", json_str(c))),
+        Err(c) => s.push_str(&format!(
+            "\"cleaned_up\":false,\"cleanup\":{},",
+            json_str(c)
+        )),
     }
     s.push_str("\"scenarios\":[");
     for (i, sc) in r.scenarios.iter().enumerate() {
@@ -267,10 +281,11 @@ mod tests {
             }],
             took: Duration::from_secs(2),
             health: Ok("ok".into()),
+            cleanup: Ok("c".into()),
         };
         assert_eq!(
             json(&r),
-            r#"{"passed":false,"seed":7,"tag":"t","members":["h:1"],"duration_s":2.000,"healthy":true,"health":"ok","scenarios":[{"name":"basics","status":"fail","duration_s":1.500,"notes":["n"],"failure":{"message":"m","call":"c","expected":"e","observed":"o"}}]}"#
+            r#"{"passed":false,"seed":7,"tag":"t","members":["h:1"],"duration_s":2.000,"healthy":true,"health":"ok","cleaned_up":true,"cleanup":"c","scenarios":[{"name":"basics","status":"fail","duration_s":1.500,"notes":["n"],"failure":{"message":"m","call":"c","expected":"e","observed":"o"}}]}"#
         );
     }
 }

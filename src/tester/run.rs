@@ -1,27 +1,32 @@
 //! The runner: checks the cluster is up, runs the selected scenarios one at a
 //! time (each in its own task, so a panic is a failure, not a crash of the
 //! tester, and with a hard time limit), restores whatever a scenario left
-//! crashed, and checks the cluster is healthy at the end.
+//! crashed, checks the cluster is healthy at the end, and tombstones the
+//! files the run created (so sync clients of the cluster see deletes, not
+//! the tester's hash lists).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cluster::Cluster;
 use super::error::TesterError;
+use super::linearizability::history::parse_map;
 use super::options::Options;
 use super::report::{Failure, Reporter, RunReport, ScenarioReport};
 use super::scenarios::{self, Ctx};
 use super::{fmt, poll};
 use crate::xmlrpc::Value;
 
-/// Runs `selected` against `cluster`. `Err` only when the cluster cannot be
-/// reached at all; scenario failures are in the report.
+/// Runs `selected` against `cluster`, naming every file with `tag` (see
+/// [`run_tag`]). `Err` only when the cluster cannot be reached at all;
+/// scenario failures are in the report.
 pub async fn run(
     cluster: Cluster,
     opts: Options,
     selected: Vec<&'static str>,
     connect_timeout: Duration,
     reporter: Reporter,
+    tag: String,
 ) -> Result<RunReport, TesterError> {
     let started = Instant::now();
     let m = cluster.len();
@@ -48,7 +53,6 @@ pub async fn run(
     .await
     .map_err(|e| TesterError::Discovery(e.to_string()))?;
 
-    let tag = run_tag(opts.seed);
     reporter.line(&format!(
         "surfstore tester: {m} node{} ({}), seed {}, files prefixed {tag}",
         if m == 1 { "" } else { "s" },
@@ -152,6 +156,7 @@ pub async fn run(
     }
 
     let health = health(&cluster, &opts).await;
+    let cleanup = tombstone_run_files(&cluster, &tag, opts.leader_bound * 2).await;
     Ok(RunReport {
         members: cluster.members().to_vec(),
         seed: opts.seed,
@@ -159,7 +164,60 @@ pub async fn run(
         scenarios: reports,
         took: started.elapsed(),
         health,
+        cleanup,
     })
+}
+
+/// Tombstones (`updatefile(name, version+1, ["0"])`) every live file whose
+/// name starts with `{tag}-`, the files this run created, so a sync client
+/// pointed at the cluster afterwards deletes them rather than meeting hash
+/// lists that name no blocks. Best effort: one pass on the leader found
+/// within `bound`; `Ok` says how many were tombstoned, `Err` what was not.
+pub async fn tombstone_run_files(
+    cluster: &Cluster,
+    tag: &str,
+    bound: Duration,
+) -> Result<String, String> {
+    let (l, _) = cluster
+        .one_leader(bound)
+        .await
+        .map_err(|e| format!("no leader to tombstone on: {e}"))?;
+    let answer = cluster.call(l, "getfileinfomap", &[]).await;
+    let map = answer.as_ref().ok().and_then(parse_map).ok_or_else(|| {
+        format!(
+            "getfileinfomap on {}: {}",
+            cluster.name(l),
+            fmt::outcome(&answer)
+        )
+    })?;
+    let tombstone = vec![Value::String("0".into())];
+    let prefix = format!("{tag}-");
+    let mut done = 0usize;
+    let mut failed = Vec::new();
+    for (name, (version, hashes)) in map {
+        if !name.starts_with(&prefix) || hashes == tombstone {
+            continue;
+        }
+        let params = scenarios::update_params(&name, version + 1, &tombstone);
+        match cluster.call(l, "updatefile", &params).await {
+            Ok(Value::Bool(true)) => done += 1,
+            other => failed.push(format!("{name:?} ({})", fmt::outcome(&other))),
+        }
+    }
+    let files = |n: usize| format!("{n} file{}", if n == 1 { "" } else { "s" });
+    if failed.is_empty() {
+        Ok(format!(
+            "tombstoned the {} this run created ({prefix}*)",
+            files(done)
+        ))
+    } else {
+        Err(format!(
+            "tombstoned {} of {} this run created ({prefix}*); not: {}",
+            done,
+            files(done + failed.len()),
+            failed.join(", ")
+        ))
+    }
 }
 
 /// The longest any scenario may run before it is stopped and failed.
@@ -198,7 +256,7 @@ async fn health(cluster: &Cluster, opts: &Options) -> Result<String, String> {
 }
 
 /// A prefix unique to this run: the seed and the start time.
-fn run_tag(seed: u64) -> String {
+pub fn run_tag(seed: u64) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
