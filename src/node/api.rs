@@ -5,6 +5,7 @@
 //! map hold typed hashes, turned back into `Value`s here for the reply.
 
 mod args;
+pub mod file_info_map;
 mod install_snapshot;
 mod status;
 
@@ -25,7 +26,7 @@ use crate::node::metrics::{NodeMetrics, RpcCounters};
 use crate::node::peer_wire;
 use crate::node::peers::{PeerNumbers, PeerTable};
 use crate::node::raft::NodeId;
-use crate::xmlrpc::codec::MethodCall;
+use crate::xmlrpc::codec::{EncodedValue, MethodCall, Reply};
 use crate::xmlrpc::server::{CallContext, Handler, Page};
 use crate::xmlrpc::{Fault, Value};
 
@@ -81,6 +82,11 @@ impl Class {
 }
 
 const PREFIX: &str = "surfstore.";
+
+/// Up to this many files the `getfileinfomap` answer is written on the
+/// async worker that asked (well under a millisecond); a larger map is
+/// written on a blocking thread, so a worker never stalls for it.
+const ENCODE_INLINE_FILES: usize = 4096;
 
 impl NodeHandle {
     pub fn new(
@@ -273,11 +279,25 @@ impl NodeHandle {
         self.ask(|reply| Request::Update { cmd, reply }).await?
     }
 
-    /// `getfileinfomap`: linearizable; the `Value` is built here, off the
-    /// driver task.
+    /// `getfileinfomap` as a `Value` tree (calls made in this process):
+    /// linearizable; the tree is built here, off the driver task.
     pub async fn file_info_map(&self) -> Result<Value, NodeError> {
         let view = self.ask(|reply| Request::ReadMap { reply }).await??;
-        Ok(map_value(&view))
+        Ok(file_info_map::value(&view))
+    }
+
+    /// `getfileinfomap` as the network gets it: the same linearizable read
+    /// (a view of the map from the leader's read path), written straight
+    /// into the response's buffer off the driver task, and for a large map
+    /// off the async workers too.
+    pub async fn file_info_map_encoded(&self) -> Result<EncodedValue, NodeError> {
+        let view = self.ask(|reply| Request::ReadMap { reply }).await??;
+        if view.len() < ENCODE_INLINE_FILES {
+            return Ok(file_info_map::encode(&view));
+        }
+        tokio::task::spawn_blocking(move || file_info_map::encode(&view))
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("getfileinfomap: encoding failed: {e}")))
     }
 
     /// `backup` (admin): the map as a linearizable read on the leader sees
@@ -476,18 +496,58 @@ impl NodeHandle {
     }
 }
 
+impl NodeHandle {
+    /// Dispatches one call from the network as [`NodeHandle::dispatch_from`]
+    /// does, but answers `getfileinfomap` already encoded
+    /// ([`NodeHandle::file_info_map_encoded`]).
+    pub async fn dispatch_reply(
+        &self,
+        call: MethodCall,
+        ctx: Option<&CallContext>,
+    ) -> Result<Reply, NodeError> {
+        let name = "getfileinfomap";
+        if call.method.strip_prefix(PREFIX) != Some(name) {
+            return self.dispatch_from(call, ctx).await.map(Reply::Value);
+        }
+        if let Some(ctx) = ctx {
+            self.guard(name, ctx)?;
+        }
+        no_args(name, call.params)?;
+        self.file_info_map_encoded().await.map(Reply::Encoded)
+    }
+
+    /// Counts a call from the network in the metrics; `faulted` counts
+    /// its fault, if it has one.
+    fn count_call(&self, method: &str) -> Option<(&RpcCounters, usize)> {
+        self.metrics.as_ref().map(|m| {
+            let slot = RpcCounters::slot(method);
+            m.rpc.call(slot);
+            (&*m.rpc, slot)
+        })
+    }
+}
+
+/// The result of a counted call (see `NodeHandle::count_call`), its fault
+/// counted.
+fn faulted<T>(
+    counted: Option<(&RpcCounters, usize)>,
+    result: Result<T, NodeError>,
+) -> Result<T, Fault> {
+    if let (Some((rpc, slot)), Err(e)) = (counted, &result) {
+        rpc.fault(slot, e.code());
+    }
+    result.map_err(Fault::from)
+}
+
 impl Handler for NodeHandle {
     async fn call(&self, call: MethodCall, ctx: CallContext) -> Result<Value, Fault> {
-        let counted = self.metrics.as_ref().map(|m| {
-            let slot = RpcCounters::slot(&call.method);
-            m.rpc.call(slot);
-            (&m.rpc, slot)
-        });
-        let result = self.dispatch_from(call, Some(&ctx)).await;
-        if let (Some((rpc, slot)), Err(e)) = (counted, &result) {
-            rpc.fault(slot, e.code());
-        }
-        result.map_err(Fault::from)
+        let counted = self.count_call(&call.method);
+        faulted(counted, self.dispatch_from(call, Some(&ctx)).await)
+    }
+
+    async fn answer(&self, call: MethodCall, ctx: CallContext) -> Result<Reply, Fault> {
+        let counted = self.count_call(&call.method);
+        faulted(counted, self.dispatch_reply(call, Some(&ctx)).await)
     }
 
     async fn get(&self, path: &str) -> Option<Page> {
@@ -598,21 +658,6 @@ pub fn hash_value(h: &Hash) -> Value {
         Hash::I8(i) => Value::I8(*i),
         Hash::Bytes(b) => Value::Base64(b.to_vec()),
     }
-}
-
-/// The `getfileinfomap` answer: `{filename: [version, hashlist]}`.
-fn map_value(view: &MapView) -> Value {
-    let map: BTreeMap<String, Value> = view
-        .files()
-        .map(|(name, info)| {
-            let hashes = info.hashlist.iter().map(hash_value).collect();
-            (
-                name.clone(),
-                Value::Array(vec![int_value(info.version), Value::Array(hashes)]),
-            )
-        })
-        .collect();
-    Value::Struct(map)
 }
 
 /// `updatefile(filename, version, hashlist)`, checked.

@@ -20,7 +20,9 @@
 //!
 //! The map holds typed hashes (`command::Hash`), not wire values: a hex
 //! SHA-256 costs its 32 bytes. Building the `getfileinfomap` answer is the
-//! method table's job.
+//! method table's job (`api::file_info_map`, which writes it from a view at
+//! request time: no XML is kept here, so the map costs the same in memory
+//! whatever the wire form of its answer).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -120,6 +122,27 @@ impl MapView {
         self.shards.iter().flat_map(|s| s.iter())
     }
 
+    /// Every file in the view, sorted by name (byte order, as `str` and
+    /// `BTreeMap` sort): what the snapshot and the `getfileinfomap` answer
+    /// are written in, so equal maps give equal bytes.
+    ///
+    /// Each name's first 16 bytes are sorted on inline, so most comparisons
+    /// read no name: with the names scattered over the heap, following both
+    /// pointers on every comparison was most of the cost for a large map.
+    pub fn files_by_name(&self) -> Vec<(&str, &FileInfo)> {
+        let mut keyed: Vec<(u128, &str, &FileInfo)> = Vec::with_capacity(self.len);
+        keyed.extend(
+            self.files()
+                .map(|(name, info)| (name_prefix(name), name.as_str(), info)),
+        );
+        debug_assert_eq!(keyed.len(), self.len);
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        keyed
+            .into_iter()
+            .map(|(_, name, info)| (name, info))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -130,9 +153,7 @@ impl MapView {
 
     /// The snapshot bytes of this map (see `Metadata::encode_snapshot`).
     pub fn encode(&self) -> Bytes {
-        let mut files: Vec<(&String, &FileInfo)> = self.files().collect();
-        debug_assert_eq!(files.len(), self.len);
-        files.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let files = self.files_by_name();
         // A guess (names and a few short hashes each); the buffer grows if short.
         let mut out = BytesMut::with_capacity(13 + files.len() * 64);
         out.put_slice(SNAPSHOT_MAGIC);
@@ -147,6 +168,17 @@ impl MapView {
         out.put_u32_le(crc);
         out.freeze()
     }
+}
+
+/// The first 16 bytes of `name`, zero-padded, as a big-endian number. Zero
+/// is the least byte, so `name_prefix(a) < name_prefix(b)` implies `a < b`;
+/// equal prefixes say nothing (compare the names).
+fn name_prefix(name: &str) -> u128 {
+    let b = name.as_bytes();
+    let n = b.len().min(16);
+    let mut k = [0u8; 16];
+    k[..n].copy_from_slice(&b[..n]);
+    u128::from_be_bytes(k)
 }
 
 impl Metadata {
@@ -414,6 +446,46 @@ mod tests {
         let back = Metadata::from_snapshot(m.applied_index(), &bytes).unwrap();
         assert_same_map(&m, &back);
         assert_eq!(back.encode_snapshot(), bytes);
+    }
+
+    #[test]
+    fn files_by_name_sorts_as_strings_do_prefixes_and_ties_included() {
+        let mut names: Vec<String> = [
+            "",
+            "a",
+            "a\0",
+            "a\0b",
+            "ab",
+            "b",
+            "\u{7f}",
+            "ü",
+            "😀",
+            "0123456789abcdef",
+            "0123456789abcdef0",
+            "0123456789abcdee~",
+            "0123456789abcdef\0",
+            "0123456789abcdefg",
+            "0123456789abcdef/",
+            "dir10/file-000041.txt",
+            "dir10/file-000040.txt",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for i in 0..500 {
+            names.push(format!("dir{}/file-{i:06}.txt", i % 17));
+        }
+        let mut m = Metadata::new();
+        for (i, name) in names.iter().enumerate() {
+            m.apply(i as u64 + 1, &upd(name, 1));
+        }
+        names.sort();
+        let view = m.view();
+        let got: Vec<&str> = view.files_by_name().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(got, names);
+        for w in names.windows(2) {
+            assert!(name_prefix(&w[0]) <= name_prefix(&w[1]), "{w:?}");
+        }
     }
 
     #[test]

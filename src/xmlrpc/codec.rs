@@ -24,6 +24,11 @@
 
 mod decode;
 mod encode;
+mod encoded;
+
+use bytes::Bytes;
+
+pub use encoded::EncodedValue;
 
 use crate::xmlrpc::value::{Fault, Value};
 
@@ -158,6 +163,33 @@ pub fn encode_call(method: &str, params: &[Value], out: &mut Vec<u8>) {
 /// Appends a `<methodResponse>` body carrying `value` to `out`.
 pub fn encode_response(value: &Value, out: &mut Vec<u8>) {
     encode::method_response(value, out);
+}
+
+/// What a server answers a call that succeeded with: a [`Value`] to encode,
+/// or a value already encoded (server-side only: the decoder never makes one).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    Value(Value),
+    Encoded(EncodedValue),
+}
+
+impl From<Value> for Reply {
+    fn from(v: Value) -> Reply {
+        Reply::Value(v)
+    }
+}
+
+/// The `<methodResponse>` body carrying `reply`; the same bytes either way
+/// for the same value.
+pub fn response_body(reply: Reply) -> Bytes {
+    match reply {
+        Reply::Value(v) => {
+            let mut out = Vec::with_capacity(256);
+            encode::method_response(&v, &mut out);
+            Bytes::from(out)
+        }
+        Reply::Encoded(e) => e.into_response(),
+    }
 }
 
 /// Appends a `<methodResponse><fault>` body to `out`.

@@ -58,7 +58,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, warn};
 
-use super::codec::{self, MethodCall};
+use super::codec::{self, MethodCall, Reply};
 use super::{Fault, Value};
 use crate::auth::{self, Proof, Verifier};
 
@@ -70,6 +70,16 @@ pub trait Handler: Clone + Send + Sync + 'static {
         call: MethodCall,
         ctx: CallContext,
     ) -> impl Future<Output = Result<Value, Fault>> + Send;
+
+    /// What the server calls: [`Handler::call`], unless the handler answers
+    /// some calls with a value it has already encoded ([`Reply::Encoded`]).
+    fn answer(
+        &self,
+        call: MethodCall,
+        ctx: CallContext,
+    ) -> impl Future<Output = Result<Reply, Fault>> + Send {
+        async move { self.call(call, ctx).await.map(Reply::Value) }
+    }
 
     /// A `GET` of `path` (not the XML-RPC path): the page, or `None` for 404.
     fn get(&self, path: &str) -> impl Future<Output = Option<Page>> + Send {
@@ -535,20 +545,23 @@ async fn respond<H: Handler>(
                 proof,
                 headers: parts.headers,
             };
-            handler.call(call, ctx).await
+            handler.answer(call, ctx).await
         }
         Err(e) => {
             limits.stats.malformed.fetch_add(1, Ordering::Relaxed);
             Err(Fault::new(3, format!("BadRequest: {e}")))
         }
     };
-    let mut out = Vec::with_capacity(256);
-    match &outcome {
-        Ok(value) => codec::encode_response(value, &mut out),
-        Err(fault) => codec::encode_fault(fault, &mut out),
-    }
+    let body = match outcome {
+        Ok(reply) => codec::response_body(reply),
+        Err(fault) => {
+            let mut out = Vec::with_capacity(256);
+            codec::encode_fault(&fault, &mut out);
+            Bytes::from(out)
+        }
+    };
     drop(held);
-    xml(StatusCode::OK, out)
+    xml(StatusCode::OK, body)
 }
 
 /// Reads the whole body, accounting the buffer it grows in `held` before
@@ -588,11 +601,11 @@ fn too_large(limit: usize) -> Response<Full<Bytes>> {
     );
     let mut out = Vec::with_capacity(256);
     codec::encode_fault(&fault, &mut out);
-    closing(xml(StatusCode::PAYLOAD_TOO_LARGE, out))
+    closing(xml(StatusCode::PAYLOAD_TOO_LARGE, Bytes::from(out)))
 }
 
-fn xml(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+fn xml(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));

@@ -23,10 +23,9 @@ pub(super) fn method_call(method: &str, params: &[Value], out: &mut Vec<u8>) {
 }
 
 pub(super) fn method_response(v: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(HEADER);
-    out.extend_from_slice(b"<methodResponse><params><param>");
+    out.extend_from_slice(RESPONSE_OPEN);
     value(v, out);
-    out.extend_from_slice(b"</param></params></methodResponse>");
+    out.extend_from_slice(RESPONSE_CLOSE);
 }
 
 pub(super) fn fault(f: &Fault, out: &mut Vec<u8>) {
@@ -49,65 +48,103 @@ pub(super) fn fault(f: &Fault, out: &mut Vec<u8>) {
 
 /// Writes one `<value>…</value>`. Recursive: a `Value` built in memory is as deep
 /// as its builder made it, and one parsed here is bounded by `Limits::max_depth`.
-fn value(v: &Value, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"<value>");
+/// The pieces are the functions below, which [`super::EncodedValue`] writes
+/// with too, so a value written either way is the same bytes.
+pub(super) fn value(v: &Value, out: &mut Vec<u8>) {
     match v {
-        Value::Int(i) => {
-            out.extend_from_slice(b"<int>");
-            integer(i64::from(*i), out);
-            out.extend_from_slice(b"</int>");
-        }
-        Value::I8(i) => {
-            out.extend_from_slice(b"<i8>");
-            integer(*i, out);
-            out.extend_from_slice(b"</i8>");
-        }
+        Value::Int(i) => int_value(*i, out),
+        Value::I8(i) => i8_value(*i, out),
         Value::Bool(b) => out.extend_from_slice(if *b {
-            b"<boolean>1</boolean>"
+            b"<value><boolean>1</boolean></value>"
         } else {
-            b"<boolean>0</boolean>"
+            b"<value><boolean>0</boolean></value>"
         }),
-        Value::String(s) => {
-            out.extend_from_slice(b"<string>");
-            escape(s, out);
-            out.extend_from_slice(b"</string>");
-        }
+        Value::String(s) => string_value(s, out),
         Value::Double(d) => {
-            out.extend_from_slice(b"<double>");
+            out.extend_from_slice(b"<value><double>");
             double(*d, out);
-            out.extend_from_slice(b"</double>");
+            out.extend_from_slice(b"</double></value>");
         }
-        Value::Base64(bytes) => {
-            out.extend_from_slice(b"<base64>");
-            base64(bytes, out);
-            out.extend_from_slice(b"</base64>");
-        }
+        Value::Base64(bytes) => base64_value(bytes, out),
         Value::DateTime(text) => {
-            out.extend_from_slice(b"<dateTime.iso8601>");
+            out.extend_from_slice(b"<value><dateTime.iso8601>");
             escape(text, out);
-            out.extend_from_slice(b"</dateTime.iso8601>");
+            out.extend_from_slice(b"</dateTime.iso8601></value>");
         }
         Value::Array(items) => {
-            out.extend_from_slice(b"<array><data>");
+            out.extend_from_slice(ARRAY_OPEN);
             for item in items {
                 value(item, out);
             }
-            out.extend_from_slice(b"</data></array>");
+            out.extend_from_slice(ARRAY_CLOSE);
         }
         Value::Struct(members) => {
-            out.extend_from_slice(b"<struct>");
+            out.extend_from_slice(STRUCT_OPEN);
             for (name, member) in members {
-                out.extend_from_slice(b"<member><name>");
-                escape(name, out);
-                out.extend_from_slice(b"</name>");
+                member_open(name, out);
                 value(member, out);
-                out.extend_from_slice(b"</member>");
+                out.extend_from_slice(MEMBER_CLOSE);
             }
-            out.extend_from_slice(b"</struct>");
+            out.extend_from_slice(STRUCT_CLOSE);
         }
-        Value::Nil => out.extend_from_slice(b"<nil/>"),
+        Value::Nil => out.extend_from_slice(b"<value><nil/></value>"),
     }
-    out.extend_from_slice(b"</value>");
+}
+
+pub(super) const ARRAY_OPEN: &[u8] = b"<value><array><data>";
+pub(super) const ARRAY_CLOSE: &[u8] = b"</data></array></value>";
+pub(super) const STRUCT_OPEN: &[u8] = b"<value><struct>";
+pub(super) const STRUCT_CLOSE: &[u8] = b"</struct></value>";
+pub(super) const MEMBER_CLOSE: &[u8] = b"</member>";
+/// What `method_response` writes before the value and after it.
+pub(super) const RESPONSE_OPEN: &[u8] = b"<?xml version=\"1.0\"?>\n<methodResponse><params><param>";
+pub(super) const RESPONSE_CLOSE: &[u8] = b"</param></params></methodResponse>";
+
+/// `<member><name>NAME</name>`: what comes before a member's value.
+pub(super) fn member_open(name: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<member><name>");
+    escape(name, out);
+    out.extend_from_slice(b"</name>");
+}
+
+pub(super) fn int_value(i: i32, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<value><int>");
+    integer(i64::from(i), out);
+    out.extend_from_slice(b"</int></value>");
+}
+
+pub(super) fn i8_value(i: i64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<value><i8>");
+    integer(i, out);
+    out.extend_from_slice(b"</i8></value>");
+}
+
+pub(super) fn string_value(s: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<value><string>");
+    escape(s, out);
+    out.extend_from_slice(b"</string></value>");
+}
+
+/// The string of `bytes` in lower-case hex digits (which need no escaping),
+/// written without building it first.
+pub(super) fn hex_string_value(bytes: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"<value><string>");
+    for chunk in bytes.chunks(32) {
+        let mut digits = [0u8; 64];
+        for (pair, b) in digits.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = HEX[(b >> 4) as usize];
+            pair[1] = HEX[(b & 15) as usize];
+        }
+        out.extend_from_slice(&digits[..2 * chunk.len()]);
+    }
+    out.extend_from_slice(b"</string></value>");
+}
+
+pub(super) fn base64_value(bytes: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<value><base64>");
+    base64(bytes, out);
+    out.extend_from_slice(b"</base64></value>");
 }
 
 /// Which bytes `escape` replaces. Everything else, control characters included,
