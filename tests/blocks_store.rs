@@ -326,6 +326,117 @@ async fn unreferenced_blocks_are_collected_after_the_grace_period() {
     .await;
 }
 
+/// Collection by change: the blocks a file version no longer lists go once
+/// their grace is over, the new version's stay, and a block listed again
+/// after it went is fetched back from a peer that still holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blocks_a_new_version_drops_are_collected_and_those_listed_again_come_back() {
+    let grace = Duration::from_millis(500);
+    let c = Nodes::start(3, |o| o.blocks.gc_grace = Some(grace)).await;
+    let l = c.leader().await;
+    let (old, new) = (block(1500, 21), block(1500, 22));
+    let (ho, hn) = (hash_hex(&old), hash_hex(&new));
+    for d in [&old, &new] {
+        c.call(l, "putblock", &[Value::Base64(d.clone())])
+            .await
+            .unwrap();
+    }
+    let v1 = [s("f"), Value::Int(1), Value::Array(vec![s(&ho)])];
+    assert_eq!(
+        c.call(l, "updatefile", &v1).await.unwrap(),
+        Value::Bool(true)
+    );
+    // Past the grace of both writes (three grace periods and a few rounds):
+    // `new` is not referenced yet, so it went; `old` is, so it stayed.
+    wait_until(
+        "the unreferenced new block to go",
+        Duration::from_secs(10),
+        || async {
+            for i in 0..3 {
+                if c.holds(i, &hn).await {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    for i in 0..3 {
+        assert!(c.holds(i, &ho).await, "node {i} lost a referenced block");
+    }
+    // v2 lists `new` (uploaded again) instead of `old`.
+    c.call(l, "putblock", &[Value::Base64(new.clone())])
+        .await
+        .unwrap();
+    let v2 = [s("f"), Value::Int(2), Value::Array(vec![s(&hn)])];
+    assert_eq!(
+        c.call(l, "updatefile", &v2).await.unwrap(),
+        Value::Bool(true)
+    );
+    wait_until(
+        "the dropped old block to go",
+        Duration::from_secs(10),
+        || async {
+            for i in 0..3 {
+                if c.holds(i, &ho).await {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    // Repair by change: a block a file lists anew is fetched by every node
+    // that lacks it. Only node l keeps `new` (the others drop it by hand);
+    // v3 lists `old` alone, v4 both. Node l's copy is rewritten in between,
+    // so its own collection (the last reference went with v3) leaves it
+    // for a grace period.
+    for i in (0..3).filter(|&i| i != l) {
+        c.nodes[i]
+            .handle
+            .blocks()
+            .unwrap()
+            .store
+            .remove(&hn)
+            .await
+            .unwrap();
+    }
+    c.call(l, "putblock", &[Value::Base64(old.clone())])
+        .await
+        .unwrap();
+    let v3 = [s("f"), Value::Int(3), Value::Array(vec![s(&ho)])];
+    assert_eq!(
+        c.call(l, "updatefile", &v3).await.unwrap(),
+        Value::Bool(true)
+    );
+    c.nodes[l]
+        .handle
+        .blocks()
+        .unwrap()
+        .store
+        .put(Arc::from(&new[..]))
+        .await
+        .unwrap();
+    let v4 = [s("f"), Value::Int(4), Value::Array(vec![s(&ho), s(&hn)])];
+    assert_eq!(
+        c.call(l, "updatefile", &v4).await.unwrap(),
+        Value::Bool(true)
+    );
+    wait_until(
+        "both blocks everywhere",
+        Duration::from_secs(10),
+        || async {
+            for i in 0..3 {
+                if !c.holds(i, &ho).await || !c.holds(i, &hn).await {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_disk_backend_keeps_blocks_under_the_data_dir() {
     let dir: PathBuf =

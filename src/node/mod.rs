@@ -335,6 +335,7 @@ pub async fn start_on(
         blocks: Some(block_store.clone()),
     }));
     let (events, _) = broadcast::channel(1024);
+    let block_feed = blocks::refs::MapFeed::new();
     let lanes = PeerLanes { lanes: peers };
     let publisher = Publisher::new(opts.id, status_tx, events.clone());
     let (id, tick, threshold) = (opts.id, opts.timing.tick, opts.snapshot_threshold);
@@ -352,7 +353,8 @@ pub async fn start_on(
                 publisher,
                 threshold,
             )
-            .with_metrics(node_metrics.raft.clone());
+            .with_metrics(node_metrics.raft.clone())
+            .with_block_feed(block_feed.clone());
             tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone()))
         }
         store @ AnyStore::Disk(_) => {
@@ -363,7 +365,8 @@ pub async fn start_on(
             let rt = Runtime::new(
                 id, members_v, raft, metadata, writer, lanes, publisher, threshold,
             )
-            .with_metrics(node_metrics.raft.clone());
+            .with_metrics(node_metrics.raft.clone())
+            .with_block_feed(block_feed.clone());
             tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone()))
         }
     };
@@ -392,6 +395,7 @@ pub async fn start_on(
     tokio::spawn(blocks::repair::run(
         block_service,
         handle.clone(),
+        block_feed,
         shutdown.clone(),
     ));
     let addr = listener.local_addr().map_err(|source| StartError::Bind {

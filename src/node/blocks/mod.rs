@@ -19,6 +19,7 @@
 //!   once.
 
 pub mod gc;
+pub mod refs;
 pub mod repair;
 pub mod replication;
 
@@ -123,6 +124,17 @@ pub struct BlockStore {
     /// What the store holds; the invariant: the blocks (and their bytes)
     /// under `backend`, as of the last completed put or remove.
     counts: Arc<Counts>,
+    /// Blocks written since `take_written` last asked, for collection by
+    /// change (`repair.rs`); bounded by [`refs::FEED_CAP`].
+    written: Arc<Mutex<Written>>,
+}
+
+/// See [`BlockStore::take_written`].
+#[derive(Debug, Default)]
+pub struct Written {
+    pub digests: Vec<refs::Digest>,
+    /// More were written than the bound holds: some are not listed.
+    pub overflowed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +176,7 @@ impl BlockStore {
         BlockStore {
             backend: Arc::new(Backend::Memory(Mutex::new(HashMap::new()))),
             counts: Arc::default(),
+            written: Arc::default(),
         }
     }
 
@@ -190,6 +203,7 @@ impl BlockStore {
         Ok(BlockStore {
             backend: Arc::new(Backend::Disk { root }),
             counts: Arc::new(counts),
+            written: Arc::default(),
         })
     }
 
@@ -219,11 +233,51 @@ impl BlockStore {
     pub async fn put(&self, data: Arc<[u8]>) -> Result<String, BlockError> {
         let this = self.clone();
         run_blocking(move || {
-            let hash = hash_hex(&data);
+            let digest: [u8; 32] = Sha256::digest(&data).into();
+            let hash = crate::node::command::sha256_hex(&digest);
             this.put_sync(&hash, data)?;
+            this.wrote(digest);
             Ok(hash)
         })
         .await
+    }
+
+    fn wrote(&self, digest: refs::Digest) {
+        let mut w = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if w.digests.len() < refs::FEED_CAP {
+            w.digests.push(digest);
+        } else {
+            w.overflowed = true;
+        }
+    }
+
+    /// The blocks written (or rewritten) since the last call: what may be
+    /// garbage once the grace period is over, if no file references it.
+    pub fn take_written(&self) -> Written {
+        std::mem::take(&mut *self.written.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// When the block was last written, if it is here.
+    pub async fn touched(&self, hash: &str) -> Result<Option<SystemTime>, BlockError> {
+        if !is_hash(hash) {
+            return Err(BlockError::BadHash(hash.to_owned()));
+        }
+        match &*self.backend {
+            Backend::Memory(m) => Ok(m
+                .lock()
+                .expect("block map lock poisoned")
+                .get(hash)
+                .map(|s| s.touched)),
+            Backend::Disk { root } => {
+                let path = Self::path(root, hash);
+                run_blocking(move || match std::fs::metadata(&path) {
+                    Ok(m) => Ok(Some(m.modified().unwrap_or_else(|_| SystemTime::now()))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io_err("reading", &path, e)),
+                })
+                .await
+            }
+        }
     }
 
     fn put_sync(&self, hash: &str, data: Arc<[u8]>) -> Result<(), BlockError> {

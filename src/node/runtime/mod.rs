@@ -32,6 +32,7 @@ mod transfer;
 
 use std::collections::VecDeque;
 
+use crate::node::blocks::refs::MapFeed;
 use crate::node::command::Command;
 use crate::node::error::NodeError;
 use crate::node::events::EventKind;
@@ -92,6 +93,9 @@ pub struct Runtime<W: Writer, T: Transport> {
     counters: RaftCounters,
     /// The last leader this node knew of, for `counters.leader_changes`.
     known_leader: Option<NodeId>,
+    /// Told what each applied entry did to the blocks the map references
+    /// (the block store's repair and collection); `None` tells no one.
+    block_feed: Option<MapFeed>,
 }
 
 impl<W: Writer, T: Transport> Runtime<W, T> {
@@ -133,7 +137,15 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             applied_log: None,
             counters: RaftCounters::default(),
             known_leader: None,
+            block_feed: None,
         }
+    }
+
+    /// This runtime, telling `feed` what the applied entries change in the
+    /// blocks the map references.
+    pub fn with_block_feed(mut self, feed: MapFeed) -> Self {
+        self.block_feed = Some(feed);
+        self
     }
 
     /// This runtime, counting into `counters` (the node's `/metrics`).
@@ -804,7 +816,21 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             None
         } else {
             match Command::decode(&entry.data) {
-                Ok(cmd) => Some(self.metadata.apply(entry.index, &cmd)),
+                Ok(cmd) => {
+                    let Command::UpdateFile {
+                        filename, hashlist, ..
+                    } = &cmd;
+                    // The entry this one replaces, only when someone listens.
+                    let old = self
+                        .block_feed
+                        .as_ref()
+                        .map(|_| self.metadata.get(filename).cloned());
+                    let applied = self.metadata.apply(entry.index, &cmd);
+                    if let (true, Some(feed), Some(old)) = (applied, &self.block_feed, old) {
+                        feed.file_changed(entry.index, old.as_ref(), hashlist);
+                    }
+                    Some(applied)
+                }
                 Err(e) => {
                     // Every node decodes the same bytes the same way, so
                     // skipping is deterministic; a proposal never makes this.

@@ -147,6 +147,9 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             )
         })?;
         self.metadata = metadata;
+        if let Some(feed) = &self.block_feed {
+            feed.replaced();
+        }
         tracing::info!(
             node = self.id,
             index = snapshot.index,
