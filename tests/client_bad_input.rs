@@ -1,7 +1,10 @@
 //! The sync client facing bad input: a corrupt index (the line is named), a
-//! missing base directory, a server that is down, an unreadable file (all of
-//! which leave the folder untouched), and a server that offers file names
-//! reaching outside the base directory (never written).
+//! missing base directory, a server that is down (all of which leave the
+//! folder untouched), an unreadable file (listed and left alone; when not
+//! run as root), and a server that offers file names reaching outside the
+//! base directory (never written).
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,21 +85,34 @@ async fn a_missing_base_directory_or_a_dead_server_is_refused() {
 }
 
 #[tokio::test]
-async fn an_unreadable_file_stops_the_sync_before_anything_changes() {
+async fn an_unreadable_file_is_listed_and_left_alone() {
     use std::os::unix::fs::PermissionsExt;
     let d = tmpdir("unreadable");
     let f = d.join("secret");
     std::fs::write(&f, b"data").unwrap();
+    std::fs::write(d.join("plain"), b"more").unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
     if std::fs::read(&f).is_ok() {
         // Running as root: permissions do not stop reads; nothing to test.
         let _ = std::fs::remove_dir_all(&d);
         return;
     }
-    let e = sync(&dead_addr(), &opts(&d)).await.unwrap_err();
-    assert!(matches!(e, ClientError::Io { .. }), "{e}");
-    assert!(e.to_string().contains("secret"), "{e}");
-    assert!(!d.join("index.txt").exists());
+    let mut c = common::TestCluster::start(3).await;
+    let l = c.leader().await;
+    let addr = c.addrs[l].clone();
+    let s = sync(&addr, &opts(&d)).await.unwrap();
+    assert_eq!(s.uploaded, vec!["plain".to_owned()], "{s:?}");
+    assert!(
+        s.problems
+            .iter()
+            .any(|p| p.contains("secret") && p.contains("cannot be read")),
+        "{s:?}"
+    );
+    // Not uploaded, and not taken for a delete on the next sync either.
+    let s = sync(&addr, &opts(&d)).await.unwrap();
+    assert!(s.deleted_remote.is_empty(), "{s:?}");
+    assert!(f.exists());
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }
 

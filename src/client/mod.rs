@@ -7,9 +7,9 @@
 //! - Files are written atomically; a file name that could leave the base
 //!   directory is never written (`fsutil.rs`).
 //! - A base directory that does not exist, a block size above the server's
-//!   limit, a corrupt `index.txt` or `.surfignore`, or an unreadable file
-//!   stop the sync before anything changes, locally or remotely; so does a
-//!   cluster that does not answer.
+//!   limit, or a corrupt `index.txt` or `.surfignore` stop the sync before
+//!   anything changes, locally or remotely; so does a cluster that does not
+//!   answer. An unreadable file or directory is listed and left alone.
 //! - Unchanged content never moves, whatever block size each client uses.
 //! - A conflict goes the cloud's way; under `--conflicts keep` the local copy
 //!   is kept as `NAME.conflict-V`, under `cloud` it is dropped.

@@ -2,10 +2,10 @@
 //!
 //! 1. Check the block size against the server's limit, read `index.txt` and
 //!    `.surfignore`, and hash every local file into blocks, before any call,
-//!    so a bad block size, a corrupt index or ignore file, or an unreadable
-//!    file stops the sync with the folder untouched. Entries a sync does not
-//!    carry (symbolic links, FIFOs, sockets, devices, unreadable directories)
-//!    are listed once and left alone. Then read the remote map from the leader.
+//!    so a bad block size or a corrupt index or ignore file stops the sync
+//!    with the folder untouched. Entries a sync does not carry (symbolic
+//!    links, FIFOs, sockets, devices, unreadable directories and files) are
+//!    listed once and left alone. Then read the remote map from the leader.
 //! 2. For every name known locally, in the index or remotely (less what
 //!    `.surfignore` ignores, and less remote entries whose hash lists name no
 //!    blocks, written by other tools: listed once, never created here): a file
@@ -180,16 +180,30 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
     let index = index::load(&index_path)?;
     let rules = Rules::load(&base)?;
 
-    // Hash every local file first: a file we cannot read stops everything.
+    // Hash every local file first. A file that cannot be read is skipped
+    // like an unreadable directory: listed, and its name left alone (not
+    // uploaded, not deleted remotely, not written), so an edit it may hold
+    // is never mistaken for none.
     let bs = opts.block_size;
     let scan_base = base.clone();
     let (local, scan, rules) = tokio::task::spawn_blocking(move || {
-        let scan = fsutil::scan(&scan_base, &rules).map_err(|e| ClientError::io(&scan_base, e))?;
+        let mut scan =
+            fsutil::scan(&scan_base, &rules).map_err(|e| ClientError::io(&scan_base, e))?;
         let mut local = BTreeMap::new();
-        for (name, path) in &scan.files {
-            let data = std::fs::read(path).map_err(|e| ClientError::io(path, e))?;
-            local.insert(name.clone(), block_hashes(&data, bs));
+        let files = std::mem::take(&mut scan.files);
+        for (name, path) in files {
+            match std::fs::read(&path) {
+                Ok(data) => {
+                    local.insert(name.clone(), block_hashes(&data, bs));
+                    scan.files.insert(name, path);
+                }
+                Err(e) => {
+                    scan.skipped.push((name, format!("cannot be read: {e}")));
+                    scan.unreadable += 1;
+                }
+            }
         }
+        scan.skipped.sort();
         Ok::<_, ClientError>((local, scan, rules))
     })
     .await
