@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::tmpdir;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,15 +17,6 @@ use surfstore::node::blocks::hash_hex;
 use surfstore::xmlrpc::codec::MethodCall;
 use surfstore::xmlrpc::server::{self, CallContext, Handler, ServerOptions};
 use surfstore::xmlrpc::{Fault, Value};
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "surfstore-badinput-{tag}-{:016x}",
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn opts(dir: &Path) -> SyncOptions {
     let mut o = SyncOptions::new(dir, 1024);

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser;
+use common::tmpdir;
 use common::TestCluster;
 use rand::{Rng, SeedableRng};
 use surfstore::client::content::block_hashes;
@@ -26,15 +27,6 @@ use surfstore::xmlrpc::Value;
 const SMALL: usize = 4096;
 const LARGE: usize = 4 << 20;
 const BIN: &str = env!("CARGO_BIN_EXE_surfstore");
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "surfstore-manners-{tag}-{:016x}",
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn opts(dir: &Path, bs: usize) -> SyncOptions {
     let mut o = SyncOptions::new(dir, bs);

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::tmpdir;
 use common::TestCluster;
 use rand::{Rng, SeedableRng};
 use surfstore::client::{sync, Summary, SyncOptions};
@@ -17,15 +18,6 @@ use surfstore::node::command::parse_sha256_hex;
 use surfstore::xmlrpc::Value;
 
 const BS: usize = 4096;
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "surfstore-client-{tag}-{:016x}",
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn opts(dir: &Path) -> SyncOptions {
     let mut o = SyncOptions::new(dir, BS);

@@ -3,6 +3,7 @@
 //! them over real XML-RPC with the pooled client.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use surfstore::node::{self, NodeHandle, NodeOptions, NodeStatus, RunningNode, Timing};
@@ -17,6 +18,17 @@ pub struct TestCluster {
     pub clients: Vec<Client>,
     changes: mpsc::UnboundedReceiver<()>,
     _shutdown: watch::Sender<bool>,
+}
+
+/// A fresh directory under the temp dir, named for `tag` and a random
+/// suffix (the caller removes it).
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "surfstore-test-{tag}-{:016x}",
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 pub fn fast_timing() -> Timing {
