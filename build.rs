@@ -18,8 +18,21 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=SURFSTORE_GIT_COMMIT={commit}");
     // Rebuilt when HEAD moves or the index changes (a commit, a checkout).
-    for path in [".git/HEAD", ".git/index", ".git/refs/heads"] {
-        if std::path::Path::new(path).exists() {
+    // Asked of git, not assumed to be `.git/`: in a worktree `.git` is a
+    // file, and HEAD and the index live in the worktree's own git dir while
+    // the branches live in the common one.
+    let git_dir = git(&["rev-parse", "--git-dir"]);
+    let common_dir = git(&["rev-parse", "--git-common-dir"]);
+    let watched = git_dir
+        .iter()
+        .flat_map(|d| [format!("{d}/HEAD"), format!("{d}/index")])
+        .chain(
+            common_dir
+                .iter()
+                .flat_map(|d| [format!("{d}/refs/heads"), format!("{d}/packed-refs")]),
+        );
+    for path in watched {
+        if std::path::Path::new(&path).exists() {
             println!("cargo:rerun-if-changed={path}");
         }
     }

@@ -126,7 +126,7 @@ async fn round(
         return;
     };
     let result = if st.full_gc {
-        if !gc_every.is_some_and(|every| now >= st.last_gc + every) {
+        if gc_every.is_none_or(|every| now < st.last_gc + every) {
             return;
         }
         st.last_gc = now;
