@@ -93,48 +93,6 @@ async fn stray_nodes_cause_no_term_or_leader_change() {
     // as a follower), until one with an id the healthy cluster has leads in
     // a term past the healthy one.
     let healthy_term = before[0].0;
-    let stray_l = loop {
-        let l = wait_for_leader(&strays).await;
-        let term = int(&status(&strays[l]).await.unwrap(), "term");
-        if term > healthy_term + 1 && [0, 2].contains(&STRAY_IDS[l]) {
-            break l;
-        }
-        signal(other.pid(l), "STOP");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        'elected: loop {
-            for (i, c) in strays.iter().enumerate() {
-                if i == l {
-                    continue;
-                }
-                if let Some(s) = status(c).await {
-                    if field(&s, "role") == &Value::String("leader".into())
-                        && int(&s, "term") > term
-                    {
-                        break 'elected;
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                let mut seen = Vec::new();
-                for (i, c) in strays.iter().enumerate().filter(|&(i, _)| i != l) {
-                    let s = status(c).await.map(|s| {
-                        (
-                            field(&s, "role").clone(),
-                            int(&s, "term"),
-                            int(&s, "leader"),
-                        )
-                    });
-                    seen.push((i, s));
-                }
-                panic!("no new stray leader within 20 s after pausing {l} (term {term}): {seen:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        signal(other.pid(l), "CONT");
-    };
-
-    // Wait until the stray leader has sent 9831 20 calls in its term and
-    // the lone stray has called each healthy node it knows 3 times.
     let lone_client = &procs::clients(&[9833])[0];
     let calls_to = |s: &Value, addr: &str| -> (i64, i64) {
         let Value::Array(peers) = field(s, "peers") else {
@@ -146,36 +104,92 @@ async fn stray_nodes_cause_no_term_or_leader_change() {
             .unwrap_or_else(|| panic!("no peer {addr} in {s:?}"));
         (int(p, "calls"), int(p, "refused_with"))
     };
-    let base = calls_to(&status(&strays[stray_l]).await.unwrap(), "localhost:9831").0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (stray_leader, lone_status) = loop {
-        assert_eq!(
-            terms(&clients).await,
-            before,
-            "a healthy term or leader moved"
-        );
-        let stray_leader = status(&strays[stray_l])
-            .await
-            .expect("the stray leader answers");
-        assert_eq!(
-            field(&stray_leader, "role"),
-            &Value::String("leader".into())
-        );
-        let sent = calls_to(&stray_leader, "localhost:9831").0 - base;
-        let lone_status = status(lone_client).await;
-        let lone_sent = lone_status.as_ref().map(|s| {
-            let a = calls_to(s, "localhost:9831").0;
-            let b = calls_to(s, "localhost:9832").0;
-            a.min(b)
-        });
-        if sent >= 20 && lone_sent >= Some(3) {
-            break (stray_leader, lone_status.unwrap());
-        }
-        assert!(
+    // The stray cluster is young: a leader found here may still be deposed
+    // by a stray election (a split vote at start). Then the search starts
+    // over; only the healthy side must never move.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (stray_leader, lone_status) = 'search: loop {
+        let stray_l = loop {
+            let l = wait_for_leader(&strays).await;
+            // Role and term from one answer: the leader found may have been
+            // deposed since (its later term would then be its successor's).
+            let Some(s) = status(&strays[l]).await else {
+                continue;
+            };
+            if field(&s, "role") != &Value::String("leader".into()) {
+                continue;
+            }
+            let term = int(&s, "term");
+            if term > healthy_term + 1 && [0, 2].contains(&STRAY_IDS[l]) {
+                break l;
+            }
+            signal(other.pid(l), "STOP");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            'elected: loop {
+                for (i, c) in strays.iter().enumerate() {
+                    if i == l {
+                        continue;
+                    }
+                    if let Some(s) = status(c).await {
+                        if field(&s, "role") == &Value::String("leader".into())
+                            && int(&s, "term") > term
+                        {
+                            break 'elected;
+                        }
+                    }
+                }
+                if Instant::now() > deadline {
+                    let mut seen = Vec::new();
+                    for (i, c) in strays.iter().enumerate().filter(|&(i, _)| i != l) {
+                        let s = status(c).await.map(|s| {
+                            (
+                                field(&s, "role").clone(),
+                                int(&s, "term"),
+                                int(&s, "leader"),
+                            )
+                        });
+                        seen.push((i, s));
+                    }
+                    panic!(
+                        "no new stray leader within 20 s after pausing {l} (term {term}): {seen:?}"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            signal(other.pid(l), "CONT");
+        };
+
+        // Wait until the stray leader has sent 9831 20 calls in its term and
+        // the lone stray has called each healthy node it knows 3 times.
+        let base = calls_to(&status(&strays[stray_l]).await.unwrap(), "localhost:9831").0;
+        loop {
+            assert_eq!(
+                terms(&clients).await,
+                before,
+                "a healthy term or leader moved"
+            );
+            let stray_leader = status(&strays[stray_l])
+                .await
+                .expect("the stray leader answers");
+            if field(&stray_leader, "role") != &Value::String("leader".into()) {
+                continue 'search;
+            }
+            let sent = calls_to(&stray_leader, "localhost:9831").0 - base;
+            let lone_status = status(lone_client).await;
+            let lone_sent = lone_status.as_ref().map(|s| {
+                let a = calls_to(s, "localhost:9831").0;
+                let b = calls_to(s, "localhost:9832").0;
+                a.min(b)
+            });
+            if sent >= 20 && lone_sent >= Some(3) {
+                break 'search (stray_leader, lone_status.unwrap());
+            }
+            assert!(
             Instant::now() < deadline,
-            "the strays did not call the healthy nodes within 20 s (stray leader sent {sent}, lone {lone_sent:?})"
+            "the strays did not call the healthy nodes within 60 s (stray leader sent {sent}, lone {lone_sent:?})"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     };
     assert_eq!(
         terms(&clients).await,
