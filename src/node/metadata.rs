@@ -129,18 +129,38 @@ impl MapView {
     /// Each name's first 16 bytes are sorted on inline, so most comparisons
     /// read no name: with the names scattered over the heap, following both
     /// pointers on every comparison was most of the cost for a large map.
+    ///
+    /// A large map is sorted on up to [`SORT_THREADS`] threads, each taking
+    /// a share of the shards, then merged: the sort is the larger half of
+    /// writing a million-file answer, and both cores are idle while one
+    /// sorts.
     pub fn files_by_name(&self) -> Vec<(&str, &FileInfo)> {
-        let mut keyed: Vec<(u128, &str, &FileInfo)> = Vec::with_capacity(self.len);
-        keyed.extend(
-            self.files()
-                .map(|(name, info)| (name_prefix(name), name.as_str(), info)),
-        );
-        debug_assert_eq!(keyed.len(), self.len);
-        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        keyed
-            .into_iter()
-            .map(|(_, name, info)| (name, info))
-            .collect()
+        let threads = if self.len >= PARALLEL_SORT_FILES {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, SORT_THREADS)
+        } else {
+            1
+        };
+        let per = SHARDS.div_ceil(threads);
+        let runs: Vec<Vec<Keyed>> = if threads == 1 {
+            vec![sorted_run(&self.shards)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .shards
+                    .chunks(per)
+                    .map(|group| s.spawn(move || sorted_run(group)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a sort thread panicked"))
+                    .collect()
+            })
+        };
+        let out = merge_runs(runs, self.len);
+        debug_assert_eq!(out.len(), self.len);
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -168,6 +188,64 @@ impl MapView {
         out.put_u32_le(crc);
         out.freeze()
     }
+}
+
+/// A map of at least this many files is sorted on several threads.
+const PARALLEL_SORT_FILES: usize = 50_000;
+/// At most this many threads sort one map.
+const SORT_THREADS: usize = 4;
+
+/// A file with its name's first 16 bytes inline (see [`name_prefix`]).
+type Keyed<'a> = (u128, &'a str, &'a FileInfo);
+
+fn keyed_less(a: &Keyed, b: &Keyed) -> bool {
+    a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)).is_lt()
+}
+
+/// The files of `shards`, sorted by name.
+fn sorted_run(shards: &[Arc<Shard>]) -> Vec<Keyed<'_>> {
+    let mut run: Vec<Keyed> = Vec::with_capacity(shards.iter().map(|s| s.len()).sum());
+    for shard in shards {
+        run.extend(
+            shard
+                .iter()
+                .map(|(name, info)| (name_prefix(name), name.as_str(), info)),
+        );
+    }
+    run.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    run
+}
+
+/// Sorted runs (of disjoint names: each shard is in one run) merged into
+/// one sorted list of `len` files.
+fn merge_runs<'a>(runs: Vec<Vec<Keyed<'a>>>, len: usize) -> Vec<(&'a str, &'a FileInfo)> {
+    let mut out = Vec::with_capacity(len);
+    let mut heads: Vec<std::iter::Peekable<std::vec::IntoIter<Keyed<'a>>>> = runs
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| r.into_iter().peekable())
+        .collect();
+    while heads.len() > 1 {
+        // Few runs: a scan for the least head beats a heap.
+        let mut least = 0;
+        let mut least_key = *heads[0].peek().expect("exhausted runs are removed");
+        for (i, head) in heads.iter_mut().enumerate().skip(1) {
+            let key = head.peek().expect("exhausted runs are removed");
+            if keyed_less(key, &least_key) {
+                least = i;
+                least_key = *key;
+            }
+        }
+        let (_, name, info) = heads[least].next().expect("a head was peeked");
+        out.push((name, info));
+        if heads[least].peek().is_none() {
+            drop(heads.swap_remove(least));
+        }
+    }
+    if let Some(last) = heads.pop() {
+        out.extend(last.map(|(_, name, info)| (name, info)));
+    }
+    out
 }
 
 /// The first 16 bytes of `name`, zero-padded, as a big-endian number. Zero
@@ -472,8 +550,14 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        for i in 0..500 {
-            names.push(format!("dir{}/file-{i:06}.txt", i % 17));
+        // Past PARALLEL_SORT_FILES, so the sort runs on several threads
+        // and is merged; names sharing their first 16 bytes included.
+        for i in 0..(PARALLEL_SORT_FILES + 5000) {
+            names.push(match i % 3 {
+                0 => format!("dir{}/file-{i:06}.txt", i % 17),
+                1 => format!("0123456789abcdef-{i}"),
+                _ => format!("{i}"),
+            });
         }
         let mut m = Metadata::new();
         for (i, name) in names.iter().enumerate() {

@@ -179,16 +179,17 @@ impl From<Value> for Reply {
     }
 }
 
-/// The `<methodResponse>` body carrying `reply`; the same bytes either way
-/// for the same value.
-pub fn response_body(reply: Reply) -> Bytes {
+/// The `<methodResponse>` body carrying `reply`, in the parts it was
+/// written in (one, unless a large value was written on several threads);
+/// together the same bytes either way for the same value.
+pub fn response_body(reply: Reply) -> Vec<Bytes> {
     match reply {
         Reply::Value(v) => {
             let mut out = Vec::with_capacity(256);
             encode::method_response(&v, &mut out);
-            Bytes::from(out)
+            vec![Bytes::from(out)]
         }
-        Reply::Encoded(e) => e.into_response(),
+        Reply::Encoded(e) => e.into_response_parts(),
     }
 }
 

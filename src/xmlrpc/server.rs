@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -413,7 +413,7 @@ async fn drive<I, S>(
     peer: SocketAddr,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = Full<Bytes>>,
+    S: HttpService<Incoming, ResBody = Parts>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let conn = http.serve_connection(TokioIo::new(io), service);
@@ -471,12 +471,12 @@ async fn respond<H: Handler>(
     handler: H,
     limits: &RequestLimits,
     peer: Option<SocketAddr>,
-) -> Response<Full<Bytes>> {
+) -> Response<Parts> {
     limits.stats.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path();
     if path != "/RPC2" && path != "/" && req.method() == Method::GET {
         if let Some(page) = handler.get(path).await {
-            let mut resp = Response::new(Full::new(page.body));
+            let mut resp = Response::new(Parts::one(page.body));
             *resp.status_mut() =
                 StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             resp.headers_mut()
@@ -557,7 +557,7 @@ async fn respond<H: Handler>(
         Err(fault) => {
             let mut out = Vec::with_capacity(256);
             codec::encode_fault(&fault, &mut out);
-            Bytes::from(out)
+            vec![Bytes::from(out)]
         }
     };
     drop(held);
@@ -594,34 +594,82 @@ async fn read_body(
 
 /// 413 with a fault-3 body too, so a client that reads bodies of errors learns
 /// the limit; the rest of the request is never read, so the connection closes.
-fn too_large(limit: usize) -> Response<Full<Bytes>> {
+fn too_large(limit: usize) -> Response<Parts> {
     let fault = Fault::new(
         3,
         format!("BadRequest: request body larger than {limit} bytes"),
     );
     let mut out = Vec::with_capacity(256);
     codec::encode_fault(&fault, &mut out);
-    closing(xml(StatusCode::PAYLOAD_TOO_LARGE, Bytes::from(out)))
+    closing(xml(StatusCode::PAYLOAD_TOO_LARGE, vec![Bytes::from(out)]))
 }
 
-fn xml(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body));
+fn xml(status: StatusCode, body: Vec<Bytes>) -> Response<Parts> {
+    let mut resp = Response::new(Parts::new(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
     resp
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: StatusCode, text: &'static str) -> Response<Parts> {
+    let mut resp = Response::new(Parts::one(Bytes::from_static(text.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
+/// A response body of whole parts, sent in order (one frame each) with an
+/// exact length, so hyper writes a `Content-Length`: what a value written
+/// in parts on several threads goes out as, without copying it together.
+pub struct Parts {
+    parts: std::collections::VecDeque<Bytes>,
+    /// Bytes in `parts`.
+    remaining: u64,
+}
+
+impl Parts {
+    pub fn new(parts: Vec<Bytes>) -> Parts {
+        let remaining = parts.iter().map(|p| p.len() as u64).sum();
+        Parts {
+            parts: parts.into_iter().filter(|p| !p.is_empty()).collect(),
+            remaining,
+        }
+    }
+
+    pub fn one(body: Bytes) -> Parts {
+        Parts::new(vec![body])
+    }
+}
+
+impl Body for Parts {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let part = this.parts.pop_front().map(|p| {
+            this.remaining -= p.len() as u64;
+            Ok(hyper::body::Frame::data(p))
+        });
+        std::task::Poll::Ready(part)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// Tells the peer (and hyper) this connection ends after the response.
-fn closing(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+fn closing(mut resp: Response<Parts>) -> Response<Parts> {
     resp.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
     resp

@@ -17,10 +17,58 @@ pub fn encode(view: &MapView) -> EncodedValue {
     encode_files(&view.files_by_name())
 }
 
-/// The answer for `files` (sorted by name, no name twice).
+/// The answer for `files` (sorted by name, no name twice). A large map is
+/// written in parts on up to [`ENCODE_THREADS`] threads (the machine's
+/// cores), each part in its own buffer, joined without copying: the write
+/// is bound by fetching the scattered files from memory, which each core
+/// does for its share.
 pub fn encode_files(files: &[(&str, &FileInfo)]) -> EncodedValue {
-    let mut out = EncodedValue::with_capacity(encoded_len_estimate(files));
+    let threads = if files.len() >= PARALLEL_ENCODE_FILES {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, ENCODE_THREADS)
+    } else {
+        1
+    };
+    let per = files.len().div_ceil(threads).max(1);
+    let mut shares = files.chunks(per);
+    let first = shares.next().unwrap_or(&[]);
+    let mut out = EncodedValue::with_capacity(encoded_len_estimate(first));
     out.begin_struct();
+    if threads == 1 {
+        write_members(&mut out, first);
+    } else {
+        let rest: Vec<EncodedValue> = std::thread::scope(|s| {
+            let handles: Vec<_> = shares
+                .map(|share| {
+                    s.spawn(move || {
+                        let mut part = EncodedValue::fragment(encoded_len_estimate(share));
+                        write_members(&mut part, share);
+                        part
+                    })
+                })
+                .collect();
+            write_members(&mut out, first);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("an encoding thread panicked"))
+                .collect()
+        });
+        for part in rest {
+            out.append(part);
+        }
+    }
+    out.end_struct();
+    out
+}
+
+/// A map of at least this many files is written on several threads.
+const PARALLEL_ENCODE_FILES: usize = 50_000;
+/// At most this many threads write one answer.
+const ENCODE_THREADS: usize = 4;
+
+/// One `<member>` per file.
+fn write_members(out: &mut EncodedValue, files: &[(&str, &FileInfo)]) {
     for (i, (name, info)) in files.iter().enumerate() {
         // The names and infos are scattered over the heap, in no order the
         // loop follows: ask for them ahead, the hash lists once their
@@ -54,8 +102,6 @@ pub fn encode_files(files: &[(&str, &FileInfo)]) -> EncodedValue {
         out.end_array();
         out.end_member();
     }
-    out.end_struct();
-    out
 }
 
 /// How many files ahead of the one being written [`encode_files`] asks the
@@ -284,6 +330,26 @@ mod tests {
             );
         }
         checked_body(&m);
+    }
+
+    #[test]
+    fn a_large_map_written_in_parts_on_several_threads_is_the_same_bytes() {
+        let mut m = Metadata::new();
+        for i in 0..(PARALLEL_ENCODE_FILES + 1001) {
+            let hash = match i % 4 {
+                0 => Hash::text(sha256_hex(&[(i % 251) as u8; 32])),
+                1 => Hash::Int(i as i32),
+                2 => Hash::text(format!("<{i}&>")),
+                _ => Hash::Bytes(vec![i as u8; 3].into()),
+            };
+            update(&mut m, &format!("d{}/f-{i}", i % 7), 1, vec![hash]);
+        }
+        let view = m.view();
+        let parts = encode(&view).into_response_parts();
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+            assert!(parts.len() > 1, "one part on several cores");
+        }
+        assert_eq!(parts.concat(), old_body(&view));
     }
 
     #[test]

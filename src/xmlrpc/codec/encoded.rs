@@ -17,10 +17,21 @@ use crate::xmlrpc::value::Value;
 ///
 /// Room for the response's opening (`<?xml …?><methodResponse>…<param>`) is
 /// kept free before the element, so `into_response` fills it in place.
+///
+/// A value may be written in parts on several threads: each part is a
+/// [`EncodedValue::fragment`], joined in order by [`EncodedValue::append`]
+/// without copying; the response is then those parts, in order
+/// ([`EncodedValue::into_response_parts`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct EncodedValue {
-    /// `buf[..ROOM]` is the room for the opening; the element follows it.
+    /// The parts before `buf`, in order, each complete.
+    done: Vec<Vec<u8>>,
+    /// The part being written. The first part (`done[0]`, or `buf` while
+    /// `done` is empty) of a value from `with_capacity` starts with ROOM
+    /// bytes of room for the opening; the element follows it.
     buf: Vec<u8>,
+    /// Whether the first part has the room (a fragment has none).
+    room: bool,
 }
 
 /// The bytes kept free before the element.
@@ -34,7 +45,33 @@ impl EncodedValue {
                 .saturating_add(encode::RESPONSE_CLOSE.len()),
         );
         buf.resize(ROOM, 0);
-        EncodedValue { buf }
+        EncodedValue {
+            done: Vec::new(),
+            buf,
+            room: true,
+        }
+    }
+
+    /// A piece of an element, to be [`EncodedValue::append`]ed to the value
+    /// it belongs in (which writes the response's opening): holds `bytes`
+    /// without growing.
+    pub fn fragment(bytes: usize) -> EncodedValue {
+        EncodedValue {
+            done: Vec::new(),
+            buf: Vec::with_capacity(bytes),
+            room: false,
+        }
+    }
+
+    /// Appends `piece` (a [`EncodedValue::fragment`]) as is, without copying
+    /// its bytes: what is written next follows it.
+    pub fn append(&mut self, piece: EncodedValue) {
+        debug_assert!(!piece.room, "only a fragment can be appended");
+        let EncodedValue { done, buf, .. } = piece;
+        // Empty parts are dropped; the first part never is empty (it holds
+        // the room), so it stays first.
+        let parts = std::iter::once(std::mem::replace(&mut self.buf, buf)).chain(done);
+        self.done.extend(parts.filter(|p| !p.is_empty()));
     }
 
     /// `<value><struct>`.
@@ -99,28 +136,48 @@ impl EncodedValue {
         encode::value(v, &mut self.buf);
     }
 
-    /// The element written so far.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[ROOM..]
+    /// The element written so far (copied together when in several parts).
+    pub fn as_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        let skip = if self.room { ROOM } else { 0 };
+        if self.done.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.buf[skip..]);
+        }
+        let mut all = self.done.concat();
+        all.extend_from_slice(&self.buf);
+        std::borrow::Cow::Owned(all.split_off(skip))
     }
 
-    /// The `<methodResponse>` body carrying this value: the same bytes
-    /// `encode_response` writes for the equivalent `Value`, the element not
-    /// copied.
-    pub fn into_response(mut self) -> Bytes {
-        self.buf[..ROOM].copy_from_slice(encode::RESPONSE_OPEN);
+    /// The `<methodResponse>` body carrying this value, in the parts it was
+    /// written in: together the same bytes `encode_response` writes for the
+    /// equivalent `Value`, the element not copied.
+    pub fn into_response_parts(mut self) -> Vec<Bytes> {
+        assert!(self.room, "a fragment is not a response");
+        let first = self.done.first_mut().unwrap_or(&mut self.buf);
+        first[..ROOM].copy_from_slice(encode::RESPONSE_OPEN);
         self.buf.extend_from_slice(encode::RESPONSE_CLOSE);
-        Bytes::from(self.buf)
+        let mut parts: Vec<Bytes> = self.done.into_iter().map(Bytes::from).collect();
+        parts.push(Bytes::from(self.buf));
+        parts
+    }
+
+    /// The response as one buffer (copied together when written in parts).
+    pub fn into_response(self) -> Bytes {
+        let mut parts = self.into_response_parts();
+        if parts.len() == 1 {
+            return parts.pop().expect("one part");
+        }
+        Bytes::from(parts.concat())
     }
 }
 
 impl std::fmt::Debug for EncodedValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = &self.as_bytes()[..self.as_bytes().len().min(200)];
+        let bytes = self.as_bytes();
+        let shown = &bytes[..bytes.len().min(200)];
         write!(
             f,
             "EncodedValue({} bytes: {:?}…)",
-            self.as_bytes().len(),
+            bytes.len(),
             String::from_utf8_lossy(shown)
         )
     }
@@ -194,12 +251,52 @@ mod tests {
 
         let mut element = Vec::new();
         encode::value(&tree, &mut element);
-        assert_eq!(e.as_bytes(), &element[..]);
+        assert_eq!(&e.as_bytes()[..], &element[..]);
         assert_eq!(&e.clone().into_response()[..], &response(&tree)[..]);
         assert_eq!(
             crate::xmlrpc::codec::parse_response(&e.into_response()).unwrap(),
             Ok(tree)
         );
+    }
+
+    #[test]
+    fn fragments_appended_write_the_bytes_of_one_buffer() {
+        let members: BTreeMap<String, i32> = (0..100).map(|i| (format!("f{i:03}"), i)).collect();
+        let tree = Value::Struct(
+            members
+                .iter()
+                .map(|(name, i)| (name.clone(), Value::Int(*i)))
+                .collect(),
+        );
+        let names: Vec<(&String, &i32)> = members.iter().collect();
+        // Cut into parts at every split, some of them empty.
+        for cut in [0, 1, 50, 99, 100] {
+            let mut e = EncodedValue::with_capacity(0);
+            e.begin_struct();
+            let write = |part: &[(&String, &i32)]| {
+                let mut f = EncodedValue::fragment(16);
+                for (name, i) in part {
+                    f.member(name);
+                    f.int(**i);
+                    f.end_member();
+                }
+                f
+            };
+            let (a, b) = names.split_at(cut);
+            let (a, b) = (write(a), write(b));
+            let mut nested = EncodedValue::fragment(0);
+            nested.append(a);
+            e.append(nested);
+            e.append(b);
+            e.end_struct();
+            let mut element = Vec::new();
+            encode::value(&tree, &mut element);
+            assert_eq!(&e.as_bytes()[..], &element[..], "cut at {cut}");
+            let parts = e.clone().into_response_parts();
+            assert!(parts.iter().all(|p| !p.is_empty()), "cut at {cut}");
+            assert_eq!(parts.concat(), response(&tree), "cut at {cut}");
+            assert_eq!(&e.into_response()[..], &response(&tree)[..]);
+        }
     }
 
     #[test]
