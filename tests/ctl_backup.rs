@@ -253,18 +253,6 @@ async fn backup_round_trip_into_a_new_cluster() {
                 assert_eq!(got, Value::Base64(data.clone()), "block {hash}");
             }
         }
-        for d in &dirs {
-            let held = std::fs::read_dir(d.join("blocks"))
-                .unwrap()
-                .flat_map(|sub| std::fs::read_dir(sub.unwrap().path()).unwrap())
-                .count();
-            assert_eq!(
-                held,
-                blocks.len(),
-                "{} holds its own copy of every block",
-                d.display()
-            );
-        }
         // The versions go on from the backup's.
         let args = vec![
             Value::String("gone.txt".into()),
@@ -276,6 +264,15 @@ async fn backup_round_trip_into_a_new_cluster() {
             Value::Bool(true)
         );
         drop(restored);
+        for d in &dirs {
+            let held = surfstore::node::blocks::BlockStore::disk(d).unwrap().held();
+            assert_eq!(
+                held.blocks,
+                blocks.len() as u64,
+                "{} holds its own copy of every block",
+                d.display()
+            );
+        }
     }
 
     // The map alone: the same map, no blocks.

@@ -82,12 +82,12 @@ fn failed(r: &RunReport, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correct_fake_passes_every_scenario() {
     let (code, r, _fake) = tester_on(Bug::None, 5, &[]).await;
-    assert_eq!(r.scenarios.len(), 10, "{}", describe(&r));
+    assert_eq!(r.scenarios.len(), 11, "{}", describe(&r));
     assert!(r.passed(), "{}", describe(&r));
     assert_eq!(code, 0);
     let json = surfstore::tester::report::json(&r);
     assert!(json.starts_with("{\"passed\":true,"), "{json}");
-    assert_eq!(json.matches("\"status\":\"pass\"").count(), 10, "{json}");
+    assert_eq!(json.matches("\"status\":\"pass\"").count(), 11, "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +165,31 @@ async fn stale_reads_fail_linearizability() {
         "{f}"
     );
     println!("{f}");
+}
+
+/// Seeded bug: the change counter moves before the write is applied, so
+/// the map read after a wake-up lacks the write, and the next call (its
+/// `since` already past the write) never reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_before_apply_fails_watch() {
+    let (code, r, _fake) = tester_on(Bug::WakesBeforeApply, 5, &["watch"]).await;
+    assert_eq!(code, 1);
+    let f = failed(&r, "watch");
+    assert!(f.contains("waitForChanges"), "{f}");
+    println!("{f}");
+}
+
+/// Seeded bug: `waitForChanges` sits out its timeout although a change
+/// acknowledged before the call is past `since`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_sleeps_out_its_timeout_fails_watch() {
+    let (code, r, _fake) = tester_on(Bug::SleepsOutTimeout, 5, &["watch"]).await;
+    assert_eq!(code, 1);
+    let f = failed(&r, "watch");
+    assert!(
+        f.contains("waitForChanges") && f.contains("before the 2s timeout"),
+        "{f}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

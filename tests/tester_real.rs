@@ -146,7 +146,7 @@ fn tester_passes(procs: &Procs, addr: &str) {
     let scenarios = json.matches("\"status\":").count();
     let passed = json.matches("\"status\":\"pass\"").count();
     assert!(
-        status.success() && scenarios == 10 && passed == 10 && json.contains("\"healthy\":true"),
+        status.success() && scenarios == 11 && passed == 11 && json.contains("\"healthy\":true"),
         "tester exit {status}, {passed} of {scenarios} scenarios passed:\n{json}\n{}",
         procs.logs()
     );

@@ -16,6 +16,7 @@
 //! - What a sync does not carry (symbolic links, FIFOs, sockets, devices,
 //!   remote entries of other tools, ignored names) is left alone and listed.
 
+pub mod bench;
 pub mod content;
 pub mod fsutil;
 pub mod index;
@@ -23,6 +24,7 @@ pub mod remote;
 pub mod report;
 pub mod surfignore;
 pub mod sync;
+pub mod watch;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ use crate::xmlrpc::Value;
 pub use sync::{sync, Action, Did, Summary};
 
 /// Why a sync did not complete.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("base directory {}: {why}", path.display())]
     BaseDir { path: PathBuf, why: String },
@@ -64,6 +66,9 @@ pub enum ClientError {
     },
     #[error("the server refused {what}: {why}")]
     Refused { what: String, why: String },
+    /// The server does not know the method (fault 4: a server from before it).
+    #[error("the server does not know {what}: {why}")]
+    NoSuchMethod { what: String, why: String },
     #[error("{0}")]
     UnsafeName(String),
     #[error("unexpected answer: {0}")]
@@ -150,6 +155,9 @@ pub fn check_block_size(block_size: usize, max_block: usize) -> Result<(), Clien
     Ok(())
 }
 
+/// Files in flight at once unless `--parallel` says otherwise.
+pub const DEFAULT_PARALLEL: usize = 32;
+
 /// How one sync runs.
 #[derive(Clone, Debug)]
 pub struct SyncOptions {
@@ -159,7 +167,8 @@ pub struct SyncOptions {
     pub retry_budget: Duration,
     /// Deadline of a single call.
     pub call_timeout: Duration,
-    /// Block transfers in flight at once.
+    /// Files in flight at once (their block batches, `getblock`s and
+    /// `updatefile`s overlap; see `sync.rs` for the bounds on calls).
     pub parallel: usize,
     /// Progress bars on stderr for large transfers.
     pub progress: bool,
@@ -181,7 +190,7 @@ impl SyncOptions {
             block_size,
             retry_budget: Duration::from_secs(60),
             call_timeout: Duration::from_secs(10),
-            parallel: 16,
+            parallel: DEFAULT_PARALLEL,
             transport: Default::default(),
             progress: false,
             conflicts: ConflictPolicy::Keep,
@@ -208,8 +217,10 @@ pub struct ClientArgs {
     pub call_timeout: Duration,
     #[arg(long, hide = true, value_parser = crate::duration::secs, conflicts_with = "call_timeout")]
     pub call_timeout_secs: Option<Duration>,
-    /// Block transfers in flight at once.
-    #[arg(long, default_value_t = 16)]
+    /// Files synced at once (at least 1); their block and metadata calls
+    /// share the pooled connections.
+    #[arg(long, default_value_t = DEFAULT_PARALLEL, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub parallel: usize,
     /// When both sides changed a file, the cloud's version wins; `cloud`
     /// drops the local change, `keep` first keeps it as NAME.conflict-V.
@@ -222,6 +233,10 @@ pub struct ClientArgs {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
+    /// After the sync, keep syncing on local and remote changes until
+    /// Ctrl-C or SIGTERM (exit 0).
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub secrets: crate::auth::SecretArgs,
     #[command(flatten)]
@@ -269,6 +284,9 @@ pub fn run_cli(args: &ClientArgs) -> i32 {
             return 2;
         }
     };
+    if args.watch {
+        return runtime.block_on(watch::run_cli(&args.addr, &opts, args.quiet));
+    }
     match runtime.block_on(sync(&args.addr, &opts)) {
         Ok(s) => {
             if !args.quiet {

@@ -107,9 +107,14 @@ impl Remote {
                 Ok(v) => return Ok(v),
                 // Retrying cannot change these answers (a missing secret
                 // is missing on every node).
+                Err(CallError::Fault(f)) if f.code == FAULT_NO_SUCH_METHOD => {
+                    return Err(ClientError::NoSuchMethod {
+                        what: format!("{method} on {}", self.members[i]),
+                        why: f.message,
+                    })
+                }
                 Err(CallError::Fault(f))
-                    if [FAULT_BAD_REQUEST, FAULT_NO_SUCH_METHOD, FAULT_UNAUTHORIZED]
-                        .contains(&f.code) =>
+                    if [FAULT_BAD_REQUEST, FAULT_UNAUTHORIZED].contains(&f.code) =>
                 {
                     return Err(ClientError::Refused {
                         what: format!("{method} on {}", self.members[i]),

@@ -21,6 +21,21 @@
 //! 3. The index is rewritten (atomically) with what was done, also when the
 //!    sync stops half-way, so the next sync resumes instead of redoing.
 //!
+//! Step 2 is planned first (names that need nothing cost nothing more), then
+//! the files that need something run as tasks, `--parallel` at a time
+//! (`file.rs`), each in the order above: blocks, then its `updatefile`, so
+//! the `updatefile`s of many files are in flight together and the leader
+//! commits them in one group. Blocks go through one uploader for the whole
+//! sync (`sync/uploader.rs`): one `hasblocks` and one `putblocks` for up to
+//! 1024 blocks or 4 MiB of many files at a time, at most 4 such batches under
+//! way. Downloads keep at most 64 `getblock`s in flight across all files.
+//! So the calls in flight are bounded by `parallel` + 4 batches + 64. What
+//! the tasks did is applied in name order once they are done (the index, the
+//! messages, and the local deletes of remote tombstones, after every
+//! download is written), so the outcome does not depend on which finished
+//! first. A fatal error (the cluster gone) starts no new file; those under
+//! way finish and are recorded.
+//!
 //! "Changed" means changed content, not a changed hash list: the index keeps
 //! each file's hashes at this client's block size, and a list cut at another
 //! block size is compared by content (`content.rs`), so clients with
@@ -29,19 +44,30 @@
 //! Names from anywhere go through `fsutil::safe_join`: a name that could
 //! leave the base directory is skipped with a problem reported, never written.
 
+mod file;
 mod transfer;
+pub mod uploader;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use super::content::{block_hashes, is_block_list, same_content};
+use indicatif::MultiProgress;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::content::{block_hashes, is_block_list};
 use super::fsutil::{self, Scan, INDEX};
 use super::index::{self, is_tombstone, Index, IndexEntry};
 use super::remote::Remote;
 use super::surfignore::Rules;
-use super::{ClientError, ConflictPolicy, SyncOptions};
+use super::{ClientError, SyncOptions};
 use crate::node::command::sha256_hex;
 use crate::xmlrpc::Value;
+use file::{Ctx, IndexOp, Job, Outcome};
+use transfer::GETBLOCKS_IN_FLIGHT;
+use uploader::{Counters, Uploader};
 
 /// What a sync did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -104,7 +130,6 @@ pub enum Did {
 }
 
 const TOMBSTONE: &str = "0";
-const HASBLOCKS_BATCH: usize = 2048;
 /// Names given in a one-line warning about many files.
 const NAMES_IN_WARNING: usize = 3;
 
@@ -186,7 +211,7 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
     // is never mistaken for none.
     let bs = opts.block_size;
     let scan_base = base.clone();
-    let (local, scan, rules) = tokio::task::spawn_blocking(move || {
+    let (mut local, scan, rules) = tokio::task::spawn_blocking(move || {
         let mut scan =
             fsutil::scan(&scan_base, &rules).map_err(|e| ClientError::io(&scan_base, e))?;
         let mut local = BTreeMap::new();
@@ -240,88 +265,236 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
             summary.warnings.push(line);
         }
     }
-    let mut run = Run {
-        base,
-        opts: opts.clone(),
-        remote,
-        index,
-        summary,
-    };
     let names: BTreeSet<String> = local
         .keys()
-        .chain(run.index.keys())
+        .chain(index.keys())
         .chain(map.keys())
         .cloned()
         .collect();
+
+    // The plan: what each name needs, in name order. Names that need
+    // nothing (the common case of an unchanged file) cost no task.
+    let mut done: Vec<Outcome> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     let mut foreign = Vec::new();
-    let mut fatal = None;
-    for name in names {
-        if let Some(p) = fsutil::name_problem(&name) {
-            run.summary.problems.push(format!("skipped {name:?}: {p}"));
+    for name in &names {
+        if let Some(p) = fsutil::name_problem(name) {
+            let mut o = Outcome::new(name);
+            o.problem = Some(format!("skipped {name:?}: {p}"));
+            done.push(o);
             continue;
         }
-        if let Some((entry, why)) = scan.opaque_cover(&name) {
+        if let Some((entry, why)) = scan.opaque_cover(name) {
             // Left alone; a remote change it keeps out is the user's to know.
-            let known = run.index.get(&name).map_or(0, |e| e.version);
-            match map.get(&name) {
+            let known = index.get(name).map_or(0, |e| e.version);
+            let mut o = Outcome::new(name);
+            match map.get(name) {
                 Some((rv, rh)) if *rv > known && is_tombstone(rh) => {
-                    run.adopt(&name, *rv, rh.clone());
+                    o.index = IndexOp::Set(IndexEntry {
+                        version: *rv,
+                        hashes: rh.clone(),
+                    });
                 }
-                Some((rv, _)) if *rv > known => run.summary.problems.push(format!(
-                    "skipped {name:?}: the cloud has version {rv}, but the local {entry:?} \
-                     ({why}) is left alone"
-                )),
+                Some((rv, _)) if *rv > known => {
+                    o.problem = Some(format!(
+                        "skipped {name:?}: the cloud has version {rv}, but the local {entry:?} \
+                         ({why}) is left alone"
+                    ))
+                }
                 _ => {}
             }
+            done.push(o);
             continue;
         }
-        if rules.ignores(&name, false) {
-            if !is_listed(&scan, &name) {
-                run.summary.ignored.push(name);
+        if rules.ignores(name, false) {
+            if !is_listed(&scan, name) {
+                summary.ignored.push(name.clone());
             }
             continue;
         }
-        if let Some((rv, rh)) = map.get(&name) {
+        let rem = map.get(name);
+        if let Some((rv, rh)) = rem {
             if !is_block_list(rh) {
-                if local.contains_key(&name) {
-                    run.summary.problems.push(format!(
+                if local.contains_key(name) {
+                    let mut o = Outcome::new(name);
+                    o.problem = Some(format!(
                         "{name:?}: the cloud's version {rv} lists {}, which are not block \
                          hashes (written by another tool); your file was neither uploaded \
                          nor replaced",
                         some_names(rh, NAMES_IN_WARNING)
                     ));
+                    done.push(o);
                 } else {
-                    foreign.push(name);
+                    foreign.push(name.clone());
                 }
                 continue;
             }
         }
-        let result = run
-            .sync_one(&name, local.get(&name), map.get(&name).cloned())
-            .await;
-        match result {
+        let idx = index.get(name);
+        let base_v = idx.map_or(0, |e| e.version);
+        let rv = rem.map_or(0, |r| r.0);
+        let unchanged = match (local.get(name), idx) {
+            (Some(h), Some(e)) => *h == e.hashes,
+            (None, Some(e)) => e.is_tombstone(),
+            (Some(_), None) => false,
+            (None, None) => true,
+        };
+        if unchanged && rv == base_v {
+            continue;
+        }
+        jobs.push(Job {
+            name: name.clone(),
+            local: local.remove(name),
+            idx: idx.cloned(),
+            rem: rem.cloned(),
+        });
+    }
+    drop(map);
+
+    // The files, `parallel` at a time; a fatal error stops new ones, those
+    // under way finish.
+    let parallel = opts.parallel.max(1);
+    let counters = Arc::new(Counters::default());
+    let ctx = Arc::new(Ctx {
+        base: base.clone(),
+        opts: opts.clone(),
+        uploader: Uploader::start(remote.clone(), opts.block_size, parallel, counters.clone()),
+        remote,
+        names,
+        asides: Default::default(),
+        getblocks: Arc::new(Semaphore::new(GETBLOCKS_IN_FLIGHT)),
+        counters: counters.clone(),
+        bars: MultiProgress::new(),
+        fresh: Default::default(),
+    });
+    let mut fatal = None;
+    let mut set = JoinSet::new();
+    let mut jobs = jobs.into_iter();
+    loop {
+        while fatal.is_none() && set.len() < parallel {
+            let Some(job) = jobs.next() else { break };
+            set.spawn(file::run(ctx.clone(), job));
+        }
+        let Some(finished) = set.join_next().await else {
+            break;
+        };
+        let (mut o, r) = match finished {
+            Ok(d) => d,
+            Err(e) => {
+                fatal.get_or_insert(ClientError::Protocol(format!("a file task failed: {e}")));
+                continue;
+            }
+        };
+        match r {
             Ok(()) => {}
             Err(e) if e.is_fatal() => {
-                fatal = Some(e);
-                break;
+                fatal.get_or_insert(e);
             }
-            Err(e) => run.summary.problems.push(format!("{name:?}: {e}")),
+            Err(e) => o.problem = Some(format!("{:?}: {e}", o.name)),
         }
+        done.push(o);
     }
+    drop(ctx);
+
+    // What was done, in name order: the index, the messages, and the local
+    // deletes of remote tombstones (after every download is written).
+    done.sort_by(|a, b| a.name.cmp(&b.name));
+    let apply_base = base.clone();
+    let (mut summary, index) = tokio::task::spawn_blocking(move || {
+        let mut index = index;
+        for o in done {
+            apply(&apply_base, &mut index, &mut summary, o);
+        }
+        (summary, index)
+    })
+    .await
+    .map_err(|e| ClientError::Protocol(format!("apply task failed: {e}")))?;
+    summary.blocks_uploaded = counters.blocks_up.load(Ordering::Relaxed);
+    summary.bytes_uploaded = counters.bytes_up.load(Ordering::Relaxed);
+    summary.blocks_downloaded = counters.blocks_down.load(Ordering::Relaxed);
+    summary.bytes_downloaded = counters.bytes_down.load(Ordering::Relaxed);
     if !foreign.is_empty() {
-        run.summary.warnings.push(format!(
+        summary.warnings.push(format!(
             "skipped {} in the cloud whose hash lists are not block hashes (written by \
              another tool, e.g. run-tester.sh; not created here): {}",
             super::report::count(foreign.len(), "file", "files"),
             some_names(&foreign, NAMES_IN_WARNING)
         ));
     }
-    run.summary.ignored.sort();
-    index::store(&index_path, &run.index)?;
+    summary.ignored.sort();
+    index::store(&index_path, &index)?;
     match fatal {
         Some(e) => Err(e),
-        None => Ok(run.summary),
+        None => Ok(summary),
     }
+}
+
+/// Applies one file's outcome: its local delete, its index line, its
+/// messages.
+fn apply(base: &Path, index: &mut Index, summary: &mut Summary, mut o: Outcome) {
+    if let Some((rv, rh)) = o.delete.take() {
+        match delete_local(base, &o.name) {
+            Ok(Some(dirs)) => {
+                o.actions.push(Action {
+                    name: o.name.clone(),
+                    version: rv,
+                    what: Did::DeletedLocal,
+                });
+                o.actions.extend(dirs.into_iter().map(|d| Action {
+                    name: d,
+                    version: 0,
+                    what: Did::RemovedDir,
+                }));
+                o.index = IndexOp::Set(IndexEntry {
+                    version: rv,
+                    hashes: rh,
+                });
+            }
+            Ok(None) => {
+                o.index = IndexOp::Set(IndexEntry {
+                    version: rv,
+                    hashes: rh,
+                })
+            }
+            Err(e) => o.problem = Some(format!("{:?}: {e}", o.name)),
+        }
+    }
+    match o.index {
+        IndexOp::Keep => {}
+        IndexOp::Set(e) => {
+            index.insert(o.name.clone(), e);
+        }
+        IndexOp::Remove => {
+            index.remove(&o.name);
+        }
+    }
+    for a in o.actions {
+        let n = a.name.clone();
+        match &a.what {
+            Did::Uploaded { .. } => summary.uploaded.push(n),
+            Did::Downloaded { .. } => summary.downloaded.push(n),
+            Did::DeletedRemote => summary.deleted_remote.push(n),
+            Did::DeletedLocal => summary.deleted_local.push(n),
+            Did::ConflictKept { aside } => summary.conflicts.push((n, aside.clone())),
+            Did::ConflictDropped => summary.dropped.push(n),
+            Did::RemovedDir => summary.removed_dirs.push(n),
+        }
+        summary.actions.push(a);
+    }
+    if let Some(p) = o.problem {
+        summary.problems.push(p);
+    }
+}
+
+/// Deletes the local file `name` for a remote tombstone, and the
+/// directories that leaves empty; `None` if it is no longer a file.
+fn delete_local(base: &Path, name: &str) -> Result<Option<Vec<String>>, ClientError> {
+    let path = fsutil::safe_join(base, name).map_err(ClientError::UnsafeName)?;
+    if !path.is_file() {
+        return Ok(None);
+    }
+    std::fs::remove_file(&path).map_err(|e| ClientError::io(&path, e))?;
+    Ok(Some(fsutil::remove_empty_parents(base, &path)))
 }
 
 /// Whether the scan already listed `name` as ignored (itself or a directory
@@ -330,237 +503,4 @@ fn is_listed(scan: &Scan, name: &str) -> bool {
     scan.ignored
         .iter()
         .any(|i| i == name || (i.ends_with('/') && name.starts_with(i.as_str())))
-}
-
-struct Run {
-    base: PathBuf,
-    opts: SyncOptions,
-    remote: Remote,
-    index: Index,
-    summary: Summary,
-}
-
-impl Run {
-    async fn sync_one(
-        &mut self,
-        name: &str,
-        local: Option<&Vec<String>>,
-        rem: Option<(i64, Vec<String>)>,
-    ) -> Result<(), ClientError> {
-        let path = fsutil::safe_join(&self.base, name).map_err(ClientError::UnsafeName)?;
-        let idx = self.index.get(name).cloned();
-        let mut base_v = idx.as_ref().map_or(0, |e| e.version);
-        let rv = rem.as_ref().map_or(0, |r| r.0);
-        let mut local_changed = match (local, &idx) {
-            (Some(h), Some(e)) if *h != e.hashes => {
-                // The index may hold the list cut at another block size (what
-                // an older client recorded): same content is no change.
-                if self.local_is(&path, &e.hashes).await? {
-                    self.adopt(name, e.version, h.clone());
-                    false
-                } else {
-                    true
-                }
-            }
-            (Some(_), Some(_)) => false,
-            (Some(_), None) => true,
-            (None, Some(e)) => !e.is_tombstone(),
-            (None, None) => false,
-        };
-        if rv < base_v {
-            // The cluster forgot this file (a fresh cluster): start again from its view.
-            self.index.remove(name);
-            base_v = rv;
-            local_changed = local.is_some();
-        }
-        if local_changed {
-            let mut new_h = local.cloned().unwrap_or_else(|| vec![TOMBSTONE.into()]);
-            if let Some((rv, rh)) = &rem {
-                if *rh == new_h || (local.is_some() && self.local_is(&path, rh).await?) {
-                    self.adopt(name, *rv, new_h);
-                    return Ok(());
-                }
-            }
-            if rv == base_v {
-                if rem.is_none() && local.is_none() {
-                    self.index.remove(name);
-                    return Ok(());
-                }
-                if local.is_some() {
-                    new_h = self.upload_blocks(name, &path).await?;
-                }
-                let next = base_v + 1;
-                let params = [
-                    Value::String(name.to_owned()),
-                    i32::try_from(next).map_or(Value::I8(next), Value::Int),
-                    Value::Array(new_h.iter().cloned().map(Value::String).collect()),
-                ];
-                let ok = self.remote.leader_call("updatefile", &params).await?;
-                if ok == Value::Bool(true) {
-                    let was_there = rem.as_ref().is_some_and(|(_, h)| !is_tombstone(h));
-                    if is_tombstone(&new_h) {
-                        self.summary.deleted_remote.push(name.to_owned());
-                        self.act(name, next, Did::DeletedRemote);
-                    } else {
-                        self.summary.uploaded.push(name.to_owned());
-                        self.act(name, next, Did::Uploaded { new: !was_there });
-                    }
-                    self.adopt(name, next, new_h);
-                    return Ok(());
-                }
-                // Someone else got there first (or our own earlier try did,
-                // its answer lost in a failover): look again.
-                let map = parse_map(&self.remote.leader_call("getfileinfomap", &[]).await?)?;
-                let Some((rv2, rh2)) = map.get(name).cloned() else {
-                    return Err(ClientError::Protocol(format!(
-                        "updatefile({name:?}, {next}) was refused but the file is not in the map"
-                    )));
-                };
-                if rh2 == new_h || (local.is_some() && self.local_is(&path, &rh2).await?) {
-                    self.adopt(name, rv2, new_h);
-                    return Ok(());
-                }
-                if !is_block_list(&rh2) {
-                    return Err(ClientError::Protocol(format!(
-                        "the cloud's version {rv2} lists {}, which are not block hashes \
-                         (written by another tool); your file was left as it is",
-                        some_names(&rh2, NAMES_IN_WARNING)
-                    )));
-                }
-                return self
-                    .remote_wins(name, &path, rv2, rh2, true, local.is_some())
-                    .await;
-            }
-            let (rv, rh) = rem.expect("rv > base_v implies a remote entry");
-            return self
-                .remote_wins(name, &path, rv, rh, true, local.is_some())
-                .await;
-        }
-        if rv > base_v {
-            let (rv, rh) = rem.expect("rv > base_v implies a remote entry");
-            if let Some(h) = local {
-                // Re-uploaded elsewhere without an edit (at another block
-                // size, say): nothing to fetch.
-                if *h == rh || self.local_is(&path, &rh).await? {
-                    self.adopt(name, rv, h.clone());
-                    return Ok(());
-                }
-            }
-            return self
-                .remote_wins(name, &path, rv, rh, false, local.is_some())
-                .await;
-        }
-        Ok(())
-    }
-
-    fn adopt(&mut self, name: &str, version: i64, hashes: Vec<String>) {
-        self.index
-            .insert(name.to_owned(), IndexEntry { version, hashes });
-    }
-
-    fn act(&mut self, name: &str, version: i64, what: Did) {
-        self.summary.actions.push(Action {
-            name: name.to_owned(),
-            version,
-            what,
-        });
-    }
-
-    /// Whether the local file at `path` is the content `list` describes, at
-    /// whatever block size `list` was cut (see `content.rs`). Reads the file
-    /// again; a file gone since the scan is not.
-    async fn local_is(&self, path: &Path, list: &[String]) -> Result<bool, ClientError> {
-        if !is_block_list(list) || is_tombstone(list) {
-            return Ok(false);
-        }
-        let p = path.to_path_buf();
-        let list = list.to_vec();
-        tokio::task::spawn_blocking(move || match std::fs::read(&p) {
-            Ok(data) => Ok(same_content(&data, &list)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(ClientError::io(&p, e)),
-        })
-        .await
-        .map_err(|e| ClientError::Protocol(format!("hashing task failed: {e}")))?
-    }
-
-    /// Makes the remote version `rv` the local one. `conflict`: the local
-    /// side changed too (`had_local`: and the file is still here), so the
-    /// conflict policy decides what becomes of the local copy.
-    async fn remote_wins(
-        &mut self,
-        name: &str,
-        path: &Path,
-        rv: i64,
-        rh: Vec<String>,
-        conflict: bool,
-        had_local: bool,
-    ) -> Result<(), ClientError> {
-        let data = if is_tombstone(&rh) {
-            None
-        } else {
-            Some(self.download(name, path, &rh).await?)
-        };
-        let new_here = !had_local;
-        if conflict && had_local && path.is_file() {
-            match self.opts.conflicts {
-                ConflictPolicy::Keep => {
-                    let mut aside = format!("{name}.conflict-{rv}");
-                    let mut n = 1;
-                    while self.base.join(&aside).exists() || self.index.contains_key(&aside) {
-                        n += 1;
-                        aside = format!("{name}.conflict-{rv}.{n}");
-                    }
-                    let aside_path =
-                        fsutil::safe_join(&self.base, &aside).map_err(ClientError::UnsafeName)?;
-                    std::fs::rename(path, &aside_path).map_err(|e| ClientError::io(path, e))?;
-                    self.summary
-                        .conflicts
-                        .push((name.to_owned(), aside.clone()));
-                    self.act(name, rv, Did::ConflictKept { aside });
-                }
-                ConflictPolicy::Cloud => {
-                    self.summary.dropped.push(name.to_owned());
-                    self.act(name, rv, Did::ConflictDropped);
-                }
-            }
-        }
-        let hashes = match data {
-            Some(data) => {
-                let p = path.to_path_buf();
-                let bs = self.opts.block_size;
-                let hashes = tokio::task::spawn_blocking(move || {
-                    fsutil::atomic_write(&p, &data).map(|()| block_hashes(&data, bs))
-                })
-                .await
-                .map_err(|e| ClientError::Protocol(format!("write task failed: {e}")))?
-                .map_err(|e| ClientError::io(path, e))?;
-                self.summary.downloaded.push(name.to_owned());
-                let undeleted = conflict && !had_local;
-                self.act(
-                    name,
-                    rv,
-                    Did::Downloaded {
-                        new: new_here && !undeleted,
-                        undeleted,
-                    },
-                );
-                hashes
-            }
-            None => {
-                if path.is_file() {
-                    std::fs::remove_file(path).map_err(|e| ClientError::io(path, e))?;
-                    self.summary.deleted_local.push(name.to_owned());
-                    self.act(name, rv, Did::DeletedLocal);
-                    for dir in fsutil::remove_empty_parents(&self.base, path) {
-                        self.act(&dir, 0, Did::RemovedDir);
-                        self.summary.removed_dirs.push(dir);
-                    }
-                }
-                rh
-            }
-        };
-        self.adopt(name, rv, hashes);
-        Ok(())
-    }
 }

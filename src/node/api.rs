@@ -8,6 +8,7 @@ mod args;
 pub mod file_info_map;
 mod install_snapshot;
 mod status;
+pub mod wait_for_changes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::auth::{Need, Verifier};
+use crate::node::blocks::replication::MAX_BATCH_BLOCKS;
 use crate::node::blocks::BlockService;
 use crate::node::command::{Command, Hash};
 use crate::node::driver::{LogLine, NodeStatus, Request};
@@ -57,6 +59,8 @@ pub struct NodeHandle {
     metrics: Option<Arc<NodeMetrics>>,
     /// Where the node keeps its log and blocks; `None`: in memory.
     data_dir: Option<Arc<std::path::Path>>,
+    /// The map change counter `waitForChanges` waits on; `None`: fault 4.
+    changes: Option<wait_for_changes::ChangeFeed>,
 }
 
 /// Who may make a call, for the secrets and the identity check.
@@ -74,7 +78,7 @@ impl Class {
     fn of(name: &str) -> Class {
         match name {
             "appendEntries" | "requestVote" | "timeoutNow" | "installSnapshot" | "storeBlock"
-            | "readBlock" => Class::Peer,
+            | "storeBlocks" | "readBlock" => Class::Peer,
             "crash" | "restore" | "transferLeader" | "backup" => Class::Admin,
             _ => Class::Client,
         }
@@ -109,7 +113,15 @@ impl NodeHandle {
             auth: None,
             metrics: None,
             data_dir: None,
+            changes: None,
         }
+    }
+
+    /// This handle, serving `waitForChanges` from the runtime's map change
+    /// counter (`Runtime::map_changes`).
+    pub fn with_map_changes(mut self, counter: watch::Receiver<u64>) -> Self {
+        self.changes = Some(wait_for_changes::ChangeFeed::new(counter));
+        self
     }
 
     /// This handle, reporting the size of `dir` (the node's data directory)
@@ -414,6 +426,11 @@ impl NodeHandle {
                     .await
                     .map(Value::Bool)
             }
+            "waitForChanges" => {
+                let (since, timeout) = wait_for_changes::args(params)?;
+                let changes = self.wait_for_changes(since, timeout).await?;
+                Ok(changes.value())
+            }
             "tester_getversion" => {
                 let mut args = Args::new(name, "(filename:string)", params);
                 let filename = args.next_string("filename")?;
@@ -478,7 +495,8 @@ impl NodeHandle {
                 Ok(peer_wire::encode(&resp))
             }
             "installSnapshot" => self.install_snapshot(params, sender).await,
-            "getblock" | "putblock" | "hasblocks" | "storeBlock" | "readBlock" => {
+            "getblock" | "putblock" | "putblocks" | "hasblocks" | "storeBlock" | "storeBlocks"
+            | "readBlock" => {
                 // The crashed check comes before any argument check.
                 if self.crashed() {
                     return Err(NodeError::Crashed(self.id));
@@ -622,6 +640,20 @@ async fn block_method(
             }
             Ok(Value::Bool(true))
         }
+        "putblocks" | "storeBlocks" => {
+            let mut args = Args::new(name, "(blocks:array of base64)", params);
+            let list = args.next_array("blocks")?;
+            let batch = block_list(&args, list, blocks.opts.max_block_bytes)?;
+            args.finish()?;
+            if name == "storeBlocks" {
+                blocks.store_local_many(batch).await?;
+                return Ok(Value::Bool(true));
+            }
+            let hashes = blocks.put_many(batch).await?;
+            Ok(Value::Array(
+                hashes.into_iter().map(Value::String).collect(),
+            ))
+        }
         "hasblocks" => {
             let mut args = Args::new(name, "(hashlist:array of string)", params);
             let hashes = args.next_strings("hashlist")?;
@@ -639,6 +671,43 @@ async fn block_method(
             "'{PREFIX}{other}' is not a block method"
         ))),
     }
+}
+
+/// The blocks of a `putblocks` / `storeBlocks` call, checked: at most
+/// [`MAX_BATCH_BLOCKS`], each base64 and at most `limit` bytes; a refusal
+/// names the position (`blocks[3]`).
+fn block_list(args: &Args, list: Vec<Value>, limit: usize) -> Result<Vec<Arc<[u8]>>, NodeError> {
+    if list.len() > MAX_BATCH_BLOCKS {
+        return Err(args.bad(
+            "blocks",
+            &format!(
+                "holds {} blocks, more than the {MAX_BATCH_BLOCKS} one call may carry",
+                list.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, v) in list.into_iter().enumerate() {
+        match v {
+            Value::Base64(b) if b.len() > limit => {
+                return Err(args.bad(
+                    "blocks",
+                    &format!(
+                        "blocks[{i}] is {} bytes, above the limit of {limit} bytes",
+                        b.len()
+                    ),
+                ))
+            }
+            Value::Base64(b) => out.push(Arc::from(b)),
+            other => {
+                return Err(args.bad(
+                    "blocks",
+                    &format!("must hold base64, but blocks[{i}] is {}", other.type_name()),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn no_args(name: &str, params: Vec<Value>) -> Result<(), NodeError> {

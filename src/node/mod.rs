@@ -340,7 +340,7 @@ pub async fn start_on(
     let publisher = Publisher::new(opts.id, status_tx, events.clone());
     let (id, tick, threshold) = (opts.id, opts.timing.tick, opts.snapshot_threshold);
     let members_v = opts.members.clone();
-    let driver = match store {
+    let (map_changes, driver) = match store {
         // Memory writes are instant: no thread.
         store @ AnyStore::Mem(_) => {
             let rt = Runtime::new(
@@ -355,7 +355,10 @@ pub async fn start_on(
             )
             .with_metrics(node_metrics.raft.clone())
             .with_block_feed(block_feed.clone());
-            tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone()))
+            (
+                rt.map_changes(),
+                tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone())),
+            )
         }
         store @ AnyStore::Disk(_) => {
             // Under `--fsync never` nothing is fsynced: nothing to time.
@@ -367,7 +370,10 @@ pub async fn start_on(
             )
             .with_metrics(node_metrics.raft.clone())
             .with_block_feed(block_feed.clone());
-            tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone()))
+            (
+                rt.map_changes(),
+                tokio::spawn(driver::run(rt, req_rx, tick, shutdown.clone())),
+            )
         }
     };
     let block_service = blocks::BlockService::new(
@@ -386,6 +392,7 @@ pub async fn start_on(
     )
     .map(Arc::new);
     let handle = NodeHandle::new(opts.id, members, req_tx, status_rx, events)
+        .with_map_changes(map_changes)
         .with_blocks(block_service.clone())
         .with_data_dir(opts.data_dir.as_deref())
         .with_peer_stats(peer_stats)

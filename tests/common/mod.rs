@@ -43,6 +43,11 @@ pub fn fast_timing() -> Timing {
 
 impl TestCluster {
     pub async fn start(m: usize) -> TestCluster {
+        Self::start_with(m, |_| {}).await
+    }
+
+    /// Like [`TestCluster::start`], with each node's options changed by `tune`.
+    pub async fn start_with(m: usize, tune: impl Fn(&mut NodeOptions)) -> TestCluster {
         let mut listeners = Vec::new();
         for _ in 0..m {
             listeners.push(
@@ -62,6 +67,7 @@ impl TestCluster {
             let mut opts = NodeOptions::new(i as u64, addrs.clone());
             opts.timing = fast_timing();
             opts.seed = 1000 + i as u64;
+            tune(&mut opts);
             let node = node::start_on(opts, listener, shutdown_rx.clone())
                 .await
                 .expect("node starts");

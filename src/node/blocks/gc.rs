@@ -9,6 +9,11 @@
 //! `repair.rs` queues them as they happen), so a round costs what changed;
 //! [`collect`] lists the whole store, and runs only when those queues do not
 //! know everything (after a start or an overflow).
+//!
+//! Removing a block from the disk store only marks its record dead; after
+//! each collection [`compact`] lets the store reclaim the space of packs at
+//! least half dead, [`COMPACT_BUDGET`] bytes of copying per round at most,
+//! on the blocking pool (`pack/mod.rs`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -18,6 +23,17 @@ use tokio::time::Instant;
 use super::refs::{Digest, RefCounts};
 use super::{BlockError, BlockStore};
 use crate::node::command::{parse_sha256_hex, sha256_hex};
+
+/// Live record bytes one round of compaction copies at most.
+pub const COMPACT_BUDGET: u64 = 32 << 20;
+
+/// One bounded round of compaction after a collection; a failure is logged,
+/// the next round tries again.
+pub async fn compact(store: &BlockStore) {
+    if let Err(e) = store.compact(COMPACT_BUDGET).await {
+        tracing::warn!("block pack compaction: {e}");
+    }
+}
 
 /// A block that may be garbage from `.0` on (when it was queued: at or
 /// after its last write, or its last reference went then).
@@ -43,6 +59,7 @@ pub async fn collect(
     if removed > 0 {
         tracing::info!(removed, "block gc removed unreferenced blocks");
     }
+    compact(store).await;
     Ok(removed)
 }
 
@@ -78,5 +95,6 @@ pub async fn collect_due(
     if removed > 0 {
         tracing::info!(removed, "block gc removed unreferenced blocks");
     }
+    compact(store).await;
     Ok(removed)
 }

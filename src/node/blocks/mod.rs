@@ -5,30 +5,33 @@
 //!
 //! Promises:
 //! - A block is only ever stored under the hash of its bytes.
-//! - With a data directory, a block lives at `DATA/blocks/<2 hex>/<hash>`,
-//!   written to a temporary file, fsynced, then renamed: a reader sees the
-//!   whole block or none of it, and a block reported stored survives a crash.
+//! - With a data directory, blocks live in append-only pack files under
+//!   `DATA/blocks/packs/` (`pack/`): a put answers once its block is
+//!   fsynced, and concurrent puts share one fsync; a read checks the
+//!   record's CRC and name and never returns wrong bytes. The old layout's
+//!   loose `DATA/blocks/<2 hex>/<hash>` files are moved into packs at open.
 //! - Without one, blocks live in memory (the assignment's behaviour).
-//! - Every block carries the time it was last written; `gc.rs` deletes only
-//!   blocks unreferenced and untouched for the grace period.
+//! - Every block carries the time it was last written (on disk: in memory
+//!   only, so a reopen restarts it); `gc.rs` deletes only blocks
+//!   unreferenced and untouched for the grace period.
 //! - The store knows how many blocks, and bytes of them, it holds
-//!   ([`BlockStore::held`], for `/metrics`) without reading the disk: a disk
-//!   store counts what it finds when it opens, then every block it adds or
-//!   removes. A block is linked into place only if no file holds its name yet
-//!   (a hard link never replaces), so two writers of one new block count it
-//!   once.
+//!   ([`BlockStore::held`], for `/metrics`) without reading the disk: the
+//!   memory store counts puts and removes, the disk store its index (where
+//!   a block is indexed once however many puts raced to write it).
 
 pub mod gc;
+pub mod pack;
 pub mod refs;
 pub mod repair;
 pub mod replication;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+pub use pack::{CompactStats, PackOptions, PackStore, PackUsage, SyncStats};
 
 use sha2::{Digest, Sha256};
 
@@ -111,18 +114,17 @@ struct Stored {
 
 enum Backend {
     Memory(Mutex<HashMap<String, Stored>>),
-    /// `root` is `DATA/blocks`.
-    Disk {
-        root: PathBuf,
-    },
+    /// Packs under `DATA/blocks/packs` (`pack/`).
+    Disk(PackStore),
 }
 
 /// One node's local blocks. Cheap to clone (clones share the store).
 #[derive(Clone)]
 pub struct BlockStore {
     backend: Arc<Backend>,
-    /// What the store holds; the invariant: the blocks (and their bytes)
-    /// under `backend`, as of the last completed put or remove.
+    /// What the memory store holds; the invariant: the blocks (and their
+    /// bytes) under `backend`, as of the last completed put or remove. (The
+    /// disk store counts its index.)
     counts: Arc<Counts>,
     /// Blocks written since `take_written` last asked, for collection by
     /// change (`repair.rs`); bounded by [`refs::FEED_CAP`].
@@ -167,8 +169,28 @@ pub struct Held {
     pub bytes: u64,
 }
 
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> BlockError {
-    BlockError::Io(format!("{what} {}: {e}", path.display()))
+/// Blocks at most this large are hashed on the caller's thread; larger ones
+/// on the blocking pool.
+const HASH_INLINE_BYTES: usize = 64 << 10;
+
+fn digest_of(data: &[u8]) -> refs::Digest {
+    Sha256::digest(data).into()
+}
+
+/// The digests of `blocks`, hashed off the async workers when they are big.
+async fn digests_of(blocks: Vec<Arc<[u8]>>) -> Result<Vec<(refs::Digest, Arc<[u8]>)>, BlockError> {
+    let total: usize = blocks.iter().map(|b| b.len()).sum();
+    let hash = move || {
+        Ok(blocks
+            .into_iter()
+            .map(|b| (digest_of(&b), b))
+            .collect::<Vec<_>>())
+    };
+    if total <= HASH_INLINE_BYTES {
+        hash()
+    } else {
+        run_blocking(hash).await
+    }
 }
 
 impl BlockStore {
@@ -180,29 +202,21 @@ impl BlockStore {
         }
     }
 
-    /// A store under `data_dir/blocks`, created if missing; counts the blocks
-    /// it already holds (blocking I/O: call it off the async workers).
+    /// A store under `data_dir/blocks`, created if missing: opens its packs
+    /// and imports blocks of the old one-file-per-block layout (blocking
+    /// I/O: call it off the async workers).
     pub fn disk(data_dir: &Path) -> Result<Self, BlockError> {
+        Self::disk_with(data_dir, PackOptions::default())
+    }
+
+    /// [`BlockStore::disk`] with pack tuning (tests, benchmarks).
+    pub fn disk_with(data_dir: &Path, opts: PackOptions) -> Result<Self, BlockError> {
         let root = data_dir.join("blocks");
-        std::fs::create_dir_all(&root).map_err(|e| io_err("creating", &root, e))?;
-        let counts = Counts::default();
-        let dirs = std::fs::read_dir(&root).map_err(|e| io_err("listing", &root, e))?;
-        for dir in dirs.flatten() {
-            let Ok(files) = std::fs::read_dir(dir.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                if !is_hash(&f.file_name().to_string_lossy()) {
-                    continue;
-                }
-                if let Some(m) = f.metadata().ok().filter(|m| m.is_file()) {
-                    counts.add(m.len());
-                }
-            }
-        }
+        std::fs::create_dir_all(&root)
+            .map_err(|e| BlockError::Io(format!("creating {}: {e}", root.display())))?;
         Ok(BlockStore {
-            backend: Arc::new(Backend::Disk { root }),
-            counts: Arc::new(counts),
+            backend: Arc::new(Backend::Disk(PackStore::open(&root, opts)?)),
+            counts: Arc::default(),
             written: Arc::default(),
         })
     }
@@ -210,9 +224,12 @@ impl BlockStore {
     /// The blocks this store holds and their bytes, without touching the
     /// disk.
     pub fn held(&self) -> Held {
-        Held {
-            blocks: self.counts.blocks.load(Ordering::Relaxed),
-            bytes: self.counts.bytes.load(Ordering::Relaxed),
+        match &*self.backend {
+            Backend::Memory(_) => Held {
+                blocks: self.counts.blocks.load(Ordering::Relaxed),
+                bytes: self.counts.bytes.load(Ordering::Relaxed),
+            },
+            Backend::Disk(p) => p.held(),
         }
     }
 
@@ -224,22 +241,59 @@ impl BlockStore {
         }
     }
 
-    fn path(root: &Path, hash: &str) -> PathBuf {
-        root.join(&hash[..2]).join(hash)
+    /// The disk store's packs (`None` in memory).
+    pub fn packs(&self) -> Option<&PackStore> {
+        match &*self.backend {
+            Backend::Memory(_) => None,
+            Backend::Disk(p) => Some(p),
+        }
     }
 
-    /// Stores `data` (hashing it) and returns its hash. Storing a block that is
-    /// already here only refreshes its time, so a re-upload restarts its grace.
+    /// The writer's batches and fsyncs so far (zeros in memory).
+    pub fn sync_stats(&self) -> SyncStats {
+        self.packs().map(|p| p.sync_stats()).unwrap_or_default()
+    }
+
+    /// Stores `data` (hashing it) and returns its hash, once it is durable.
+    /// Storing a block that is already here only refreshes its time, so a
+    /// re-upload restarts its grace.
     pub async fn put(&self, data: Arc<[u8]>) -> Result<String, BlockError> {
-        let this = self.clone();
-        run_blocking(move || {
-            let digest: [u8; 32] = Sha256::digest(&data).into();
-            let hash = crate::node::command::sha256_hex(&digest);
-            this.put_sync(&hash, data)?;
-            this.wrote(digest);
-            Ok(hash)
-        })
-        .await
+        let mut hashes = self.put_many(vec![data]).await?;
+        Ok(hashes.pop().expect("one hash per block"))
+    }
+
+    /// Stores every block of `blocks` as [`BlockStore::put`] does, in one
+    /// batch of the writer (one fsync for up to [`pack::MAX_BATCH`] bytes);
+    /// returns their hashes in order.
+    pub async fn put_many(&self, blocks: Vec<Arc<[u8]>>) -> Result<Vec<String>, BlockError> {
+        let blocks = digests_of(blocks).await?;
+        let digests: Vec<refs::Digest> = blocks.iter().map(|(d, _)| *d).collect();
+        match &*self.backend {
+            Backend::Memory(m) => {
+                let mut m = m.lock().expect("block map lock poisoned");
+                for (d, data) in blocks {
+                    let len = data.len() as u64;
+                    let old = m.insert(
+                        crate::node::command::sha256_hex(&d),
+                        Stored {
+                            data,
+                            touched: SystemTime::now(),
+                        },
+                    );
+                    if old.is_none() {
+                        self.counts.add(len);
+                    }
+                }
+            }
+            Backend::Disk(p) => p.put(blocks).await?,
+        }
+        for d in &digests {
+            self.wrote(*d);
+        }
+        Ok(digests
+            .iter()
+            .map(crate::node::command::sha256_hex)
+            .collect())
     }
 
     fn wrote(&self, digest: refs::Digest) {
@@ -257,112 +311,31 @@ impl BlockStore {
         std::mem::take(&mut *self.written.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// When the block was last written, if it is here.
+    /// When the block was last written (on disk: or when the store opened,
+    /// whichever is later), if it is here.
     pub async fn touched(&self, hash: &str) -> Result<Option<SystemTime>, BlockError> {
-        if !is_hash(hash) {
-            return Err(BlockError::BadHash(hash.to_owned()));
-        }
+        let digest = parse(hash)?;
         match &*self.backend {
             Backend::Memory(m) => Ok(m
                 .lock()
                 .expect("block map lock poisoned")
                 .get(hash)
                 .map(|s| s.touched)),
-            Backend::Disk { root } => {
-                let path = Self::path(root, hash);
-                run_blocking(move || match std::fs::metadata(&path) {
-                    Ok(m) => Ok(Some(m.modified().unwrap_or_else(|_| SystemTime::now()))),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(io_err("reading", &path, e)),
-                })
-                .await
-            }
+            Backend::Disk(p) => Ok(p.touched(&digest)),
         }
     }
 
-    fn put_sync(&self, hash: &str, data: Arc<[u8]>) -> Result<(), BlockError> {
-        match &*self.backend {
-            Backend::Memory(m) => {
-                let mut m = m.lock().expect("block map lock poisoned");
-                let len = data.len() as u64;
-                let old = m.insert(
-                    hash.to_owned(),
-                    Stored {
-                        data,
-                        touched: SystemTime::now(),
-                    },
-                );
-                if old.is_none() {
-                    self.counts.add(len);
-                }
-                Ok(())
-            }
-            Backend::Disk { root } => {
-                let path = Self::path(root, hash);
-                if let Ok(f) = std::fs::File::options().write(true).open(&path) {
-                    let _ = f.set_modified(SystemTime::now());
-                    return Ok(());
-                }
-                let dir = path.parent().expect("a block path has a parent");
-                std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
-                let tmp = dir.join(format!(".{hash}.tmp-{:016x}", rand::random::<u64>()));
-                // Linked, not renamed, into place: a link never replaces a
-                // file, so of two writers of one new block only one adds it
-                // to the counts.
-                let write = || -> std::io::Result<bool> {
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&data)?;
-                    f.sync_all()?;
-                    let added = match std::fs::hard_link(&tmp, &path) {
-                        Ok(()) => true,
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-                        // A file system without hard links: rename, as
-                        // before (a racing writer may then be counted too).
-                        Err(_) => {
-                            std::fs::rename(&tmp, &path)?;
-                            true
-                        }
-                    };
-                    let _ = std::fs::remove_file(&tmp);
-                    std::fs::File::open(dir)?.sync_all()?;
-                    Ok(added)
-                };
-                match write() {
-                    Ok(added) => {
-                        if added {
-                            self.counts.add(data.len() as u64);
-                        }
-                        Ok(())
-                    }
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp);
-                        Err(io_err("writing", &path, e))
-                    }
-                }
-            }
-        }
-    }
-
-    /// The block's bytes, if held here.
+    /// The block's bytes, if held here. A block whose stored bytes fail
+    /// their check is an I/O error (and is no longer held).
     pub async fn get(&self, hash: &str) -> Result<Option<Arc<[u8]>>, BlockError> {
-        if !is_hash(hash) {
-            return Err(BlockError::BadHash(hash.to_owned()));
-        }
+        let digest = parse(hash)?;
         match &*self.backend {
             Backend::Memory(m) => Ok(m
                 .lock()
                 .expect("block map lock poisoned")
                 .get(hash)
                 .map(|s| s.data.clone())),
-            Backend::Disk { root } => {
-                let path = Self::path(root, hash);
-                run_blocking(move || match std::fs::read(&path) {
-                    Ok(d) => Ok(Some(d.into())),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(io_err("reading", &path, e)),
-                })
-                .await
-            }
+            Backend::Disk(p) => p.get(&digest).await,
         }
     }
 
@@ -373,16 +346,12 @@ impl BlockStore {
                 let m = m.lock().expect("block map lock poisoned");
                 hashes.iter().map(|h| m.contains_key(h)).collect()
             }
-            Backend::Disk { root } => {
-                let root = root.clone();
-                run_blocking(move || {
-                    Ok(hashes
-                        .iter()
-                        .map(|h| is_hash(h) && Self::path(&root, h).is_file())
-                        .collect())
-                })
-                .await
-                .unwrap_or_default()
+            Backend::Disk(p) => {
+                let digests: Vec<Option<refs::Digest>> = hashes
+                    .iter()
+                    .map(|h| crate::node::command::parse_sha256_hex(h))
+                    .collect();
+                p.has_many(&digests)
             }
         }
     }
@@ -400,39 +369,18 @@ impl BlockStore {
                 .iter()
                 .map(|(h, s)| (h.clone(), s.touched))
                 .collect()),
-            Backend::Disk { root } => {
-                let root = root.clone();
-                run_blocking(move || {
-                    let mut out = Vec::new();
-                    let dirs = std::fs::read_dir(&root).map_err(|e| io_err("listing", &root, e))?;
-                    for dir in dirs.flatten() {
-                        let Ok(files) = std::fs::read_dir(dir.path()) else {
-                            continue;
-                        };
-                        for f in files.flatten() {
-                            let name = f.file_name().to_string_lossy().into_owned();
-                            if !is_hash(&name) {
-                                continue;
-                            }
-                            let touched = f
-                                .metadata()
-                                .and_then(|m| m.modified())
-                                .unwrap_or_else(|_| SystemTime::now());
-                            out.push((name, touched));
-                        }
-                    }
-                    Ok(out)
-                })
-                .await
-            }
+            Backend::Disk(p) => Ok(p
+                .list()
+                .into_iter()
+                .map(|(d, t)| (crate::node::command::sha256_hex(&d), t))
+                .collect()),
         }
     }
 
-    /// Deletes a block (a no-op when it is not here).
+    /// Deletes a block (a no-op when it is not here). On disk the record is
+    /// only marked dead; compaction reclaims the space.
     pub async fn remove(&self, hash: &str) -> Result<(), BlockError> {
-        if !is_hash(hash) {
-            return Err(BlockError::BadHash(hash.to_owned()));
-        }
+        let digest = parse(hash)?;
         match &*self.backend {
             Backend::Memory(m) => {
                 let old = m.lock().expect("block map lock poisoned").remove(hash);
@@ -441,23 +389,27 @@ impl BlockStore {
                 }
                 Ok(())
             }
-            Backend::Disk { root } => {
-                let path = Self::path(root, hash);
-                let counts = self.counts.clone();
-                run_blocking(move || {
-                    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {
-                            counts.sub(len);
-                            Ok(())
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                        Err(e) => Err(io_err("removing", &path, e)),
-                    }
-                })
-                .await
+            Backend::Disk(p) => {
+                p.remove(&digest);
+                Ok(())
             }
         }
+    }
+
+    /// One bounded round of pack compaction (see [`PackStore::compact`]); a
+    /// no-op in memory.
+    pub async fn compact(&self, budget: u64) -> Result<CompactStats, BlockError> {
+        match &*self.backend {
+            Backend::Memory(_) => Ok(CompactStats::default()),
+            Backend::Disk(p) => p.compact(budget).await,
+        }
+    }
+}
+
+fn parse(hash: &str) -> Result<refs::Digest, BlockError> {
+    match crate::node::command::parse_sha256_hex(hash) {
+        Some(d) => Ok(d),
+        None => Err(BlockError::BadHash(hash.to_owned())),
     }
 }
 
@@ -490,7 +442,10 @@ mod tests {
         let store = BlockStore::disk(&dir).unwrap();
         let h = store.put(Arc::from(&b"hello"[..])).await.unwrap();
         assert_eq!(h, hash_hex(b"hello"));
-        assert!(dir.join("blocks").join(&h[..2]).join(&h).is_file());
+        let packs = store.packs().unwrap().usage();
+        assert_eq!(packs.len(), 1);
+        assert!(packs[0].path.starts_with(dir.join("blocks").join("packs")));
+        assert_eq!(packs[0].live, packs[0].bytes);
         assert_eq!(&*store.get(&h).await.unwrap().unwrap(), b"hello");
         assert_eq!(
             store.has_many(vec![h.clone(), "0".into()]).await,
@@ -528,15 +483,18 @@ mod tests {
                 }
             );
         }
-        // Concurrent writers of one new block count it once.
+        // A reopen counts what the packs hold: the removed block's record
+        // is back (unreferenced garbage, which gc collects again).
         let store = BlockStore::disk(&dir).unwrap();
         assert_eq!(
             store.held(),
             Held {
-                blocks: 1,
-                bytes: 3
+                blocks: 2,
+                bytes: 8
             }
         );
+        store.remove(&hash_hex(b"hello")).await.unwrap();
+        // Concurrent writers of one new block count it once.
         let puts: Vec<_> = (0..8)
             .map(|_| {
                 let s = store.clone();

@@ -1,10 +1,15 @@
-//! The block methods of one node: `putblock` stores locally and pushes to the
-//! peers in parallel until a majority (counting this node) hold the block;
-//! `getblock` serves a local block or fetches it from a peer; `hasblocks`
-//! answers from the local store only.
+//! The block methods of one node: `putblock` and `putblocks` store locally
+//! and hand the blocks to every peer's pusher (`push.rs`: a bounded queue
+//! per peer, whose task sends what waits as one `storeBlocks` call) until a
+//! majority (counting this node) hold every block; `getblock` serves a local
+//! block or fetches it from a peer; `hasblocks` answers from the local store
+//! only.
 //!
-//! Peers talk to each other with two node-to-node methods (like
+//! Peers talk to each other with three node-to-node methods (like
 //! `appendEntries`, they answer `isCrashed` before looking at arguments):
+//! - `surfstore.storeBlocks(blocks:array of base64)` -> `true` once all are
+//!   stored durably here (a node that answers it with fault 4 is pushed with
+//!   `storeBlock` instead);
 //! - `surfstore.storeBlock(block:base64)` -> `true` once stored durably here;
 //! - `surfstore.readBlock(hash:string)` -> the block as base64, or `false` when
 //!   this node does not hold it (it never asks its own peers).
@@ -13,12 +18,16 @@
 //! not made, and fails at once as unanswered (an answer arriving after the
 //! link was cut is dropped likewise).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+mod push;
+
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+use push::{PushCounters, Pusher, Ticket};
+pub use push::{PushNumbers, BATCH_BLOCKS, BATCH_BYTES, INFLIGHT, QUEUE_UNITS};
 
 use super::{hash_hex, is_hash, BlockError, BlockOptions, BlockStore};
 use crate::node::driver::NodeStatus;
@@ -28,6 +37,14 @@ use crate::xmlrpc::Value;
 
 pub const STORE_BLOCK: &str = "surfstore.storeBlock";
 pub const READ_BLOCK: &str = "surfstore.readBlock";
+pub const STORE_BLOCKS: &str = "surfstore.storeBlocks";
+
+/// Most blocks one `putblocks` or `storeBlocks` call may carry (the 16 MiB
+/// body limit allows some 500,000 empty ones; this bounds the answer).
+pub const MAX_BATCH_BLOCKS: usize = 65_536;
+
+/// Local puts of one batch under way at once (each a blocking-pool task).
+const LOCAL_PUTS_AT_ONCE: usize = 16;
 
 /// One node's block store plus what it needs to reach its peers. Cheap to clone.
 #[derive(Clone)]
@@ -42,6 +59,9 @@ pub struct BlockService {
     status: watch::Receiver<NodeStatus>,
     /// Which peer calls may be made (open outside `run-cluster.sh`).
     net: NetFilter,
+    /// One pusher per peer, started by the first put (so after `with_net`).
+    pushers: Arc<OnceLock<Box<[Option<Pusher>]>>>,
+    push_counters: Arc<PushCounters>,
 }
 
 impl BlockService {
@@ -71,12 +91,18 @@ impl BlockService {
             peers,
             status,
             net: NetFilter::open(),
+            pushers: Arc::default(),
+            push_counters: Arc::default(),
         }
     }
 
     /// The same, its peer calls going through `net`.
     pub fn with_net(self, net: NetFilter) -> Self {
-        BlockService { net, ..self }
+        BlockService {
+            net,
+            pushers: Arc::default(),
+            ..self
+        }
     }
 
     /// Calls `method` on peer `peer` through the network filter.
@@ -126,72 +152,134 @@ impl BlockService {
         self.store.put(data.into()).await
     }
 
-    /// `putblock`: store here, then push to peers until a majority hold it.
-    /// Calls already under way when the majority is reached finish in the
-    /// background, but a peer that failed is not tried again: the repair task
-    /// brings it the block once it is referenced.
+    /// `storeBlocks` from a peer: store the whole batch here, nothing else.
+    pub async fn store_local_many(&self, blocks: Vec<Arc<[u8]>>) -> Result<(), BlockError> {
+        for b in &blocks {
+            self.check_size(b)?;
+        }
+        self.store_all(blocks).await.map(drop)
+    }
+
+    /// Stores `blocks` here, durably, and returns their hashes in order.
+    async fn store_all(&self, blocks: Vec<Arc<[u8]>>) -> Result<Vec<String>, BlockError> {
+        if let [one] = &blocks[..] {
+            return Ok(vec![self.store.put(one.clone()).await?]);
+        }
+        // A few at once: each put is a blocking-pool task.
+        let mut hashes = vec![String::new(); blocks.len()];
+        let mut puts = JoinSet::new();
+        let mut waiting = blocks.into_iter().enumerate();
+        loop {
+            while puts.len() < LOCAL_PUTS_AT_ONCE {
+                let Some((i, data)) = waiting.next() else {
+                    break;
+                };
+                let store = self.store.clone();
+                puts.spawn(async move { (i, store.put(data).await) });
+            }
+            let Some(joined) = puts.join_next().await else {
+                break;
+            };
+            let (i, hash) =
+                joined.map_err(|e| BlockError::Io(format!("block store task failed: {e}")))?;
+            hashes[i] = hash?;
+        }
+        Ok(hashes)
+    }
+
+    /// The pusher of every peer (None for this node), started on first use.
+    fn pushers(&self) -> &[Option<Pusher>] {
+        self.pushers.get_or_init(|| {
+            self.peers
+                .iter()
+                .enumerate()
+                .map(|(peer, client)| {
+                    client.as_ref().map(|c| {
+                        Pusher::spawn(
+                            self.id,
+                            peer as u64,
+                            c.clone(),
+                            self.net.clone(),
+                            self.push_counters.clone(),
+                        )
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// What this node's pushers did so far.
+    pub fn push_numbers(&self) -> PushNumbers {
+        self.push_counters.numbers()
+    }
+
+    /// `putblock`: [`BlockService::put_many`] of one block.
     pub async fn put(&self, data: Vec<u8>) -> Result<String, BlockError> {
         self.check_size(&data)?;
-        let hash = self.store.put(data.clone().into()).await?;
-        let need = self.majority() - 1;
-        if need == 0 {
-            return Ok(hash);
+        let mut hashes = self.put_many(vec![data.into()]).await?;
+        Ok(hashes.pop().expect("one hash per block"))
+    }
+
+    /// `putblocks`: store here, then queue the blocks for every peer's
+    /// pusher until a majority (counting this node) hold all of them; the
+    /// hashes in order. Pushes still queued when the majority is reached
+    /// are sent in the background, but a peer that failed is not tried
+    /// again: the repair task brings it the blocks once they are referenced.
+    pub async fn put_many(&self, blocks: Vec<Arc<[u8]>>) -> Result<Vec<String>, BlockError> {
+        for b in &blocks {
+            self.check_size(b)?;
         }
-        let value = Arc::new(Value::Base64(data));
         let deadline = tokio::time::Instant::now() + self.opts.put_timeout;
-        let (ack_tx, mut acks) = mpsc::unbounded_channel::<Result<(), String>>();
-        let done = Arc::new(AtomicBool::new(false));
-        for (peer, client) in self.peers.iter().enumerate() {
-            let Some(client) = client.clone() else {
+        let n = blocks.len();
+        let blocks: Arc<[Arc<[u8]>]> = blocks.into();
+        let hashes = self.store_all(blocks.to_vec()).await?;
+        let need = self.majority() - 1;
+        if need == 0 || n == 0 {
+            return Ok(hashes);
+        }
+        let mut waits = JoinSet::new();
+        for (peer, pusher) in self.pushers().iter().enumerate() {
+            let Some(pusher) = pusher.clone() else {
                 continue;
             };
-            let service = self.clone();
-            let value = value.clone();
-            let ack_tx = ack_tx.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
-                let mut backoff = Duration::from_millis(25);
-                let mut last = String::new();
-                while tokio::time::Instant::now() < deadline && !done.load(Ordering::Relaxed) {
-                    match service
-                        .call_peer(
-                            peer as u64,
-                            &client,
-                            STORE_BLOCK,
-                            std::slice::from_ref(&*value),
-                        )
+            let blocks = blocks.clone();
+            waits.spawn(async move {
+                let (ticket, answer) = Ticket::new(blocks.len());
+                let held = async {
+                    pusher.push(&blocks, &ticket, deadline).await?;
+                    answer
                         .await
-                    {
-                        Ok(Value::Bool(true)) => {
-                            let _ = ack_tx.send(Ok(()));
-                            return;
-                        }
-                        Ok(other) => last = format!("answered {other:?}"),
-                        Err(e) => last = e,
-                    }
-                    tokio::time::sleep_until((tokio::time::Instant::now() + backoff).min(deadline))
-                        .await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                let _ = ack_tx.send(Err(last));
+                        .unwrap_or_else(|_| Err("the pusher dropped the blocks".to_owned()))
+                };
+                (peer, held.await)
             });
         }
-        drop(ack_tx);
         let (mut held, mut failures) = (0usize, Vec::new());
-        while let Some(ack) = acks.recv().await {
-            match ack {
-                Ok(()) => {
+        loop {
+            match tokio::time::timeout_at(deadline, waits.join_next()).await {
+                Ok(Some(Ok((_, Ok(()))))) => {
                     held += 1;
                     if held >= need {
-                        done.store(true, Ordering::Relaxed);
-                        return Ok(hash);
+                        return Ok(hashes);
                     }
                 }
-                Err(e) => failures.push(e),
+                Ok(Some(Ok((peer, Err(e))))) => {
+                    failures.push(format!("{}: {e}", self.members[peer]))
+                }
+                Ok(Some(Err(e))) => failures.push(format!("push task failed: {e}")),
+                Ok(None) => break,
+                Err(_) => {
+                    failures.push(format!("{} peers did not answer in time", waits.len()));
+                    break;
+                }
             }
         }
+        let what = match &hashes[..] {
+            [one] => format!("putblock: block {one} is"),
+            _ => format!("putblocks: {n} blocks are"),
+        };
         Err(BlockError::Unavailable(format!(
-            "putblock: block {hash} is held by {} of {} nodes after {:?}, {} needed ({})",
+            "{what} held by {} of {} nodes after {:?}, {} needed ({})",
             held + 1,
             self.members.len(),
             self.opts.put_timeout,

@@ -46,7 +46,7 @@ pub const PREFIX: &str = "surfstore";
 /// The XML-RPC methods counted under their own `method` label (without the
 /// `surfstore.` prefix). Any other name is counted as `other`. Add a method
 /// here when `NodeHandle::dispatch_from` learns it.
-pub const METHODS: [&str; 23] = [
+pub const METHODS: [&str; 26] = [
     "ping",
     "getfileinfomap",
     "updatefile",
@@ -70,6 +70,9 @@ pub const METHODS: [&str; 23] = [
     "hasblocks",
     "storeBlock",
     "readBlock",
+    "storeBlocks",
+    "putblocks",
+    "waitForChanges",
 ];
 
 /// The label of every method name not in [`METHODS`].

@@ -96,6 +96,11 @@ pub struct Runtime<W: Writer, T: Transport> {
     /// Told what each applied entry did to the blocks the map references
     /// (the block store's repair and collection); `None` tells no one.
     block_feed: Option<MapFeed>,
+    /// The map change counter (`waitForChanges`): the log index of the last
+    /// applied entry that changed the map, or of the snapshot the map was
+    /// loaded from, whichever is later. Published at apply, before the reads
+    /// of the same turn are served, so a read's answer never runs ahead of it.
+    map_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl<W: Writer, T: Transport> Runtime<W, T> {
@@ -114,6 +119,7 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
         let term = raft.term();
         let vote = raft.status().vote;
         let stall = StallWatch::new(raft.config().election_ticks_max);
+        let metadata_index = metadata.applied_index();
         Runtime {
             id,
             members,
@@ -138,7 +144,13 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
             counters: RaftCounters::default(),
             known_leader: None,
             block_feed: None,
+            map_changes: tokio::sync::watch::Sender::new(metadata_index),
         }
+    }
+
+    /// A receiver of the map change counter (see `map_changes`).
+    pub fn map_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.map_changes.subscribe()
     }
 
     /// This runtime, telling `feed` what the applied entries change in the
@@ -828,6 +840,9 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
                     let applied = self.metadata.apply(entry.index, &cmd);
                     if let (true, Some(feed), Some(old)) = (applied, &self.block_feed, old) {
                         feed.file_changed(entry.index, old.as_ref(), hashlist);
+                    }
+                    if applied {
+                        self.map_changes.send_replace(entry.index);
                     }
                     Some(applied)
                 }

@@ -150,6 +150,13 @@ impl<W: Writer, T: Transport> Runtime<W, T> {
         if let Some(feed) = &self.block_feed {
             feed.replaced();
         }
+        // Which changes the snapshot holds is not known: count them all as
+        // of its index (a waiter may wake for nothing, but never misses one).
+        self.map_changes.send_if_modified(|c| {
+            let was = *c;
+            *c = was.max(snapshot.index);
+            *c != was
+        });
         tracing::info!(
             node = self.id,
             index = snapshot.index,

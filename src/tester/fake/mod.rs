@@ -40,6 +40,7 @@ impl FakeCluster {
         let shared = Arc::new(Shared {
             state: Mutex::new(state::State::new(addrs.clone(), bug)),
             changed: tokio::sync::Notify::new(),
+            counter: tokio::sync::watch::Sender::new(0),
         });
         let (shutdown, rx) = watch::channel(false);
         for (id, listener) in listeners.into_iter().enumerate() {

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::{Bug, Shared, State, CATCHUP_DELAY, ELECTION_DELAY};
+use super::state::{Bug, Shared, State, APPLY_LAG, CATCHUP_DELAY, ELECTION_DELAY};
+use crate::node::api::wait_for_changes::{Changes, MAX_TIMEOUT_S};
 use crate::xmlrpc::codec::MethodCall;
 use crate::xmlrpc::server::{CallContext, Handler};
 use crate::xmlrpc::{Fault, Value};
@@ -72,6 +73,49 @@ impl FakeNode {
             }
             let _ = tokio::time::timeout(Duration::from_millis(20), notified).await;
         }
+    }
+
+    /// `waitForChanges(since, timeout_s)`: the answer once the counter is
+    /// past `since` or the timeout passed (under [`Bug::SleepsOutTimeout`],
+    /// always after the timeout); fault 5 if leadership is lost meanwhile.
+    async fn wait_for_changes(&self, p: &[Value]) -> Result<Value, Fault> {
+        let (Some(since), Some(timeout), 2) = (
+            p.first().and_then(Value::as_i64),
+            p.get(1).and_then(Value::as_i64),
+            p.len(),
+        ) else {
+            return Err(bad("waitForChanges(since, timeout_s)"));
+        };
+        let (Ok(since), Ok(timeout)) = (u64::try_from(since), u64::try_from(timeout)) else {
+            return Err(bad("waitForChanges: negative argument"));
+        };
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(timeout.min(MAX_TIMEOUT_S as u64));
+        self.with_majority(|_| ()).await?;
+        let mut counter = self.shared.counter.subscribe();
+        if self.lock().bug == Bug::SleepsOutTimeout {
+            tokio::time::sleep_until(deadline).await;
+        }
+        loop {
+            let notified = self.shared.changed.notified();
+            if *counter.borrow_and_update() > since {
+                break;
+            }
+            tokio::select! {
+                _ = counter.changed() => {}
+                () = notified => {}
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+            let s = self.lock();
+            self.leader_only(&s)?;
+        }
+        self.with_majority(|_| ()).await?;
+        let index = *counter.borrow();
+        Ok(Changes {
+            index,
+            changed: index > since,
+        }
+        .value())
     }
 
     fn schedule(&self, delay: Duration, f: impl FnOnce(&mut State) + Send + 'static) {
@@ -151,10 +195,29 @@ impl FakeNode {
                     return Err(bad("updatefile(filename, version, hashlist)"));
                 };
                 let (f, h) = (f.clone(), h.clone());
-                self.with_majority(move |s| s.commit(&f, v, h.clone()))
-                    .await
-                    .map(Value::Bool)
+                let bug = self.lock().bug;
+                if bug == Bug::WakesBeforeApply
+                    && self.with_majority(|s| s.would_apply(&f, v)).await?
+                {
+                    self.shared.counter.send_modify(|c| *c += 1);
+                    tokio::time::sleep(APPLY_LAG).await;
+                    return self
+                        .with_majority(move |s| s.commit(&f, v, h.clone()))
+                        .await
+                        .map(Value::Bool);
+                }
+                let counter = &self.shared.counter;
+                self.with_majority(move |s| {
+                    let applied = s.commit(&f, v, h.clone());
+                    if applied && bug != Bug::WakesBeforeApply {
+                        counter.send_modify(|c| *c += 1);
+                    }
+                    applied
+                })
+                .await
+                .map(Value::Bool)
             }
+            "waitForChanges" => self.wait_for_changes(&p).await,
             "getfileinfomap" => {
                 let map = self.with_majority(|s| s.read()).await?;
                 Ok(Value::Struct(

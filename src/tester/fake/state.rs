@@ -23,7 +23,15 @@ pub enum Bug {
     TwoLeaders,
     /// `getfileinfomap` answers from a copy [`STALE_BY`] old.
     StaleReads,
+    /// `updatefile` moves the change counter (waking `waitForChanges`)
+    /// [`APPLY_LAG`] before the write is applied and acknowledged.
+    WakesBeforeApply,
+    /// `waitForChanges` sits out its whole timeout, then answers truly.
+    SleepsOutTimeout,
 }
+
+/// How far behind the counter [`Bug::WakesBeforeApply`] applies a write.
+pub const APPLY_LAG: Duration = Duration::from_millis(100);
 
 /// How old the map behind [`Bug::StaleReads`] answers is.
 pub const STALE_BY: Duration = Duration::from_millis(300);
@@ -40,6 +48,8 @@ pub struct Shared {
     pub state: Mutex<State>,
     /// Woken on every crash, restore and election (blocked calls re-check).
     pub changed: Notify,
+    /// The map change counter of `waitForChanges`: writes applied so far.
+    pub counter: tokio::sync::watch::Sender<u64>,
 }
 
 pub struct State {
@@ -112,6 +122,12 @@ impl State {
             }
         }
         true
+    }
+
+    /// Whether `updatefile(file, version)` would apply now.
+    pub fn would_apply(&self, file: &str, version: i64) -> bool {
+        let current = self.truth.get(file).map_or(0, |(v, _)| *v);
+        version == current + 1 || self.bug == Bug::IgnoresVersionRule
     }
 
     /// The map a read on the leader answers with.

@@ -18,6 +18,7 @@ pub mod nemesis;
 pub mod races;
 pub mod replication;
 pub mod versions;
+pub mod watch;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -96,6 +97,11 @@ pub fn all() -> Vec<Scenario> {
             name: "linearizability",
             about: "a random concurrent read-modify-write workload under crash/restore, checked for linearizability",
             run: |c| Box::pin(linearizability::run(c)),
+        },
+        Scenario {
+            name: "watch",
+            about: "waitForChanges: a change acknowledged before the call wakes it at once, and the map read after an answer shows what it counted",
+            run: |c| Box::pin(watch::run(c)),
         },
     ]
 }
