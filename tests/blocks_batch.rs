@@ -450,3 +450,114 @@ async fn an_older_peer_is_pushed_block_by_block() {
     assert_eq!(pushed.single_calls, 30, "{pushed:?}");
     drop(tx);
 }
+
+fn hashes_arg(hs: &[&String]) -> Value {
+    Value::Array(hs.iter().map(|h| Value::String((*h).clone())).collect())
+}
+
+fn blocks_of(v: &Value) -> Vec<Vec<u8>> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|b| match b {
+                Value::Base64(d) => d.clone(),
+                other => panic!("getblocks answered {other:?} in its array"),
+            })
+            .collect(),
+        other => panic!("getblocks answered {other:?}"),
+    }
+}
+
+/// `getblocks`: the blocks in the order asked, fetched from a peer when this
+/// node lacks one, a prefix of at most 8 MiB (so the client asks again),
+/// and clear faults for bad hashes, unknown blocks and a crashed node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn getblocks_answers_in_order_fetches_what_it_lacks_and_stops_at_8_mib() {
+    let c = TestCluster::start(3).await;
+    let small = blocks(3, 1000, 7);
+    let r = c.call(0, "putblocks", &[b64_array(&small)]).await.unwrap();
+    let hs: Vec<String> = small.iter().map(|b| hash_hex(b)).collect();
+    assert_eq!(hashes_of(&r), hs);
+    // A block only node 1 holds (as if node 0 missed it).
+    let lone = blocks(1, 500, 8).remove(0);
+    let lone_hash = c
+        .handle(1)
+        .blocks()
+        .unwrap()
+        .store
+        .put(lone.clone().into())
+        .await
+        .unwrap();
+    assert!(!holds(&c, 0, &lone_hash).await);
+
+    let got = c
+        .call(
+            0,
+            "getblocks",
+            &[hashes_arg(&[&hs[2], &lone_hash, &hs[0], &hs[2]])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        blocks_of(&got),
+        vec![
+            small[2].clone(),
+            lone.clone(),
+            small[0].clone(),
+            small[2].clone()
+        ]
+    );
+    assert!(holds(&c, 0, &lone_hash).await, "a fetched block is kept");
+    assert_eq!(
+        blocks_of(&c.call(0, "getblocks", &[hashes_arg(&[])]).await.unwrap()),
+        Vec::<Vec<u8>>::new()
+    );
+
+    // Three 4 MiB blocks: the answer stops after 8 MiB, the rest is asked
+    // again.
+    let big = blocks(3, (4 << 20) - 8, 9);
+    for b in &big {
+        c.call(0, "putblock", &[Value::Base64(b.clone())])
+            .await
+            .unwrap();
+    }
+    let bh: Vec<String> = big.iter().map(|b| hash_hex(b)).collect();
+    let got = blocks_of(
+        &c.call(1, "getblocks", &[hashes_arg(&[&bh[0], &bh[1], &bh[2]])])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, big[..2].to_vec());
+    let rest = blocks_of(
+        &c.call(1, "getblocks", &[hashes_arg(&[&bh[2]])])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rest, big[2..].to_vec());
+
+    // Bad input: fault 3 naming the position; nothing else changes.
+    let bad = |r: &Result<Value, CallError>, want: &str| match r {
+        Err(CallError::Fault(f)) if f.code == 3 && f.message.contains(want) => {}
+        other => panic!("expected fault 3 with {want:?}, got {other:?}"),
+    };
+    let r = c
+        .call(0, "getblocks", &[Value::Array(vec![s(&hs[0]), s("zz")])])
+        .await;
+    bad(&r, "hashlist[1] is \"zz\", not 64 lower-case hex digits");
+    let r = c
+        .call(0, "getblocks", &[Value::Array(vec![Value::Int(3)])])
+        .await;
+    bad(&r, "hashlist[0] is int");
+    let r = c.call(0, "getblocks", &[s(&hs[0])]).await;
+    bad(&r, "getblocks");
+    let nobody = hash_hex(b"a block no node holds");
+    let r = c
+        .call(0, "getblocks", &[hashes_arg(&[&hs[0], &nobody])])
+        .await;
+    bad(&r, &nobody);
+    // A crashed node answers fault 1 before looking at the arguments.
+    c.call(2, "crash", &[]).await.unwrap();
+    let r = c.call(2, "getblocks", &[Value::Int(1)]).await;
+    assert_eq!(fault_code(&r), Some(1), "{r:?}");
+    c.call(2, "restore", &[]).await.unwrap();
+}

@@ -484,7 +484,7 @@ async fn corruption_in_a_sealed_pack_is_skipped_and_never_served() {
         }
         assert_eq!(store.packs().unwrap().usage().len(), 3);
     }
-    let rec = (HEADER_LEN + 200) as usize;
+    let rec = HEADER_LEN + 200;
     let flip = |name: &str, at: usize| {
         let path = packs_dir(&dir.0).join(name);
         let mut bytes = std::fs::read(&path).unwrap();

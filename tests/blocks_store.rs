@@ -464,7 +464,11 @@ async fn the_disk_backend_keeps_blocks_under_the_data_dir() {
         let bytes = std::fs::read(f.unwrap().path()).unwrap();
         bytes.windows(data.len()).any(|w| w == &data[..])
     });
-    assert!(in_a_pack, "block {h} is in a pack under {}", packs.display());
+    assert!(
+        in_a_pack,
+        "block {h} is in a pack under {}",
+        packs.display()
+    );
     assert_eq!(
         c.call(0, "getblock", &[s(&h)]).await.unwrap(),
         Value::Base64(data)

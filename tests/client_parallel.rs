@@ -50,7 +50,12 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
                 stack.push(e.path());
                 continue;
             }
-            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if rel != "index.txt" {
                 out.insert(rel, std::fs::read(e.path()).unwrap());
             }
@@ -212,7 +217,11 @@ async fn two_clients_editing_the_same_files_at_once_lose_nothing() {
             .collect();
         kept.sort();
         let (ea, eb) = (format!("A's edit {i}"), format!("B's edit {i}"));
-        assert_eq!(kept, [ea.as_bytes(), eb.as_bytes()], "{name}: both edits kept");
+        assert_eq!(
+            kept,
+            [ea.as_bytes(), eb.as_bytes()],
+            "{name}: both edits kept"
+        );
     }
     assert_eq!(ca.keys().filter(|n| n.contains("-only")).count(), 20);
 
@@ -295,7 +304,12 @@ impl Fake {
 impl Handler for Fake {
     async fn call(&self, call: MethodCall, _: CallContext) -> Result<Value, Fault> {
         let method = call.method.trim_start_matches("surfstore.").to_owned();
-        *self.calls.lock().unwrap().entry(method.clone()).or_default() += 1;
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(method.clone())
+            .or_default() += 1;
         let p = &call.params;
         let bad = || Fault::new(3, "bad arguments");
         match method.as_str() {
@@ -441,5 +455,8 @@ async fn a_server_without_putblocks_gets_putblock_per_block() {
     let s = run(&addr, &fake_opts(&e)).await;
     assert_eq!(s.downloaded.len(), 31);
     assert_eq!(contents(&d), contents(&e));
+    // It lacks getblocks too: asked, refused, then one getblock per block.
+    assert!(fake.count("getblocks") >= 1);
+    assert_eq!(fake.count("getblock"), blocks);
     let _ = (std::fs::remove_dir_all(&d), std::fs::remove_dir_all(&e));
 }

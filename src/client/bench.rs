@@ -136,7 +136,9 @@ pub async fn run(o: &BenchOptions, mut each: impl FnMut(&Measure)) -> Result<Vec
         let d = Tmp::new("first")?;
         small_files(&d.0, o.files, &mut rng)?;
         let t = Instant::now();
-        let s = sync(&c.addr, &c.opts(&d.0, o)).await.map_err(|e| e.to_string())?;
+        let s = sync(&c.addr, &c.opts(&d.0, o))
+            .await
+            .map_err(|e| e.to_string())?;
         let took = t.elapsed();
         check(s.uploaded.len() == o.files, "uploaded every small file")?;
         push(Measure {
@@ -155,7 +157,9 @@ pub async fn run(o: &BenchOptions, mut each: impl FnMut(&Measure)) -> Result<Vec
         rng.fill(&mut data[..]);
         std::fs::write(a.0.join("big.bin"), &data).map_err(|e| e.to_string())?;
         let t = Instant::now();
-        let s = sync(&c.addr, &c.opts(&a.0, o)).await.map_err(|e| e.to_string())?;
+        let s = sync(&c.addr, &c.opts(&a.0, o))
+            .await
+            .map_err(|e| e.to_string())?;
         let up = t.elapsed();
         check(s.uploaded.len() == 1, "uploaded the large file")?;
         push(Measure {
@@ -164,7 +168,9 @@ pub async fn run(o: &BenchOptions, mut each: impl FnMut(&Measure)) -> Result<Vec
             value: mib_s(data.len(), up),
         });
         let t = Instant::now();
-        let s = sync(&c.addr, &c.opts(&b.0, o)).await.map_err(|e| e.to_string())?;
+        let s = sync(&c.addr, &c.opts(&b.0, o))
+            .await
+            .map_err(|e| e.to_string())?;
         let down = t.elapsed();
         check(s.downloaded.len() == 1, "downloaded the large file")?;
         let same = std::fs::read(b.0.join("big.bin")).map_err(|e| e.to_string())? == data;
@@ -234,9 +240,18 @@ impl Tmp {
     }
 }
 
+impl Tmp {
+    /// The folder's stat cache, beside it (as `run-client.sh` keeps it
+    /// outside the folder).
+    fn stat_cache(&self) -> PathBuf {
+        self.0.with_extension("statcache")
+    }
+}
+
 impl Drop for Tmp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(self.stat_cache());
     }
 }
 
@@ -270,6 +285,7 @@ impl Bench {
     fn opts(&self, dir: &std::path::Path, o: &BenchOptions) -> SyncOptions {
         let mut s = SyncOptions::new(dir, 4096);
         s.parallel = o.parallel;
+        s.stat_cache = Some(dir.with_extension("statcache"));
         s
     }
 

@@ -74,19 +74,26 @@ pub fn safe_join(base: &Path, name: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Writes `data` to `path` atomically: readers see the old file or the new
-/// one, never a part. Parent directories are created as needed.
-pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// A fresh temporary name in `path`'s directory (created as needed), marked
+/// with [`TMP_MARK`] so scans and watches pass it by; renamed onto `path`
+/// once written and synced.
+pub fn temp_beside(path: &Path) -> std::io::Result<PathBuf> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir)?;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(
+    Ok(dir.join(format!(
         ".{file_name}{TMP_MARK}{:016x}",
         rand::random::<u64>()
-    ));
+    )))
+}
+
+/// Writes `data` to `path` atomically: readers see the old file or the new
+/// one, never a part. Parent directories are created as needed.
+pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_beside(path)?;
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;

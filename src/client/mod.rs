@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod index;
 pub mod remote;
 pub mod report;
+pub mod statcache;
 pub mod surfignore;
 pub mod sync;
 pub mod watch;
@@ -179,6 +180,9 @@ pub struct SyncOptions {
     /// The largest block the server takes (its `--max-block-bytes`); a
     /// larger block size is refused before anything moves.
     pub max_block_bytes: usize,
+    /// Where the stat cache of this folder lives (`statcache.rs`); `None`:
+    /// every file is read at every sync.
+    pub stat_cache: Option<PathBuf>,
 }
 
 impl SyncOptions {
@@ -195,6 +199,7 @@ impl SyncOptions {
             progress: false,
             conflicts: ConflictPolicy::Keep,
             max_block_bytes: server_default_max_block(),
+            stat_cache: None,
         }
     }
 }
@@ -237,6 +242,15 @@ pub struct ClientArgs {
     /// Ctrl-C or SIGTERM (exit 0).
     #[arg(long)]
     pub watch: bool,
+    /// Where to keep what the last scan learnt of each file (size, times,
+    /// inode, hashes), so unchanged files are not read again; by default
+    /// $XDG_CACHE_HOME/surfstore/ or ~/.cache/surfstore/, one file per
+    /// folder. Only a cache: losing it costs one full read.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_stat_cache")]
+    pub stat_cache: Option<PathBuf>,
+    /// Read every file at every sync (no stat cache).
+    #[arg(long)]
+    pub no_stat_cache: bool,
     #[command(flatten)]
     pub secrets: crate::auth::SecretArgs,
     #[command(flatten)]
@@ -273,6 +287,13 @@ pub fn run_cli(args: &ClientArgs) -> i32 {
         progress: !args.quiet && std::io::stderr().is_terminal(),
         conflicts: args.conflicts,
         max_block_bytes: args.max_block_bytes,
+        stat_cache: if args.no_stat_cache {
+            None
+        } else {
+            args.stat_cache
+                .clone()
+                .or_else(|| statcache::default_path(&args.base_dir))
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

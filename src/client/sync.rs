@@ -61,6 +61,7 @@ use super::content::{block_hashes, is_block_list};
 use super::fsutil::{self, Scan, INDEX};
 use super::index::{self, is_tombstone, Index, IndexEntry};
 use super::remote::Remote;
+use super::statcache::{self, Stat, StatCache};
 use super::surfignore::Rules;
 use super::{ClientError, SyncOptions};
 use crate::node::command::sha256_hex;
@@ -99,6 +100,9 @@ pub struct Summary {
     pub blocks_downloaded: usize,
     pub bytes_uploaded: u64,
     pub bytes_downloaded: u64,
+    /// Local files read and hashed by the scan (the rest came from the stat
+    /// cache).
+    pub files_read: usize,
 }
 
 /// One thing a sync did to one file.
@@ -209,34 +213,62 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
     // like an unreadable directory: listed, and its name left alone (not
     // uploaded, not deleted remotely, not written), so an edit it may hold
     // is never mistaken for none.
+    // The map is read meanwhile: the two are independent, and a sync of
+    // many unchanged files is these two and little else.
     let bs = opts.block_size;
     let scan_base = base.clone();
-    let (mut local, scan, rules) = tokio::task::spawn_blocking(move || {
+    let cache_path = opts.stat_cache.clone();
+    let scanning = tokio::task::spawn_blocking(move || {
         let mut scan =
             fsutil::scan(&scan_base, &rules).map_err(|e| ClientError::io(&scan_base, e))?;
-        let mut local = BTreeMap::new();
         let files = std::mem::take(&mut scan.files);
-        for (name, path) in files {
-            match std::fs::read(&path) {
-                Ok(data) => {
-                    local.insert(name.clone(), block_hashes(&data, bs));
-                    scan.files.insert(name, path);
+        let cache = cache_path
+            .as_deref()
+            .map(|p| StatCache::load(p, bs))
+            .unwrap_or_default();
+        let read_at = std::time::SystemTime::now();
+        let mut local = BTreeMap::new();
+        let mut stats = Vec::new();
+        let mut read = 0;
+        for f in hash_files(files, bs, &cache) {
+            match f.read {
+                Ok((hashes, stat, was_read)) => {
+                    read += usize::from(was_read);
+                    stats.push((f.name.clone(), stat));
+                    local.insert(f.name.clone(), hashes);
+                    scan.files.insert(f.name, f.path);
                 }
                 Err(e) => {
-                    scan.skipped.push((name, format!("cannot be read: {e}")));
+                    scan.skipped.push((f.name, format!("cannot be read: {e}")));
                     scan.unreadable += 1;
                 }
             }
         }
         scan.skipped.sort();
-        Ok::<_, ClientError>((local, scan, rules))
-    })
-    .await
-    .map_err(|e| ClientError::Protocol(format!("hashing task failed: {e}")))??;
-
-    let remote =
-        Remote::connect(addr, opts.call_timeout, opts.retry_budget, &opts.transport).await?;
-    let map = parse_map(&remote.leader_call("getfileinfomap", &[]).await?)?;
+        // Rewritten when a file was read or one went; a failure costs only
+        // the next sync's reads.
+        if let Some(p) = cache_path.filter(|_| read > 0 || cache.len() != stats.len()) {
+            let files = stats
+                .iter()
+                .map(|(name, stat)| (name.as_str(), stat, local[name].as_slice()));
+            if let Err(e) = statcache::save(&p, bs, read_at, files) {
+                tracing::warn!("stat cache {} not written: {e}", p.display());
+            }
+        }
+        Ok::<_, ClientError>((local, scan, rules, read))
+    });
+    let reading = async {
+        let remote =
+            Remote::connect(addr, opts.call_timeout, opts.retry_budget, &opts.transport).await?;
+        let map = parse_map(&remote.leader_call("getfileinfomap", &[]).await?)?;
+        Ok::<_, ClientError>((remote, map))
+    };
+    let scanned = async {
+        scanning
+            .await
+            .map_err(|e| ClientError::Protocol(format!("hashing task failed: {e}")))?
+    };
+    let ((mut local, scan, rules, files_read), (remote, map)) = tokio::try_join!(scanned, reading)?;
 
     let mut summary = Summary {
         problems: scan
@@ -363,6 +395,7 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
         names,
         asides: Default::default(),
         getblocks: Arc::new(Semaphore::new(GETBLOCKS_IN_FLIGHT)),
+        batch_gets: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         counters: counters.clone(),
         bars: MultiProgress::new(),
         fresh: Default::default(),
@@ -409,6 +442,7 @@ pub async fn sync(addr: &str, opts: &SyncOptions) -> Result<Summary, ClientError
     })
     .await
     .map_err(|e| ClientError::Protocol(format!("apply task failed: {e}")))?;
+    summary.files_read = files_read;
     summary.blocks_uploaded = counters.blocks_up.load(Ordering::Relaxed);
     summary.bytes_uploaded = counters.bytes_up.load(Ordering::Relaxed);
     summary.blocks_downloaded = counters.blocks_down.load(Ordering::Relaxed);
@@ -495,6 +529,68 @@ fn delete_local(base: &Path, name: &str) -> Result<Option<Vec<String>>, ClientEr
     }
     std::fs::remove_file(&path).map_err(|e| ClientError::io(&path, e))?;
     Ok(Some(fsutil::remove_empty_parents(base, &path)))
+}
+
+/// One local file as [`hash_files`] found it.
+struct Hashed {
+    name: String,
+    path: std::path::PathBuf,
+    /// Its hashes, its stat, and whether it was read (not in the cache).
+    read: std::io::Result<(Vec<String>, Stat, bool)>,
+}
+
+/// Hashes `files` at `bs`: from `cache` when the stat matches, else read
+/// (the stat taken first, on the open file); on up to 4 threads, each
+/// with a share in name order.
+fn hash_files(
+    files: BTreeMap<String, std::path::PathBuf>,
+    bs: usize,
+    cache: &StatCache,
+) -> Vec<Hashed> {
+    let files: Vec<(String, std::path::PathBuf)> = files.into_iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(files.len().div_ceil(256).max(1));
+    let one = |name: &str, path: &std::path::Path| -> std::io::Result<(Vec<String>, Stat, bool)> {
+        if !cache.is_empty() {
+            if let Ok(m) = std::fs::metadata(path) {
+                let stat = Stat::of(&m);
+                if let Some(h) = cache.lookup(name, &stat) {
+                    return Ok((h, stat, false));
+                }
+            }
+        }
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let stat = Stat::of(&f.metadata()?);
+        let mut data = Vec::with_capacity(stat.size as usize);
+        f.read_to_end(&mut data)?;
+        Ok((block_hashes(&data, bs), stat, true))
+    };
+    let hash = |part: &[(String, std::path::PathBuf)]| {
+        part.iter()
+            .map(|(name, path)| Hashed {
+                name: name.clone(),
+                path: path.clone(),
+                read: one(name, path),
+            })
+            .collect::<Vec<_>>()
+    };
+    if threads <= 1 {
+        return hash(&files);
+    }
+    let share = files.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = files
+            .chunks(share)
+            .map(|part| s.spawn(move || hash(part)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("a hashing thread panicked"))
+            .collect()
+    })
 }
 
 /// Whether the scan already listed `name` as ignored (itself or a directory

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::auth::{Need, Verifier};
-use crate::node::blocks::replication::MAX_BATCH_BLOCKS;
+use crate::node::blocks::replication::{GETBLOCKS_MAX_BYTES, MAX_BATCH_BLOCKS};
 use crate::node::blocks::BlockService;
 use crate::node::command::{Command, Hash};
 use crate::node::driver::{LogLine, NodeStatus, Request};
@@ -495,8 +495,8 @@ impl NodeHandle {
                 Ok(peer_wire::encode(&resp))
             }
             "installSnapshot" => self.install_snapshot(params, sender).await,
-            "getblock" | "putblock" | "putblocks" | "hasblocks" | "storeBlock" | "storeBlocks"
-            | "readBlock" => {
+            "getblock" | "getblocks" | "putblock" | "putblocks" | "hasblocks" | "storeBlock"
+            | "storeBlocks" | "readBlock" => {
                 // The crashed check comes before any argument check.
                 if self.crashed() {
                     return Err(NodeError::Crashed(self.id));
@@ -652,6 +652,34 @@ async fn block_method(
             let hashes = blocks.put_many(batch).await?;
             Ok(Value::Array(
                 hashes.into_iter().map(Value::String).collect(),
+            ))
+        }
+        "getblocks" => {
+            let mut args = Args::new(name, "(hashlist:array of string)", params);
+            let hashes = args.next_strings("hashlist")?;
+            if hashes.len() > MAX_BATCH_BLOCKS {
+                return Err(args.bad(
+                    "hashlist",
+                    &format!(
+                        "holds {} hashes, more than the {MAX_BATCH_BLOCKS} one call may ask for",
+                        hashes.len()
+                    ),
+                ));
+            }
+            if let Some((i, h)) = hashes
+                .iter()
+                .enumerate()
+                .find(|(_, h)| !crate::node::blocks::is_hash(h))
+            {
+                return Err(args.bad(
+                    "hashlist",
+                    &format!("hashlist[{i}] is {h:?}, not 64 lower-case hex digits"),
+                ));
+            }
+            args.finish()?;
+            let found = blocks.get_prefix(&hashes, GETBLOCKS_MAX_BYTES).await?;
+            Ok(Value::Array(
+                found.iter().map(|d| Value::Base64(d.to_vec())).collect(),
             ))
         }
         "hasblocks" => {

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::transfer::{download, upload_blocks};
 use super::uploader::{Counters, Uploader};
 use super::{parse_map, some_names, Action, Did, RemoteMap, NAMES_IN_WARNING, TOMBSTONE};
-use crate::client::content::{block_hashes, is_block_list, same_content};
+use crate::client::content::{is_block_list, same_content};
 use crate::client::fsutil;
 use crate::client::index::{is_tombstone, IndexEntry};
 use crate::client::remote::Remote;
@@ -38,8 +38,12 @@ pub(super) struct Ctx {
     /// Conflict-copy names taken by this sync so far.
     pub asides: Mutex<HashSet<String>>,
     pub uploader: Uploader,
-    /// Bounds the `getblock` calls in flight across all files.
+    /// Bounds the `getblock` calls in flight across all files (a
+    /// `getblocks` batch takes [`super::transfer::PERMITS_PER_BATCH`]).
     pub getblocks: Arc<Semaphore>,
+    /// Cleared by the first fault 4 to a `getblocks` (a server from before
+    /// it): blocks then come one `getblock` each.
+    pub batch_gets: Arc<std::sync::atomic::AtomicBool>,
     pub counters: Arc<Counters>,
     pub bars: MultiProgress,
     /// The last map read after a refused `updatefile`, and when that read
@@ -283,15 +287,13 @@ async fn remote_wins(
         }
     }
     match data {
-        Some(data) => {
+        Some(mut data) => {
+            let hashes = std::mem::take(&mut data.hashes);
             let p = path.to_path_buf();
-            let bs = ctx.opts.block_size;
-            let hashes = tokio::task::spawn_blocking(move || {
-                fsutil::atomic_write(&p, &data).map(|()| block_hashes(&data, bs))
-            })
-            .await
-            .map_err(|e| ClientError::Protocol(format!("write task failed: {e}")))?
-            .map_err(|e| ClientError::io(path, e))?;
+            tokio::task::spawn_blocking(move || data.place(&p))
+                .await
+                .map_err(|e| ClientError::Protocol(format!("rename task failed: {e}")))?
+                .map_err(|e| ClientError::io(path, e))?;
             let undeleted = conflict && !had_local;
             out.act(
                 rv,
@@ -313,8 +315,7 @@ fn claim_aside(ctx: &Ctx, name: &str, rv: i64) -> String {
     let mut taken = ctx.asides.lock().expect("the aside names lock");
     let mut aside = format!("{name}.conflict-{rv}");
     let mut n = 1;
-    while ctx.base.join(&aside).exists() || ctx.names.contains(&aside) || taken.contains(&aside)
-    {
+    while ctx.base.join(&aside).exists() || ctx.names.contains(&aside) || taken.contains(&aside) {
         n += 1;
         aside = format!("{name}.conflict-{rv}.{n}");
     }

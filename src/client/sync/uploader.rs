@@ -255,7 +255,12 @@ async fn send_batch(shared: &Shared, blocks: Vec<Block>) -> Result<(), ClientErr
         .into_iter()
         .filter(|(h, _)| seen.insert(h.clone()))
         .collect();
-    let list = Value::Array(unique.iter().map(|(h, _)| Value::from(h.as_str())).collect());
+    let list = Value::Array(
+        unique
+            .iter()
+            .map(|(h, _)| Value::from(h.as_str()))
+            .collect(),
+    );
     let answer = shared.remote.any_call("hasblocks", &[list]).await?;
     let held: HashSet<&str> = answer
         .as_array()
@@ -282,7 +287,10 @@ async fn send_batch(shared: &Shared, blocks: Vec<Block>) -> Result<(), ClientErr
         match shared.remote.any_call("putblocks", &[arg]).await {
             Ok(Value::Array(hs)) => {
                 let same = hs.len() == missing.len()
-                    && hs.iter().zip(&missing).all(|(a, (h, _))| a.as_str() == Some(h));
+                    && hs
+                        .iter()
+                        .zip(&missing)
+                        .all(|(a, (h, _))| a.as_str() == Some(h));
                 if !same {
                     return Err(ClientError::Protocol(format!(
                         "putblocks of {} blocks answered {} hashes that are not theirs",
@@ -339,7 +347,9 @@ async fn send_batch(shared: &Shared, blocks: Vec<Block>) -> Result<(), ClientErr
             None => return Ok(()),
             Some(Ok(Ok(()))) => {}
             Some(Ok(Err(e))) => return Err(e),
-            Some(Err(e)) => return Err(ClientError::Protocol(format!("putblock task failed: {e}"))),
+            Some(Err(e)) => {
+                return Err(ClientError::Protocol(format!("putblock task failed: {e}")))
+            }
         }
     }
 }

@@ -339,6 +339,27 @@ impl BlockStore {
         }
     }
 
+    /// [`BlockStore::get`] of many blocks at once (one blocking task on
+    /// disk), in the order asked; `None` for a block not held here, or held
+    /// but failing its check (it is then no longer held). A malformed hash
+    /// is an error.
+    pub async fn get_many(&self, hashes: &[String]) -> Result<Vec<Option<Arc<[u8]>>>, BlockError> {
+        let digests = hashes
+            .iter()
+            .map(|h| parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        match &*self.backend {
+            Backend::Memory(m) => {
+                let m = m.lock().expect("block map lock poisoned");
+                Ok(hashes
+                    .iter()
+                    .map(|h| m.get(h).map(|s| s.data.clone()))
+                    .collect())
+            }
+            Backend::Disk(p) => p.get_many(digests).await,
+        }
+    }
+
     /// For each of `hashes`, whether it is held here (malformed hashes are not).
     pub async fn has_many(&self, hashes: Vec<String>) -> Vec<bool> {
         match &*self.backend {

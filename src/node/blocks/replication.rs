@@ -43,6 +43,11 @@ pub const STORE_BLOCKS: &str = "surfstore.storeBlocks";
 /// body limit allows some 500,000 empty ones; this bounds the answer).
 pub const MAX_BATCH_BLOCKS: usize = 65_536;
 
+/// Most block bytes one `getblocks` answer carries (past the first block):
+/// 8 MiB is some 11 MB of base64 in XML, well inside a client's 64 MiB
+/// answer limit.
+pub const GETBLOCKS_MAX_BYTES: usize = 8 << 20;
+
 /// Local puts of one batch under way at once (each a blocking-pool task).
 const LOCAL_PUTS_AT_ONCE: usize = 16;
 
@@ -295,6 +300,33 @@ impl BlockService {
             return Ok(d);
         }
         self.fetch(hash).await
+    }
+
+    /// `getblocks`: the blocks of `hashes` in order, as [`BlockService::get`]
+    /// finds them (local, else fetched from a peer), but only the longest
+    /// prefix whose bytes stay within `max_bytes` (at least one block, even
+    /// a larger one). Blocks past the prefix are not looked at, so a client
+    /// asks again from where the answer stopped.
+    pub async fn get_prefix(
+        &self,
+        hashes: &[String],
+        max_bytes: usize,
+    ) -> Result<Vec<Arc<[u8]>>, BlockError> {
+        let local = self.store.get_many(hashes).await?;
+        let mut out = Vec::with_capacity(local.len());
+        let mut bytes = 0usize;
+        for (hash, held) in hashes.iter().zip(local) {
+            let data = match held {
+                Some(d) => d,
+                None => self.fetch(hash).await?,
+            };
+            if !out.is_empty() && bytes + data.len() > max_bytes {
+                break;
+            }
+            bytes += data.len();
+            out.push(data);
+        }
+        Ok(out)
     }
 
     /// Asks every peer for `hash` in parallel; keeps and returns the first

@@ -46,7 +46,7 @@ pub const PREFIX: &str = "surfstore";
 /// The XML-RPC methods counted under their own `method` label (without the
 /// `surfstore.` prefix). Any other name is counted as `other`. Add a method
 /// here when `NodeHandle::dispatch_from` learns it.
-pub const METHODS: [&str; 26] = [
+pub const METHODS: [&str; 27] = [
     "ping",
     "getfileinfomap",
     "updatefile",
@@ -72,6 +72,7 @@ pub const METHODS: [&str; 26] = [
     "readBlock",
     "storeBlocks",
     "putblocks",
+    "getblocks",
     "waitForChanges",
 ];
 

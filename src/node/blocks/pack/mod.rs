@@ -261,9 +261,9 @@ fn read_record(
     if header.sha256 != *digest || header.len != loc.len {
         return Ok(Err("the record there is another block's".to_owned()));
     }
-    let data = Arc::<[u8]>::new_zeroed_slice(loc.len as usize);
-    // SAFETY: zeroed bytes are valid `u8`s.
-    let mut data = unsafe { data.assume_init() };
+    // Collected straight into the Arc's one allocation (a `TrustedLen`
+    // iterator), then read into.
+    let mut data: Arc<[u8]> = std::iter::repeat_n(0u8, loc.len as usize).collect();
     let buf = Arc::get_mut(&mut data).expect("a new Arc is unique");
     file.read_exact_at(buf, loc.offset + HEADER_LEN as u64)?;
     if crc32fast::hash(&data) != header.data_crc {
@@ -404,6 +404,51 @@ impl PackStore {
         let shared = self.shared.clone();
         let digest = *digest;
         run_blocking(move || shared.read_checked(&file, &loc, &digest).map(Some)).await
+    }
+
+    /// [`PackStore::get`] of many blocks, in one task on the blocking pool;
+    /// in the order asked. A block not held is `None`, and so is one whose
+    /// record fails its check (it leaves the index, as with `get`, so the
+    /// caller fetches it from a peer); a failed read is an error.
+    pub async fn get_many(
+        &self,
+        digests: Vec<Digest>,
+    ) -> Result<Vec<Option<Arc<[u8]>>>, BlockError> {
+        let wanted: Vec<Option<(Loc, Arc<File>)>> = {
+            let st = self.shared.lock();
+            digests
+                .iter()
+                .map(|d| {
+                    st.index
+                        .get(d)
+                        .map(|loc| (*loc, st.packs[&loc.pack].file.clone()))
+                })
+                .collect()
+        };
+        let shared = self.shared.clone();
+        run_blocking(move || {
+            let mut out = Vec::with_capacity(digests.len());
+            for (d, w) in digests.iter().zip(wanted) {
+                let Some((loc, file)) = w else {
+                    out.push(None);
+                    continue;
+                };
+                match read_record(&file, &loc, d) {
+                    Ok(Ok(data)) => out.push(Some(data)),
+                    // Logged and dropped from the index there.
+                    Ok(Err(_)) => out.push(shared.read_checked(&file, &loc, d).ok()),
+                    Err(e) => {
+                        return Err(BlockError::Io(format!(
+                            "reading {} at offset {}: {e}",
+                            pack_path(&shared.dir, loc.pack).display(),
+                            loc.offset
+                        )))
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Every pack with its size and live bytes.
