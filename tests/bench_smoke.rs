@@ -116,3 +116,38 @@ async fn bench_follows_a_leader_crash() {
     );
     c.shutdown().await;
 }
+
+/// `client_bench` (the sync client's measures against issue 14's targets)
+/// at small sizes, on disk with fsync: every measure runs, checks its own
+/// outcome (every file uploaded, the download byte-exact, the re-sync
+/// moving nothing) and prints a number beside its target. No timing is
+/// asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_bench_smoke_runs_every_measure() {
+    use surfstore::client::bench::{self as cbench, BenchOptions as ClientBench};
+    let o = ClientBench {
+        disk: true,
+        files: 40,
+        mib: 1,
+        resync_files: 60,
+        parallel: 8,
+    };
+    let mut rows = Vec::new();
+    let measures = cbench::run(&o, |m| rows.push(cbench::row(m)))
+        .await
+        .expect("the client bench runs");
+    assert_eq!(measures.len(), 4, "{rows:?}");
+    for m in &measures {
+        assert!(m.value.is_finite() && m.value > 0.0, "{m:?}");
+    }
+    let table = cbench::table(&o, &measures);
+    for want in [
+        "first sync, 40 files",
+        "upload, 1 file of 1 MiB",
+        "download",
+        "re-sync unchanged, 60 files",
+    ] {
+        assert!(table.contains(want), "{want:?} missing from\n{table}");
+    }
+    println!("{table}");
+}
