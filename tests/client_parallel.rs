@@ -41,27 +41,7 @@ async fn run(addr: &str, o: &SyncOptions) -> Summary {
 
 /// Every file under `dir` but `index.txt`, by its synced name.
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-                continue;
-            }
-            let rel = e
-                .path()
-                .strip_prefix(dir)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if rel != "index.txt" {
-                out.insert(rel, std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
+    common::folder_contents(dir, true)
 }
 
 /// name -> version, from a folder's `index.txt`.
@@ -78,9 +58,7 @@ fn versions(dir: &Path) -> BTreeMap<String, i64> {
 }
 
 fn bytes(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rng.fill(&mut v[..]);
-    v
+    common::random_bytes(rng, n)
 }
 
 fn sorted(v: &[String]) -> bool {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::tmpdir;
 use common::TestCluster;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use surfstore::client::{sync, Summary, SyncOptions};
 use surfstore::node::blocks::hash_hex;
 use surfstore::node::command::parse_sha256_hex;
@@ -35,31 +35,11 @@ async fn run(c: &TestCluster, node: usize, dir: &Path) -> Summary {
 
 /// Every synced file under `dir` (the index and conflict copies included).
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                let rel = e
-                    .path()
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.insert(rel, std::fs::read(e.path()).unwrap());
-            }
-        }
-    }
-    out
+    common::folder_contents(dir, false)
 }
 
 fn random_bytes(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rng.fill(&mut v[..]);
-    v
+    common::random_bytes(rng, n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -181,3 +181,40 @@ pub fn fault_code(r: &Result<Value, CallError>) -> Option<i32> {
         _ => None,
     }
 }
+
+/// Every file under `dir` by its name relative to `dir`, with its bytes
+/// (`index.txt` at the root left out when `without_index`).
+pub fn folder_contents(
+    dir: &std::path::Path,
+    without_index: bool,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if !(without_index && rel == "index.txt") {
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// `n` random bytes from `rng`.
+pub fn random_bytes(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<u8> {
+    use rand::Rng;
+    let mut v = vec![0u8; n];
+    rng.fill(&mut v[..]);
+    v
+}
