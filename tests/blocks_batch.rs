@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::wait_until;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,24 +51,6 @@ async fn held(c: &TestCluster, i: usize, hashes: &[String]) -> usize {
         n += holds(c, i, h).await as usize;
     }
     n
-}
-
-async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Calls of `method` node `i` took from the network, and those of them it

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::wait_until;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,24 +72,6 @@ impl Nodes {
             (0..self.nodes.len()).find(|&i| self.nodes[i].handle.status().is_leader())
         })
         .await
-    }
-}
-
-async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -218,3 +218,24 @@ pub fn random_bytes(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<u8> {
     rng.fill(&mut v[..]);
     v
 }
+
+/// Polls `f` every 20 ms until it gives a value, failing the test after
+/// `timeout` with `what` (for conditions no watch channel announces, like
+/// a block arriving on a node's disk).
+pub async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
